@@ -1,0 +1,18 @@
+"""The plugin contracts: small ABCs with docstrings. Plugins depend on these, never the reverse."""
+
+from heron.interfaces.attention import AttentionBackend, AttentionLayerInfo, ForwardBatch
+from heron.interfaces.middleware import MiddlewareFactory
+from heron.interfaces.model import CausalLM, ModelContext
+from heron.interfaces.reasoning_parser import ReasoningParser
+from heron.interfaces.tool_parser import ToolParser
+
+__all__ = (
+    "AttentionBackend",
+    "AttentionLayerInfo",
+    "CausalLM",
+    "ForwardBatch",
+    "MiddlewareFactory",
+    "ModelContext",
+    "ReasoningParser",
+    "ToolParser",
+)

@@ -1,0 +1,60 @@
+"""The model contract: a causal LM over a flat batch of tokens from many requests."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from heron.interfaces.attention import AttentionBackend, ForwardBatch
+
+__all__ = ("CausalLM", "ModelContext")
+
+
+@dataclass(slots=True)
+class ModelContext:
+    """What a model needs besides its HF config."""
+
+    dtype: torch.dtype
+    device: torch.device
+    attention_backend: AttentionBackend
+    tp_rank: int = 0
+    tp_size: int = 1
+    extra: dict[str, Any] | None = None  # kernel options (e.g. weight quantization)
+
+
+class CausalLM(ABC):
+    """Mix into a ``torch.nn.Module``: ``class MyLM(nn.Module, CausalLM)``.
+
+    The entry-point name is the HF ``architectures[0]`` value this class serves. Attention
+    must go through :class:`heron.layers.Attention` so the engine can bind KV caches and the
+    chosen backend does the work.
+    """
+
+    @abstractmethod
+    def __init__(self, config: Any, ctx: ModelContext) -> None:
+        """Build the modules (weights uninitialised) from an HF ``config`` and ``ctx``."""
+
+    @abstractmethod
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
+        """Run the decoder over the step's tokens.
+
+        Args:
+            input_ids: [num_tokens] int64, the new tokens of every scheduled request, flat.
+            positions: [num_tokens] int64, each token's position in its sequence.
+            batch: the step's :class:`ForwardBatch` (with backend metadata filled in).
+        Returns:
+            hidden states [num_tokens, hidden_size].
+        """
+
+    @abstractmethod
+    def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """[n, hidden_size] -> [n, vocab_size] logits (fp32 or model dtype)."""
+
+    @abstractmethod
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Copy checkpoint tensors (HF names; GGUF files are renamed to HF names by the loader)."""
