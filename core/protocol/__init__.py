@@ -1,5 +1,18 @@
 """Pydantic models of the OpenAI wire format and vLLM-compatible extras (the HTTP boundary)."""
 
+from heron.protocol.chat import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatMessage,
+)
+from heron.protocol.common import ErrorBody, ErrorResponse, ModelCard, ModelList, UsageInfo
+from heron.protocol.completions import (
+    CompletionRequest,
+    CompletionResponse,
+    DetokenizeRequest,
+    TokenizeRequest,
+)
 from heron.protocol.tool_calls import (
     DeltaFunctionCall,
     DeltaMessage,
@@ -12,6 +25,19 @@ from heron.protocol.tool_calls import (
 )
 
 __all__ = (
+    "ChatCompletionChunk",
+    "ChatCompletionRequest",
+    "ChatCompletionResponse",
+    "ChatMessage",
+    "CompletionRequest",
+    "CompletionResponse",
+    "DetokenizeRequest",
+    "ErrorBody",
+    "ErrorResponse",
+    "ModelCard",
+    "ModelList",
+    "TokenizeRequest",
+    "UsageInfo",
     "DeltaFunctionCall",
     "DeltaMessage",
     "DeltaToolCall",

@@ -1,0 +1,96 @@
+"""Small routes: models, health, ping, version, load, metrics, tokenize, detokenize."""
+
+from __future__ import annotations
+
+from litestar import Request, Response, get, post
+
+import heron
+from heron.chat import ChatTemplateError, normalize_messages, render_chat
+from heron.protocol.common import ModelCard, ModelList
+from heron.protocol.completions import (
+    DetokenizeRequest,
+    DetokenizeResponse,
+    TokenizeRequest,
+    TokenizeResponse,
+)
+from heron.server.errors import APIError
+from heron.server.state import ServerState, read_body
+
+__all__ = ("misc_routes",)
+
+
+def misc_routes(state: ServerState) -> list:
+    s = state.settings
+
+    @get("/v1/models", summary="List served models")
+    async def models() -> dict:
+        cards = [
+            ModelCard(id=name, root=s.model or name, max_model_len=state.engine.max_model_len,
+                      tool_call_parser=s.tool_call_parser, reasoning_parser=s.reasoning_parser)
+            for name in s.model_names
+        ]
+        return ModelList(data=cards).model_dump()
+
+    @get("/health", summary="200 when the engine is alive, 503 with a reason otherwise")
+    async def health() -> Response:
+        if state.loading:
+            reason = "loading"
+        elif state.draining:
+            reason = "draining"
+        elif getattr(state.engine, "error", None) is not None:
+            reason = f"engine failed: {state.engine.error}"
+        else:
+            return Response({"status": "ok"}, status_code=200)
+        return Response({"status": "unavailable", "reason": reason}, status_code=503)
+
+    @get("/ping", summary="Liveness probe")
+    async def ping() -> dict:
+        return {"status": "ok"}
+
+    @get("/version", summary="heron version")
+    async def version() -> dict:
+        return {"version": heron.__version__}
+
+    @get("/load", summary="Server load: requests in flight and engine queue")
+    async def load() -> dict:
+        st = state.engine.stats()
+        return {"server_load": state.in_flight, "num_requests_running": st.get("num_running", 0),
+                "num_requests_waiting": st.get("num_waiting", 0), "kv_cache_usage_perc": st.get("kv_cache_usage", 0.0)}
+
+    @get("/metrics", summary="Prometheus metrics", media_type="text/plain; version=0.0.4")
+    async def metrics() -> Response:
+        return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @post("/tokenize", status_code=200, summary="Tokenize a prompt or chat messages")
+    async def tokenize(request: Request) -> dict:
+        req = await read_body(request, TokenizeRequest, s.max_request_body_bytes)
+        state.check_model(req.model)
+        tok = state.engine.tokenizer
+        if (req.prompt is None) == (req.messages is None):
+            raise APIError(400, "Give exactly one of 'prompt' or 'messages'.", param="prompt")
+        if req.messages is not None:
+            if not state.chat_template:
+                raise APIError(400, "The model has no chat template.", param="messages")
+            try:
+                text = render_chat(state.chat_template, normalize_messages(req.messages),
+                                   add_generation_prompt=req.add_generation_prompt,
+                                   special_tokens={"bos_token": tok.bos_token or "", "eos_token": tok.eos_token or ""})
+            except (ChatTemplateError, ValueError) as err:
+                raise APIError(400, str(err), param="messages") from err
+            ids = tok.encode(text, add_special_tokens=False)
+        else:
+            ids = tok.encode(req.prompt, add_special_tokens=req.add_special_tokens)
+        strs = tok.convert_ids_to_tokens(ids) if req.return_token_strs else None
+        return TokenizeResponse(count=len(ids), max_model_len=state.engine.max_model_len, tokens=ids,
+                                token_strs=strs).model_dump(exclude_none=True)
+
+    @post("/detokenize", status_code=200, summary="Turn token ids back into text")
+    async def detokenize(request: Request) -> dict:
+        req = await read_body(request, DetokenizeRequest, s.max_request_body_bytes)
+        state.check_model(req.model)
+        tok = state.engine.tokenizer
+        if any(t < 0 or t >= len(tok) for t in req.tokens):
+            raise APIError(400, f"token ids must be in [0, {len(tok)}).", param="tokens")
+        return DetokenizeResponse(prompt=tok.decode(req.tokens)).model_dump()
+
+    return [models, health, ping, version, load, metrics, tokenize, detokenize]

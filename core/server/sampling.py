@@ -1,0 +1,113 @@
+"""Turn an HTTP request's sampling fields into engine ``SamplingParams``, or a 400 naming the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from heron.protocol.sampling_fields import SamplingFields
+from heron.server.errors import APIError
+
+__all__ = ("build_sampling_params", "refuse_unsupported")
+
+_STRUCTURED = ("structured_outputs", "guided_json", "guided_regex", "guided_choice", "guided_grammar")
+
+
+def refuse_unsupported(req: SamplingFields, *, chat: bool) -> None:
+    """Known fields the server cannot honour yet are refused, never silently ignored."""
+    for name in _STRUCTURED:
+        if getattr(req, name, None) is not None:
+            raise APIError(400, f"'{name}' (structured outputs) is not supported by this server yet.", param=name)
+    fmt = req.response_format
+    if fmt is not None and fmt.type != "text":
+        raise APIError(400, f"response_format type {fmt.type!r} (structured outputs) is not supported yet.",
+                       param="response_format")
+    if not chat:
+        if getattr(req, "suffix", None):
+            raise APIError(400, "'suffix' is not supported.", param="suffix")
+        best_of = getattr(req, "best_of", None)
+        if best_of is not None and best_of != req.n:
+            raise APIError(400, "'best_of' other than n is not supported.", param="best_of")
+
+
+def _check(cond: bool, param: str, message: str) -> None:
+    if not cond:
+        raise APIError(400, message, param=param)
+
+
+def build_sampling_params(
+    req: SamplingFields,
+    *,
+    prompt_len: int,
+    max_model_len: int,
+    max_tokens: int | None,
+    logprobs: int | None,
+    defaults: dict[str, Any],
+    max_logprobs: int,
+) -> Any:
+    """Validate ranges (400 with ``param``) and build ``SamplingParams``; clamps max_tokens to the context."""
+    from heron.engine.sampling_params import SamplingParams
+
+    if prompt_len >= max_model_len:
+        raise APIError(
+            400,
+            f"This model's maximum context length is {max_model_len} tokens. However, your prompt has "
+            f"{prompt_len} tokens, leaving no room for output. Please shorten the prompt.",
+            param="messages" if hasattr(req, "messages") else "prompt",
+            code="context_length_exceeded",
+        )
+    room = max_model_len - prompt_len
+    if max_tokens is not None:
+        _check(max_tokens >= 1, "max_tokens", f"max_tokens must be at least 1, got {max_tokens}.")
+    max_tokens = room if max_tokens is None else min(max_tokens, room)
+    _check(1 <= req.n <= 128, "n", f"n must be between 1 and 128, got {req.n}.")
+    temperature = req.temperature if req.temperature is not None else defaults.get("temperature", 1.0)
+    _check(0 <= temperature <= 2, "temperature", f"temperature must be between 0 and 2, got {temperature}.")
+    top_p = req.top_p if req.top_p is not None else defaults.get("top_p", 1.0)
+    _check(0 < top_p <= 1, "top_p", f"top_p must be in (0, 1], got {top_p}.")
+    _check(-2 <= req.presence_penalty <= 2, "presence_penalty", "presence_penalty must be between -2 and 2.")
+    _check(-2 <= req.frequency_penalty <= 2, "frequency_penalty", "frequency_penalty must be between -2 and 2.")
+    if logprobs is not None:
+        _check(0 <= logprobs <= max_logprobs, "top_logprobs" if hasattr(req, "messages") else "logprobs",
+               f"logprobs must be between 0 and {max_logprobs}, got {logprobs}.")
+    if req.prompt_logprobs is not None:
+        _check(0 <= req.prompt_logprobs <= max_logprobs, "prompt_logprobs",
+               f"prompt_logprobs must be between 0 and {max_logprobs}.")
+    bias = None
+    if req.logit_bias:
+        try:
+            bias = {int(k): float(v) for k, v in req.logit_bias.items()}
+        except ValueError as err:
+            raise APIError(400, "logit_bias keys must be token ids.", param="logit_bias") from err
+        _check(all(-100 <= v <= 100 for v in bias.values()), "logit_bias", "logit_bias values must be in [-100, 100].")
+    stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+    kwargs: dict[str, Any] = dict(
+        n=req.n,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=req.top_k if req.top_k is not None else defaults.get("top_k", 0),
+        min_p=req.min_p if req.min_p is not None else 0.0,
+        presence_penalty=req.presence_penalty,
+        frequency_penalty=req.frequency_penalty,
+        repetition_penalty=req.repetition_penalty if req.repetition_penalty is not None
+        else defaults.get("repetition_penalty", 1.0),
+        seed=req.seed,
+        stop=stop,
+        stop_token_ids=list(req.stop_token_ids or []),
+        include_stop_str_in_output=req.include_stop_str_in_output,
+        ignore_eos=req.ignore_eos,
+        max_tokens=max_tokens,
+        min_tokens=req.min_tokens,
+        logprobs=logprobs,
+        prompt_logprobs=req.prompt_logprobs,
+        skip_special_tokens=req.skip_special_tokens,
+        spaces_between_special_tokens=req.spaces_between_special_tokens,
+        logit_bias=bias,
+        allowed_token_ids=req.allowed_token_ids,
+        bad_words=req.bad_words,
+    )
+    try:
+        return SamplingParams(**kwargs)
+    except (ValueError, TypeError) as err:
+        message = str(err)
+        param = next((k for k in kwargs if k in message), None)
+        raise APIError(400, message, param=param) from err
