@@ -25,14 +25,15 @@ __all__ = ("build_app",)
 logger = logging.getLogger("heron.server")
 
 
-def build_app(settings: ServerSettings, engine: Any, *, chat_template: str | None = None) -> Litestar:
-    """The app: API-key auth first, then ``settings.middleware`` plugins in order, then routes."""
-    state = ServerState(
-        settings=settings,
-        engine=engine,
-        chat_template=chat_template,
-        metrics=ServerMetrics(settings.model_names[0], engine.stats),
-    )
+def build_app(settings: ServerSettings, engine: Any | None = None, *, chat_template: str | None = None) -> Litestar:
+    """The app: API-key auth first, then ``settings.middleware`` plugins in order, then routes.
+
+    With ``engine=None`` the app starts in the loading state (``/health`` is 503) until
+    ``app.state.heron.attach(engine, template)`` is called.
+    """
+    state = ServerState(settings=settings, engine=engine, chat_template=chat_template, metrics=None,
+                        loading=engine is None)
+    state.metrics = ServerMetrics(settings.model_names[0], state.stats)
     middleware = [api_key_middleware(settings.api_key)]
     for name in settings.middleware:
         middleware.append(registry("middlewares").load(name)(settings))

@@ -30,7 +30,7 @@ class ServerState:
     settings: ServerSettings
     engine: Any  # heron.engine EngineClient: generate(), abort(), stats(), tokenizer, max_model_len
     chat_template: str | None
-    metrics: ServerMetrics
+    metrics: ServerMetrics | None
     loading: bool = False
     draining: bool = False
     in_flight: int = 0
@@ -45,7 +45,22 @@ class ServerState:
             raise APIError(404, f"The model '{requested}' does not exist; this server serves "
                                 f"{', '.join(self.settings.model_names)}.", param="model", code="model_not_found")
 
+    def attach(self, engine: Any, chat_template: str | None) -> None:
+        """The model finished loading: start serving requests."""
+        self.engine, self.chat_template = engine, chat_template
+        self.loading = False
+
+    def require_engine(self) -> Any:
+        if self.engine is None:
+            reason = f"the engine failed to start: {self.failure}" if self.failure else "the model is still loading"
+            raise APIError(503, f"Not ready: {reason}.", headers={"Retry-After": "5"})
+        return self.engine
+
+    def stats(self) -> dict[str, Any]:
+        return self.engine.stats() if self.engine is not None else {}
+
     def check_capacity(self) -> None:
+        self.require_engine()
         if self.draining:
             raise APIError(503, "The server is shutting down.", headers={"Retry-After": "5"})
         error = getattr(self.engine, "error", None)

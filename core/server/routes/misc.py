@@ -25,7 +25,7 @@ def misc_routes(state: ServerState) -> list:
     @get("/v1/models", summary="List served models")
     async def models() -> dict:
         cards = [
-            ModelCard(id=name, root=s.model or name, max_model_len=state.engine.max_model_len,
+            ModelCard(id=name, root=s.model or name, max_model_len=state.require_engine().max_model_len,
                       tool_call_parser=s.tool_call_parser, reasoning_parser=s.reasoning_parser)
             for name in s.model_names
         ]
@@ -33,7 +33,9 @@ def misc_routes(state: ServerState) -> list:
 
     @get("/health", summary="200 when the engine is alive, 503 with a reason otherwise")
     async def health() -> Response:
-        if state.loading:
+        if state.failure:
+            reason = f"engine failed to start: {state.failure}"
+        elif state.loading:
             reason = "loading"
         elif state.draining:
             reason = "draining"
@@ -53,7 +55,7 @@ def misc_routes(state: ServerState) -> list:
 
     @get("/load", summary="Server load: requests in flight and engine queue")
     async def load() -> dict:
-        st = state.engine.stats()
+        st = state.stats()
         return {"server_load": state.in_flight, "num_requests_running": st.get("num_running", 0),
                 "num_requests_waiting": st.get("num_waiting", 0), "kv_cache_usage_perc": st.get("kv_cache_usage", 0.0)}
 
@@ -65,7 +67,7 @@ def misc_routes(state: ServerState) -> list:
     async def tokenize(request: Request) -> dict:
         req = await read_body(request, TokenizeRequest, s.max_request_body_bytes)
         state.check_model(req.model)
-        tok = state.engine.tokenizer
+        tok = state.require_engine().tokenizer
         if (req.prompt is None) == (req.messages is None):
             raise APIError(400, "Give exactly one of 'prompt' or 'messages'.", param="prompt")
         if req.messages is not None:
@@ -88,7 +90,7 @@ def misc_routes(state: ServerState) -> list:
     async def detokenize(request: Request) -> dict:
         req = await read_body(request, DetokenizeRequest, s.max_request_body_bytes)
         state.check_model(req.model)
-        tok = state.engine.tokenizer
+        tok = state.require_engine().tokenizer
         if any(t < 0 or t >= len(tok) for t in req.tokens):
             raise APIError(400, f"token ids must be in [0, {len(tok)}).", param="tokens")
         return DetokenizeResponse(prompt=tok.decode(req.tokens)).model_dump()

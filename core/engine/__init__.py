@@ -1,0 +1,22 @@
+"""The inference engine: request state, paged KV blocks, scheduler, model runner, sampler."""
+
+from heron.engine.async_engine import AsyncEngine, EngineDeadError
+from heron.engine.config import EngineConfig
+from heron.engine.engine import LLMEngine
+from heron.engine.llm import LLM
+from heron.engine.outputs import CompletionOutput, Logprob, RequestMetrics, RequestOutput
+from heron.engine.sampling_params import SamplingParams, StructuredOutputsParams
+
+__all__ = (
+    "LLM",
+    "AsyncEngine",
+    "CompletionOutput",
+    "EngineConfig",
+    "EngineDeadError",
+    "LLMEngine",
+    "Logprob",
+    "RequestMetrics",
+    "RequestOutput",
+    "SamplingParams",
+    "StructuredOutputsParams",
+)

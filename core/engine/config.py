@@ -1,0 +1,70 @@
+"""Engine settings (the offline ``LLM(...)`` keyword arguments and the server's engine flags)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+__all__ = ("EngineConfig", "physical_cores")
+
+
+@dataclass
+class EngineConfig:
+    """How to load the model and size the engine. ``None`` means "pick a sensible default"."""
+
+    model: str | None = None  # None: the bundled SmolLM2-135M-Instruct
+    dtype: str = "auto"  # auto = bf16 on CPUs with native bf16, else fp32
+    max_model_len: int | None = None  # default: the model's context length
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int | None = None  # default: max(1024, max_num_seqs)
+    block_size: int = 16
+    kv_cache_memory_bytes: int | None = None  # default: min(1 GiB, a quarter of free RAM)
+    num_kv_blocks: int | None = None  # forces the pool size (overrides the memory budget)
+    enable_prefix_caching: bool = True
+    attention_backend: str = "auto"
+    scheduling_policy: str = "fcfs"  # or "priority"
+    seed: int = 0
+    num_threads: int | None = None  # default: physical cores
+    device: str = "cpu"
+    structured_outputs: bool = True  # build the grammar backend (xgrammar) at start-up
+
+
+def physical_cores() -> int:
+    """Physical CPU cores available to this process (hyper-threads do not help matmuls)."""
+    try:
+        allowed = os.sched_getaffinity(0)
+    except AttributeError:  # pragma: no cover - not Linux
+        allowed = set(range(os.cpu_count() or 1))
+    cores: set[tuple[str, str]] = set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            proc = phys = core = None
+            for line in f:
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                if key == "processor":
+                    proc = int(value)
+                elif key == "physical id":
+                    phys = value
+                elif key == "core id":
+                    core = value
+                elif not key and proc is not None:
+                    if proc in allowed:
+                        cores.add((phys or "0", core or str(proc)))
+                    proc = phys = core = None
+            if proc is not None and proc in allowed:
+                cores.add((phys or "0", core or str(proc)))
+    except OSError:
+        pass
+    return max(1, min(len(cores) or len(allowed), len(allowed)))
+
+
+def available_memory_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None

@@ -1,0 +1,171 @@
+"""Iteration-level continuous batching with chunked prefill and preemption by recompute.
+
+Every step the scheduler hands the model one flat batch: one token for each running decode and
+prefill chunks, within ``max_num_seqs`` sequences and ``max_num_batched_tokens`` tokens. Running
+sequences go first (in policy order); when the KV pool is full, the sequence that would be
+scheduled last is preempted (its blocks freed, its tokens recomputed later, partly from the
+prefix cache). Waiting sequences are admitted only in steps that preempted nothing.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from heron.engine.block_manager import BlockManager
+from heron.engine.request import Sequence, SequenceStatus
+
+__all__ = ("ScheduledSeq", "Scheduler", "SchedulerOutput")
+
+
+@dataclass(slots=True)
+class ScheduledSeq:
+    seq: Sequence
+    num_new_tokens: int
+    #: the chunk reaches the end of the sequence's tokens, so a token is sampled after it
+    samples: bool
+
+
+@dataclass(slots=True)
+class SchedulerOutput:
+    scheduled: list[ScheduledSeq] = field(default_factory=list)
+    preempted: list[Sequence] = field(default_factory=list)
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(s.num_new_tokens for s in self.scheduled)
+
+
+class _Waiting:
+    """The waiting queue: FIFO for ``fcfs``, a heap on (priority, arrival) for ``priority``."""
+
+    def __init__(self, policy: str) -> None:
+        if policy not in ("fcfs", "priority"):
+            raise ValueError(f"Unknown scheduling policy {policy!r}: use 'fcfs' or 'priority'.")
+        self.policy = policy
+        self.fifo: deque[Sequence] = deque()
+        self.heap: list[tuple[tuple, Sequence]] = []
+
+    def __len__(self) -> int:
+        return len(self.fifo) + len(self.heap)
+
+    def push(self, seq: Sequence, front: bool = False) -> None:
+        if self.policy == "priority":
+            heapq.heappush(self.heap, (seq.priority_key, seq))
+        elif front:
+            self.fifo.appendleft(seq)
+        else:
+            self.fifo.append(seq)
+
+    def peek(self) -> Sequence:
+        return self.heap[0][1] if self.policy == "priority" else self.fifo[0]
+
+    def pop(self) -> Sequence:
+        return heapq.heappop(self.heap)[1] if self.policy == "priority" else self.fifo.popleft()
+
+    def remove(self, seq: Sequence) -> bool:
+        if self.policy == "priority":
+            for i, (_, s) in enumerate(self.heap):
+                if s is seq:
+                    self.heap.pop(i)
+                    heapq.heapify(self.heap)
+                    return True
+            return False
+        try:
+            self.fifo.remove(seq)
+            return True
+        except ValueError:
+            return False
+
+
+class Scheduler:
+    """Decides, each step, which sequences run and how many of their tokens."""
+
+    def __init__(self, blocks: BlockManager, *, max_num_seqs: int, max_num_batched_tokens: int,
+                 max_model_len: int, policy: str = "fcfs") -> None:
+        self.blocks = blocks
+        self.max_num_seqs = max_num_seqs
+        self.max_num_batched_tokens = max_num_batched_tokens
+        self.max_model_len = max_model_len
+        self.policy = policy
+        self.waiting = _Waiting(policy)
+        self.running: list[Sequence] = []
+        self.num_preemptions = 0
+
+    def add(self, seq: Sequence) -> None:
+        if seq.num_tokens > self.max_model_len:
+            raise ValueError(f"The prompt ({seq.num_tokens} tokens) exceeds max_model_len ({self.max_model_len}).")
+        total_blocks = -(-min(self.max_model_len, seq.num_tokens + 1) // self.blocks.block_size)
+        if total_blocks > self.blocks.num_blocks:
+            raise ValueError(
+                f"The prompt ({seq.num_tokens} tokens) needs {total_blocks} KV blocks but the cache has only "
+                f"{self.blocks.num_blocks}; raise kv_cache_memory_bytes or shorten the prompt."
+            )
+        self.waiting.push(seq)
+
+    def has_unfinished(self) -> bool:
+        return bool(self.running) or len(self.waiting) > 0
+
+    def remove(self, seq: Sequence) -> None:
+        """Drop ``seq`` wherever it is and free its blocks (finish or abort)."""
+        if seq in self.running:
+            self.running.remove(seq)
+        else:
+            self.waiting.remove(seq)
+        self.blocks.free_seq(seq)
+
+    def _preempt(self, seq: Sequence, out: SchedulerOutput) -> None:
+        self.running.remove(seq)
+        self.blocks.free_seq(seq)
+        seq.status = SequenceStatus.WAITING
+        seq.num_preemptions += 1
+        self.num_preemptions += 1
+        # recompute keeps the generated tokens, so a grammar matcher's state stays valid
+        out.preempted.append(seq)
+        self.waiting.push(seq, front=True)
+
+    def schedule(self) -> SchedulerOutput:
+        out = SchedulerOutput()
+        budget = self.max_num_batched_tokens
+        if self.policy == "priority":
+            self.running.sort(key=lambda s: s.priority_key)
+        scheduled: set[int] = set()
+        i = 0
+        while i < len(self.running) and budget > 0:
+            seq = self.running[i]
+            n = min(seq.num_tokens - seq.num_computed_tokens, budget)
+            while not self.blocks.allocate(seq, n):
+                victim = self.running[-1]
+                self._preempt(victim, out)
+                if victim is seq:
+                    break
+            else:
+                out.scheduled.append(ScheduledSeq(seq, n, seq.num_computed_tokens + n >= seq.num_tokens))
+                scheduled.add(seq.seq_id)
+                budget -= n
+                i += 1
+                continue
+            break  # seq itself was preempted; everything after it was too
+        if not out.preempted:
+            now = time.time()
+            while len(self.waiting) and budget > 0 and len(self.running) < self.max_num_seqs:
+                seq = self.waiting.peek()
+                if seq.num_computed_tokens == 0 and not seq.block_table:
+                    self.blocks.match_prefix(seq)
+                    if seq.num_cached_tokens < 0:
+                        seq.num_cached_tokens = seq.num_computed_tokens
+                n = min(seq.num_tokens - seq.num_computed_tokens, budget)
+                if not self.blocks.allocate(seq, n):
+                    self.blocks.free_seq(seq)  # do not hold prefix blocks while waiting
+                    break
+                self.waiting.pop()
+                seq.status = SequenceStatus.RUNNING
+                self.running.append(seq)
+                req = seq.request
+                if req.metrics.first_scheduled_time is None:
+                    req.metrics.first_scheduled_time = now
+                out.scheduled.append(ScheduledSeq(seq, n, seq.num_computed_tokens + n >= seq.num_tokens))
+                budget -= n
+        return out

@@ -1,0 +1,46 @@
+"""Allocate each attention layer's paged KV cache in the backend's layout and bind it."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from heron.interfaces import AttentionBackend
+from heron.layers.attention import Attention
+
+__all__ = ("allocate_kv_caches", "attention_layers")
+
+
+def attention_layers(model: nn.Module) -> list[Attention]:
+    """The model's :class:`Attention` layers, ordered by ``layer_idx``."""
+    layers = sorted((m for m in model.modules() if isinstance(m, Attention)), key=lambda m: m.layer_idx)
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no heron.layers.Attention layer to bind a KV cache to.")
+    return layers
+
+
+def allocate_kv_caches(
+    model: nn.Module,
+    backend_cls: type[AttentionBackend],
+    num_blocks: int,
+    block_size: int,
+    dtype: torch.dtype,
+    device: torch.device | str,
+) -> list[torch.Tensor]:
+    """Allocate one zeroed cache per attention layer and bind it to ``layer.kv_cache``.
+
+    Args:
+        model: a model built from :mod:`heron.layers`.
+        backend_cls: the backend whose ``kv_cache_shape`` gives the layout.
+        num_blocks: blocks per layer (all layers share the block ids).
+        block_size: tokens per block.
+        dtype, device: where the caches live.
+    Returns:
+        the caches, in layer order.
+    """
+    caches = []
+    for layer in attention_layers(model):
+        shape = backend_cls.kv_cache_shape(num_blocks, block_size, layer.num_kv_heads, layer.head_size)
+        layer.kv_cache = torch.zeros(shape, dtype=dtype, device=device)
+        caches.append(layer.kv_cache)
+    return caches

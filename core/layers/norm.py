@@ -1,0 +1,32 @@
+"""RMSNorm, computed in float32 and cast back, as Llama-family checkpoints expect."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ("RMSNorm",)
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square layer norm: ``weight * x / sqrt(mean(x^2) + eps)``.
+
+    Args:
+        hidden_size: size of the last dimension.
+        eps: added to the mean square before the square root.
+    """
+
+    def __init__(self, hidden_size: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[..., hidden] -> [..., hidden] in ``x``'s dtype (the statistics are taken in fp32)."""
+        dtype = x.dtype
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, eps={self.eps}"

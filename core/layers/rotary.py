@@ -1,0 +1,191 @@
+"""Rotary position embeddings with the HF rope scaling types: default, linear, dynamic, llama3, yarn.
+
+Inverse frequencies and the attention scaling are computed the way transformers computes them, so
+a heron model matches its transformers counterpart. Positions come per token as a flat tensor
+(tokens of many requests mixed); ``cos``/``sin`` are computed once per forward and shared by all
+layers through :func:`apply_rotary`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from heron.interfaces import ForwardBatch
+
+__all__ = ("ROPE_TYPES", "RotaryEmbedding", "apply_rotary", "get_rope", "rope_parameters")
+
+ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn")
+
+
+def _base_inv_freq(base: float, dim: int) -> torch.Tensor:
+    # [dim // 2] float32, built on the CPU whatever device context the model is built under
+    exps = torch.arange(0, dim, 2, dtype=torch.int64, device="cpu").to(torch.float32) / dim
+    return 1.0 / (base**exps)
+
+
+def _llama3_inv_freq(inv_freq: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
+    factor, low, high = p["factor"], p["low_freq_factor"], p["high_freq_factor"]
+    old_len = p["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+    smooth = (old_len / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < old_len / high) * ~(wavelen > old_len / low)
+    return torch.where(medium, smoothed, scaled)
+
+
+def _yarn_inv_freq(base: float, dim: int, p: dict[str, Any], max_pos: int) -> tuple[torch.Tensor, float]:
+    orig = p.get("original_max_position_embeddings") or max_pos
+    factor = p.get("factor") or max_pos / orig
+
+    def mscale(scale: float, m: float = 1.0) -> float:
+        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+
+    attention_factor = p.get("attention_factor")
+    if attention_factor is None:
+        m, m_all = p.get("mscale"), p.get("mscale_all_dim")
+        attention_factor = mscale(factor, m) / mscale(factor, m_all) if m and m_all else mscale(factor)
+    beta_fast, beta_slow = p.get("beta_fast") or 32, p.get("beta_slow") or 1
+
+    def correction_dim(rotations: float) -> float:
+        return dim * math.log(orig / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+    low, high = correction_dim(beta_fast), correction_dim(beta_slow)
+    if p.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    if low == high:
+        high += 0.001  # avoid a zero-width ramp
+    ramp = ((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
+    pos_freqs = base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+    extrapolation = 1 - ramp  # 1 = keep the original frequency, 0 = interpolate
+    inv_freq = (1.0 / (factor * pos_freqs)) * (1 - extrapolation) + (1.0 / pos_freqs) * extrapolation
+    return inv_freq, float(attention_factor)
+
+
+class RotaryEmbedding(nn.Module):
+    """Neox-style rotary embedding (rotate-half) over the first ``rotary_dim`` channels of a head.
+
+    Args:
+        rotary_dim: channels rotated per head (``head_size * partial_rotary_factor``).
+        base: ``rope_theta``.
+        max_position: the config's ``max_position_embeddings``.
+        rope_type: one of :data:`ROPE_TYPES`.
+        params: the scaling parameters (``factor``, ``low_freq_factor``, ...).
+    """
+
+    def __init__(
+        self,
+        rotary_dim: int,
+        base: float,
+        max_position: int,
+        rope_type: str = "default",
+        params: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if rope_type not in ROPE_TYPES:
+            raise ValueError(f"Unsupported rope type {rope_type!r}; heron supports {', '.join(ROPE_TYPES)}.")
+        p = dict(params or {})
+        self.rotary_dim, self.base, self.max_position, self.rope_type = rotary_dim, base, max_position, rope_type
+        self.factor = float(p.get("factor") or 1.0)
+        self.attention_scaling = 1.0
+        inv_freq = _base_inv_freq(base, rotary_dim)
+        if rope_type == "linear":
+            inv_freq = inv_freq / self.factor
+        elif rope_type == "llama3":
+            inv_freq = _llama3_inv_freq(inv_freq, p)
+        elif rope_type == "yarn":
+            inv_freq, self.attention_scaling = _yarn_inv_freq(base, rotary_dim, p, max_position)
+        # A plain attribute, not a buffer: it survives meta-device construction + ``to_empty``.
+        self.inv_freq = inv_freq  # [rotary_dim // 2] float32
+
+    def _dynamic_inv_freq(self, seq_lens: torch.Tensor) -> torch.Tensor:
+        """NTK-aware base per token from its request's length: [T] -> [T, rotary_dim // 2]."""
+        dim = self.rotary_dim
+        seq = seq_lens.to(torch.float32).clamp(min=self.max_position)
+        base = self.base * ((self.factor * seq / self.max_position) - (self.factor - 1)) ** (dim / (dim - 2))
+        exps = torch.arange(0, dim, 2, dtype=torch.int64, device=seq.device).to(torch.float32) / dim
+        return 1.0 / (base[:, None] ** exps[None, :])
+
+    def forward(
+        self, positions: torch.Tensor, batch: ForwardBatch | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin for every token.
+
+        Args:
+            positions: [T] int64 position of each token in its sequence.
+            batch: the step's batch; "dynamic" scaling uses each request's current length, as
+                transformers does when it grows its cache one step at a time.
+        Returns:
+            (cos, sin), each [T, rotary_dim] float32, already multiplied by the attention scaling.
+        """
+        pos = positions.to(torch.float32)
+        if self.rope_type == "dynamic":
+            if batch is not None:
+                q_lens = torch.tensor(batch.query_lens, device=positions.device)
+                seq_lens = torch.repeat_interleave(batch.seq_lens_tensor.to(positions.device), q_lens)
+            else:
+                seq_lens = positions.max() + 1 if positions.numel() else positions
+                seq_lens = seq_lens.expand_as(positions)
+            freqs = pos[:, None] * self._dynamic_inv_freq(seq_lens)  # [T, rd/2]
+        else:
+            if self.inv_freq.device != positions.device:
+                self.inv_freq = self.inv_freq.to(positions.device)
+            freqs = pos[:, None] * self.inv_freq[None, :]  # [T, rd/2]
+        emb = torch.cat((freqs, freqs), dim=-1)  # [T, rd]
+        return emb.cos() * self.attention_scaling, emb.sin() * self.attention_scaling
+
+    def extra_repr(self) -> str:
+        return f"rotary_dim={self.rotary_dim}, base={self.base}, type={self.rope_type}"
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary(
+    q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate queries and keys.
+
+    Args:
+        q: [T, H, D]; k: [T, Hkv, D].
+        cos, sin: [T, rotary_dim] from :class:`RotaryEmbedding` (rotary_dim <= D).
+    Returns:
+        the rotated (q, k), same shapes and dtype.
+    """
+    cos = cos.to(q.dtype)[:, None, :]  # [T, 1, rd]
+    sin = sin.to(q.dtype)[:, None, :]
+    rd = cos.shape[-1]
+
+    def rotate(x: torch.Tensor) -> torch.Tensor:
+        if rd == x.shape[-1]:
+            return x * cos + _rotate_half(x) * sin
+        xr, rest = x[..., :rd], x[..., rd:]
+        return torch.cat((xr * cos + _rotate_half(xr) * sin, rest), dim=-1)
+
+    return rotate(q), rotate(k)
+
+
+def rope_parameters(config: Any) -> dict[str, Any]:
+    """The rope settings of an HF config (transformers 5 ``rope_parameters`` or 4.x ``rope_scaling``)."""
+    params = getattr(config, "rope_parameters", None)
+    if not params:
+        params = dict(getattr(config, "rope_scaling", None) or {})
+        params.setdefault("rope_theta", getattr(config, "rope_theta", 10000.0))
+    params = dict(params)
+    params["rope_type"] = params.get("rope_type") or params.get("type") or "default"
+    return params
+
+
+def get_rope(config: Any, head_size: int) -> RotaryEmbedding:
+    """Build the rotary embedding an HF ``config`` describes for heads of ``head_size``."""
+    p = rope_parameters(config)
+    rotary_dim = int(head_size * p.get("partial_rotary_factor", getattr(config, "partial_rotary_factor", 1.0)))
+    return RotaryEmbedding(rotary_dim, float(p["rope_theta"]), config.max_position_embeddings, p["rope_type"], p)

@@ -1,0 +1,68 @@
+"""Instantiate the model plugin a checkpoint's architecture names, and load its weights."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from heron.interfaces import CausalLM, ModelContext
+from heron.loader.checkpoint import Checkpoint
+from heron.plugins import registry
+
+__all__ = ("build_model", "skip_init")
+
+_INIT_FUNCTIONS = (
+    "uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+    "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_", "sparse_",
+)
+
+
+@contextlib.contextmanager
+def skip_init() -> Iterator[None]:
+    """Make ``torch.nn.init`` a no-op while modules are built: their weights are overwritten by
+    the checkpoint anyway, and random init of a large embedding is slow on CPU."""
+
+    def keep(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return tensor
+
+    saved = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS if hasattr(nn.init, name)}
+    try:
+        for name in saved:
+            setattr(nn.init, name, keep)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(nn.init, name, fn)
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(saved)
+
+
+def build_model(checkpoint: Checkpoint, ctx: ModelContext) -> CausalLM:
+    """Build the model plugin for ``checkpoint``'s ``architectures[0]`` and load its weights.
+
+    Parameters are created directly on ``ctx.device`` in ``ctx.dtype`` without random init.
+
+    Raises:
+        UnknownPluginError: no installed model plugin serves the architecture (lists those that do).
+    """
+    config = checkpoint.hf_config
+    archs = getattr(config, "architectures", None) or []
+    if not archs:
+        raise ValueError(f"The config of {checkpoint.path} names no architecture; heron cannot pick a model.")
+    cls = registry("models").load(archs[0])
+    with torch.device(ctx.device), _default_dtype(ctx.dtype), skip_init():
+        model = cls(config, ctx)
+    model.load_weights(checkpoint.weights())
+    return model.eval()

@@ -1,0 +1,44 @@
+"""Start the engine the server talks to (a thread-backed :class:`heron.engine.AsyncEngine`)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from heron.server.settings import ServerSettings
+
+__all__ = ("engine_config", "start_engine")
+
+log = logging.getLogger("heron.server")
+
+
+def engine_config(settings: ServerSettings) -> Any:
+    """The engine settings named by the server's flags."""
+    from heron.engine import EngineConfig
+
+    return EngineConfig(
+        model=settings.model,
+        dtype=settings.dtype,
+        max_model_len=settings.max_model_len,
+        max_num_seqs=settings.max_num_seqs,
+        max_num_batched_tokens=settings.max_num_batched_tokens,
+        kv_cache_memory_bytes=settings.kv_cache_memory_bytes,
+        num_kv_blocks=settings.num_kv_blocks,
+        enable_prefix_caching=settings.enable_prefix_caching,
+        attention_backend=settings.attention_backend,
+        scheduling_policy=getattr(settings, "scheduling_policy", "fcfs"),
+        seed=settings.seed,
+    )
+
+
+def start_engine(settings: ServerSettings) -> tuple[Any, str | None]:
+    """Load the model and start the engine loop; returns (engine client, chat template text)."""
+    from heron.chat.template import load_template_text
+    from heron.engine import AsyncEngine, LLMEngine
+
+    engine = LLMEngine(engine_config(settings))
+    template = load_template_text(settings.chat_template) if settings.chat_template else None
+    template = template or getattr(engine.tokenizer, "chat_template", None)
+    if not template:
+        log.warning("the model has no chat template: /v1/chat/completions needs --chat-template")
+    return AsyncEngine(engine), template

@@ -1,0 +1,18 @@
+"""Conformance kits that plugin authors (and heron itself) run against every plugin."""
+
+from heron.testing.reasoning_parsers import ReasoningCase, check_reasoning_parser
+from heron.testing.tool_parsers import (
+    ToolParserCase,
+    ToolStreamChecker,
+    check_tool_parser,
+    invariant_errors,
+)
+
+__all__ = (
+    "ReasoningCase",
+    "ToolParserCase",
+    "ToolStreamChecker",
+    "check_reasoning_parser",
+    "check_tool_parser",
+    "invariant_errors",
+)

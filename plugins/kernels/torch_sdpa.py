@@ -1,0 +1,152 @@
+"""The CPU default attention backend: one ``scaled_dot_product_attention`` call per layer.
+
+``build_batch`` does the per-step work once: the cache slots of every request's tokens padded
+to ``[num_reqs, max_seq]``, the flat index of every request's queries padded to
+``[num_reqs, max_q]``, and where each real query row lands back in the flat output. Each layer
+then gathers K/V and queries with one index each, runs SDPA on the padded batch with a boolean
+mask (built once per step and window size), and scatters the rows back: no Python loop over
+requests in the hot path. Steps made only of decodes skip SDPA for two grouped batched matmuls,
+which are faster on CPU for single-token queries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from heron.interfaces import AttentionBackend, AttentionLayerInfo, ForwardBatch
+from heron_plugins.kernels.paged import check_dtype, kv_cache_shape, slots_of, write_kv
+
+__all__ = ("SDPAMetadata", "TorchSDPABackend")
+
+
+@dataclass(slots=True)
+class SDPAMetadata:
+    """Per-step indexes shared by every layer."""
+
+    slot_mapping: torch.Tensor  # [T] int64, where the new K/V go
+    kv_slots: torch.Tensor  # [R, S] int64 cache slot of each request's key positions (padded)
+    q_index: torch.Tensor  # [R, Q] int64 flat token of each padded query row
+    q_pos: torch.Tensor  # [R, Q] int64 sequence position of each padded query row
+    out_index: torch.Tensor  # [T] int64 padded row (r * Q + j) of each flat token
+    fresh_prefill: bool  # one request, nothing cached before: plain causal attention on k/v
+    decode_only: bool  # every request has exactly one new token
+    masks: dict[int | None, torch.Tensor] = field(default_factory=dict)  # window -> [R, 1, Q, S]
+    biases: dict[int | None, torch.Tensor] = field(default_factory=dict)  # window -> [R, 1, 1, S]
+
+    def mask(self, window: int | None) -> torch.Tensor:
+        """The boolean attention mask for ``window`` (None = full causal), built on first use."""
+        found = self.masks.get(window)
+        if found is None:
+            k_pos = torch.arange(self.kv_slots.shape[1], device=self.q_pos.device)
+            allowed = k_pos[None, None, :] <= self.q_pos[:, :, None]  # [R, Q, S]
+            if window:
+                allowed &= k_pos[None, None, :] > self.q_pos[:, :, None] - window
+            found = self.masks[window] = allowed.unsqueeze(1)
+        return found
+
+    def bias(self, window: int | None) -> torch.Tensor:
+        """The mask as an additive float32 bias (0 or -inf), for decode-only steps."""
+        found = self.biases.get(window)
+        if found is None:
+            allowed = self.mask(window)
+            found = torch.zeros(allowed.shape, dtype=torch.float32, device=allowed.device)
+            found = self.biases[window] = found.masked_fill_(~allowed, float("-inf"))
+        return found
+
+
+class TorchSDPABackend(AttentionBackend):
+    """Batched paged attention with ``torch.nn.functional.scaled_dot_product_attention``."""
+
+    name = "torch_sdpa"
+
+    @classmethod
+    def supports(
+        cls,
+        device: torch.device,
+        dtype: torch.dtype,
+        head_size: int,
+        sliding_window: int | None = None,
+        **features: Any,
+    ) -> str | None:
+        if features.get("logits_soft_cap"):
+            return "torch_sdpa cannot apply a logits soft cap (use 'eager')"
+        return check_dtype(cls.name, dtype, features)
+
+    @classmethod
+    def kv_cache_shape(cls, num_blocks: int, block_size: int, num_kv_heads: int, head_size: int) -> tuple[int, ...]:
+        return kv_cache_shape(num_blocks, block_size, num_kv_heads, head_size)
+
+    def build_batch(self, batch: ForwardBatch) -> SDPAMetadata:
+        device = batch.block_tables.device
+        r, q_max, s_max = batch.num_reqs, batch.max_query_len, batch.max_seq_len
+        seq = batch.seq_lens_tensor.to(device=device, dtype=torch.int64)  # [R]
+        q_lens = torch.tensor(batch.query_lens, dtype=torch.int64, device=device)  # [R]
+        starts = batch.query_start_loc.to(device=device, dtype=torch.int64)[:-1]  # [R]
+        pos = torch.arange(s_max, device=device)[None, :]  # [1, S]
+        # Padding key positions repeat the last real one (masked out anyway).
+        kv_slots = slots_of(batch.block_tables, torch.minimum(pos, seq[:, None] - 1), batch.block_size)
+        # Padding query rows repeat the request's last query, so no mask row is all False.
+        j = torch.minimum(torch.arange(q_max, device=device)[None, :], (q_lens[:, None] - 1).clamp(min=0))
+        req_of_token = torch.repeat_interleave(torch.arange(r, device=device), q_lens)  # [T]
+        tok = torch.arange(batch.num_tokens, device=device)
+        return SDPAMetadata(
+            slot_mapping=batch.slot_mapping,
+            kv_slots=kv_slots,
+            q_index=starts[:, None] + j,
+            q_pos=seq[:, None] - q_lens[:, None] + j,
+            out_index=req_of_token * q_max + (tok - starts[req_of_token]),
+            fresh_prefill=r == 1 and batch.seq_lens[0] == batch.query_lens[0],
+            decode_only=q_max == 1,
+        )
+
+    def forward(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        kv_cache: torch.Tensor,
+        metadata: SDPAMetadata,
+        layer: AttentionLayerInfo,
+    ) -> torch.Tensor:
+        md = metadata
+        write_kv(kv_cache, k, v, md.slot_mapping)
+        gqa = layer.num_heads != layer.num_kv_heads
+        if md.fresh_prefill and not layer.sliding_window:
+            # One prompt from scratch: its own k/v are the whole context.
+            out = F.scaled_dot_product_attention(
+                q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None],
+                is_causal=True, scale=layer.scale, enable_gqa=gqa,
+            )  # [1, H, T, D]
+            return out[0].transpose(0, 1)
+        hkv, d = layer.num_kv_heads, layer.head_size
+        cache = kv_cache.view(2, -1, hkv, d)  # [2, num_slots, Hkv, D]
+        if md.decode_only:
+            return self._decode(q, cache, md, layer)
+        keys = cache[0][md.kv_slots].transpose(1, 2)  # [R, Hkv, S, D]
+        values = cache[1][md.kv_slots].transpose(1, 2)
+        queries = q[md.q_index].transpose(1, 2)  # [R, H, Q, D]
+        out = F.scaled_dot_product_attention(
+            queries, keys.to(q.dtype), values.to(q.dtype),
+            attn_mask=md.mask(layer.sliding_window), scale=layer.scale, enable_gqa=gqa,
+        )  # [R, H, Q, D]
+        r, h, q_max, _ = out.shape
+        return out.transpose(1, 2).reshape(r * q_max, h, d)[md.out_index]  # [T, H, D]
+
+    @staticmethod
+    def _decode(q: torch.Tensor, cache: torch.Tensor, md: SDPAMetadata, layer: AttentionLayerInfo) -> torch.Tensor:
+        """One query per request: two batched matmuls with the query heads grouped by KV head.
+
+        On CPU this beats SDPA for decode (about 2.5x at 32 requests, bf16): SDPA's flash kernel
+        is tuned for long query blocks. Scores are softmaxed in float32.
+        """
+        r, hkv, d = q.shape[0], layer.num_kv_heads, layer.head_size
+        keys = cache[0][md.kv_slots].permute(0, 2, 3, 1)  # [R, Hkv, D, S]
+        values = cache[1][md.kv_slots].transpose(1, 2)  # [R, Hkv, S, D]
+        grouped = q.view(r, hkv, -1, d).to(keys.dtype)  # [R, Hkv, G, D]; head h uses kv head h // G
+        scores = torch.matmul(grouped, keys).float() * layer.scale + md.bias(layer.sliding_window)  # [R, Hkv, G, S]
+        probs = torch.softmax(scores, dim=-1).to(values.dtype)
+        return torch.matmul(probs, values).view(r, layer.num_heads, d).to(q.dtype)  # [T, H, D]

@@ -1,0 +1,185 @@
+"""Llama-family decoders (Llama, Mistral, Qwen2) built from :mod:`heron.layers`.
+
+The three differ only in details read off the HF config: Qwen2 always has q/k/v biases,
+Mistral may use a sliding window, Llama may carry ``attention_bias``/``mlp_bias``. q/k/v and
+gate/up are fused into single matmuls (fewer, larger GEMMs are faster on CPU); ``load_weights``
+slices the HF tensors into them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from heron.interfaces import CausalLM, ForwardBatch, ModelContext
+from heron.layers import Attention, GatedMLP, RMSNorm, apply_rotary, get_rope
+
+__all__ = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
+
+
+class LlamaAttention(nn.Module):
+    """Fused qkv projection, rotary, paged attention, output projection."""
+
+    def __init__(self, config: Any, ctx: ModelContext, layer_idx: int, qkv_bias: bool) -> None:
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = getattr(config, "num_key_value_heads", None) or self.num_heads
+        self.head_size = getattr(config, "head_dim", None) or config.hidden_size // self.num_heads
+        self.q_size = self.num_heads * self.head_size
+        self.kv_size = self.num_kv_heads * self.head_size
+        bias = bool(getattr(config, "attention_bias", False))
+        self.qkv_proj = nn.Linear(config.hidden_size, self.q_size + 2 * self.kv_size, bias=bias or qkv_bias)
+        self.o_proj = nn.Linear(self.q_size, config.hidden_size, bias=bias)
+        self.attn = Attention(
+            self.num_heads,
+            self.num_kv_heads,
+            self.head_size,
+            self.head_size**-0.5,
+            layer_idx,
+            ctx.attention_backend,
+            sliding_window=_sliding_window(config, layer_idx),
+        )
+
+    def forward(
+        self, hidden: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor], batch: ForwardBatch
+    ) -> torch.Tensor:
+        """[T, hidden] -> [T, hidden]."""
+        t = hidden.shape[0]
+        q, k, v = self.qkv_proj(hidden).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        q, k = apply_rotary(
+            q.view(t, self.num_heads, self.head_size), k.view(t, self.num_kv_heads, self.head_size), *cos_sin
+        )
+        return self.o_proj(self.attn(q, k, v, batch))
+
+
+def _sliding_window(config: Any, layer_idx: int) -> int | None:
+    """The window of layer ``layer_idx``: per-layer ``layer_types`` when given, else the config's."""
+    window = getattr(config, "sliding_window", None)
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None:
+        return window if layer_types[layer_idx] == "sliding_attention" else None
+    return window
+
+
+class LlamaDecoderLayer(nn.Module):
+    """Pre-norm attention block then pre-norm gated MLP block, each with a residual."""
+
+    def __init__(self, config: Any, ctx: ModelContext, layer_idx: int, qkv_bias: bool) -> None:
+        super().__init__()
+        self.self_attn = LlamaAttention(config, ctx, layer_idx, qkv_bias)
+        mlp_bias = bool(getattr(config, "mlp_bias", False))
+        self.mlp = GatedMLP(config.hidden_size, config.intermediate_size, bias=mlp_bias)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(
+        self, hidden: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor], batch: ForwardBatch
+    ) -> torch.Tensor:
+        hidden = hidden + self.self_attn(self.input_layernorm(hidden), cos_sin, batch)
+        return hidden + self.mlp(self.post_attention_layernorm(hidden))
+
+
+class LlamaModel(nn.Module):
+    """Embeddings, decoder layers, final norm."""
+
+    def __init__(self, config: Any, ctx: ModelContext, qkv_bias: bool) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(
+            LlamaDecoderLayer(config, ctx, i, qkv_bias) for i in range(config.num_hidden_layers)
+        )
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.rotary_emb = get_rope(config, self.layers[0].self_attn.head_size)
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
+        hidden = self.embed_tokens(input_ids)  # [T, hidden]
+        cos_sin = self.rotary_emb(positions, batch)  # computed once, shared by every layer
+        for layer in self.layers:
+            hidden = layer(hidden, cos_sin, batch)
+        return self.norm(hidden)
+
+
+class LlamaForCausalLM(nn.Module, CausalLM):
+    """Llama decoder with an LM head (tied to the embeddings when the config says so)."""
+
+    #: q/k/v projections always carry a bias (Qwen2), whatever ``attention_bias`` says
+    qkv_bias: bool = False
+
+    # HF name fragment -> (fused parameter fragment, shard index)
+    _stacked = {
+        ".q_proj.": (".qkv_proj.", 0),
+        ".k_proj.": (".qkv_proj.", 1),
+        ".v_proj.": (".qkv_proj.", 2),
+        ".gate_proj.": (".gate_up_proj.", 0),
+        ".up_proj.": (".gate_up_proj.", 1),
+    }
+
+    def __init__(self, config: Any, ctx: ModelContext) -> None:
+        super().__init__()
+        self.config = config
+        self.model = LlamaModel(config, ctx, self.qkv_bias)
+        self.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", False))
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if self.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
+        return self.model(input_ids, positions, batch)
+
+    def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """[n, hidden] -> [n, vocab] float32."""
+        return self.lm_head(hidden_states).float()
+
+    def _shard(self, name: str) -> tuple[str, int | None]:
+        for fragment, (fused, index) in self._stacked.items():
+            if fragment in name:
+                return name.replace(fragment, fused), index
+        return name, None
+
+    def _shard_rows(self, param_name: str, index: int) -> tuple[int, int]:
+        """(first row, row count) of shard ``index`` inside a fused parameter."""
+        layer = int(param_name.split(".")[2])
+        if ".qkv_proj." in param_name:
+            attn = self.model.layers[layer].self_attn
+            sizes = [attn.q_size, attn.kv_size, attn.kv_size]
+        else:
+            sizes = [self.config.intermediate_size] * 2
+        return sum(sizes[:index]), sizes[index]
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Copy HF-named tensors into the (partly fused) parameters; every parameter must be set."""
+        params = dict(self.named_parameters())
+        shards = {".qkv_proj.": 3, ".gate_up_proj.": 2}
+        missing = {
+            (n, i) for n in params for i in next(([*range(c)] for f, c in shards.items() if f in n), [None])
+        }
+        for name, tensor in weights:
+            if "rotary_emb." in name or (name == "lm_head.weight" and self.tie_word_embeddings):
+                continue
+            target, index = self._shard(name)
+            param = params.get(target)
+            if param is None:
+                raise KeyError(f"Checkpoint tensor {name!r} has no matching parameter in {type(self).__name__}.")
+            with torch.no_grad():
+                if index is None:
+                    param.copy_(tensor.view_as(param))
+                else:
+                    start, rows = self._shard_rows(target, index)
+                    param[start : start + rows].copy_(tensor.view(rows, *param.shape[1:]))
+            missing.discard((target, index))
+        if missing:
+            names = sorted(n if i is None else f"{n}[shard {i}]" for n, i in missing)
+            raise ValueError(f"The checkpoint lacks tensors for: {', '.join(names)}.")
+
+
+class MistralForCausalLM(LlamaForCausalLM):
+    """Mistral: Llama with an optional sliding window (read from the config)."""
+
+
+class Qwen2ForCausalLM(LlamaForCausalLM):
+    """Qwen2: Llama with biases on the q/k/v projections."""
+
+    qkv_bias = True

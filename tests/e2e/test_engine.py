@@ -1,0 +1,179 @@
+"""The engine on the real model: stopping, logprobs, seeds, prefix-cache reporting, aborts, no leaks."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from heron import SamplingParams
+from heron.engine import AsyncEngine
+from heron.engine.block_manager import BlockManager
+
+pytestmark = pytest.mark.slow
+
+
+def _one(llm, prompt_ids, **params):
+    return llm.generate([{"prompt_token_ids": prompt_ids}], SamplingParams(**params), use_tqdm=False)[0]
+
+
+def test_stop_strings_cut_the_text(llm32, chat_prompts):
+    free = _one(llm32, chat_prompts[1], temperature=0, max_tokens=40).outputs[0]
+    stop = free.text[12:16]
+    assert len(stop.strip()) >= 2
+    cut = _one(llm32, chat_prompts[1], temperature=0, max_tokens=40, stop=[stop]).outputs[0]
+    assert cut.finish_reason == "stop" and cut.stop_reason == stop
+    assert cut.text == free.text[: free.text.index(stop)]
+    kept = _one(llm32, chat_prompts[1], temperature=0, max_tokens=40, stop=[stop],
+                include_stop_str_in_output=True).outputs[0]
+    assert kept.text == free.text[: free.text.index(stop) + len(stop)]
+
+
+def test_stop_token_ids_and_length(llm32, chat_prompts):
+    free = _one(llm32, chat_prompts[2], temperature=0, max_tokens=12, ignore_eos=True).outputs[0]
+    assert free.finish_reason == "length" and len(free.token_ids) == 12
+    target = free.token_ids[5]
+    first = free.token_ids.index(target)
+    out = _one(llm32, chat_prompts[2], temperature=0, max_tokens=12, stop_token_ids=[target]).outputs[0]
+    assert out.finish_reason == "stop" and out.stop_reason == target
+    assert out.token_ids == free.token_ids[: first + 1]
+
+
+def test_min_tokens_holds_back_eos(llm32, chat_prompts):
+    short = _one(llm32, chat_prompts[0], temperature=0, max_tokens=64).outputs[0]
+    assert short.finish_reason == "stop" and len(short.token_ids) < 20
+    longer = _one(llm32, chat_prompts[0], temperature=0, max_tokens=64, min_tokens=25).outputs[0]
+    assert len(longer.token_ids) >= 25
+
+
+def test_logprobs_and_prompt_logprobs(llm32, chat_prompts):
+    ids = chat_prompts[0]
+    out = _one(llm32, ids, temperature=0, max_tokens=6, logprobs=3, prompt_logprobs=2)
+    comp = out.outputs[0]
+    assert len(comp.logprobs) == len(comp.token_ids)
+    for tid, lp in zip(comp.token_ids, comp.logprobs, strict=True):
+        assert lp[tid].rank == 1 and lp[tid].logprob <= 0  # greedy picks the top token
+        assert len(lp) == 3
+        assert sorted(v.rank for v in lp.values()) == [1, 2, 3]
+    assert comp.cumulative_logprob == pytest.approx(sum(lp[t].logprob for t, lp in zip(comp.token_ids, comp.logprobs, strict=True)))
+    assert len(out.prompt_logprobs) == len(ids) and out.prompt_logprobs[0] is None
+    for pos, entry in enumerate(out.prompt_logprobs[1:], start=1):
+        assert ids[pos] in entry and 2 <= len(entry) <= 3
+
+
+def test_seeded_sampling_does_not_depend_on_the_batch(llm32, chat_prompts):
+    params = SamplingParams(temperature=0.9, top_p=0.95, seed=1234, max_tokens=24, ignore_eos=True)
+    alone = llm32.generate([{"prompt_token_ids": chat_prompts[3]}], params, use_tqdm=False)[0]
+    others = [SamplingParams(temperature=1.0, max_tokens=30, seed=None) for _ in range(5)]
+    batch = llm32.generate([{"prompt_token_ids": p} for p in [chat_prompts[i] for i in (0, 1, 3, 4, 5, 6)]],
+                           [others[0], others[1], params, others[2], others[3], others[4]], use_tqdm=False)
+    assert batch[2].outputs[0].token_ids == alone.outputs[0].token_ids
+    again = llm32.generate([{"prompt_token_ids": chat_prompts[3]}], params, use_tqdm=False)[0]
+    assert again.outputs[0].token_ids == alone.outputs[0].token_ids
+
+
+def test_n_samples_and_prefix_cache_reporting(llm32, chat_prompts):
+    params = SamplingParams(n=3, temperature=1.0, seed=7, max_tokens=8, ignore_eos=True)
+    out = _one(llm32, chat_prompts[4], n=3, temperature=1.0, seed=7, max_tokens=8, ignore_eos=True)
+    assert [c.index for c in out.outputs] == [0, 1, 2]
+    assert len({tuple(c.token_ids) for c in out.outputs}) > 1
+    again = llm32.generate([{"prompt_token_ids": chat_prompts[4]}], params, use_tqdm=False)[0]
+    assert again.num_cached_tokens >= 16  # the prompt's full blocks came from the cache
+
+
+def test_bad_requests_are_refused(llm32):
+    engine = llm32.engine
+    with pytest.raises(ValueError, match="empty"):
+        engine.add_request("e1", None, SamplingParams(), prompt_token_ids=[])
+    with pytest.raises(ValueError, match="token ids"):
+        engine.add_request("e2", None, SamplingParams(), prompt_token_ids=[engine.vocab_size + 5])
+    with pytest.raises(ValueError, match="max_model_len"):
+        engine.add_request("e3", None, SamplingParams(), prompt_token_ids=[1] * engine.max_model_len)
+    assert not engine.has_unfinished()
+
+
+def test_three_hundred_requests_with_aborts_and_preemption_leak_nothing(llm32, chat_prompts):
+    engine = llm32.engine
+    saved = (engine.blocks, engine.scheduler.blocks)
+    blocks = BlockManager(20, engine.blocks.block_size)  # small pool: preemption happens
+    engine.blocks = engine.scheduler.blocks = blocks
+    rng = random.Random(0)
+    preempted_before = engine.scheduler.num_preemptions
+    try:
+        pending = {}
+        finished = {}
+        aborted = set()
+        for i in range(300):
+            ids = rng.choice(chat_prompts)[: rng.randint(4, 60)]
+            params = SamplingParams(
+                n=rng.choice([1, 1, 2]), temperature=rng.choice([0.0, 0.7, 1.0]), max_tokens=rng.randint(1, 40),
+                stop=rng.choice([None, ["\n"], [" the"]]), logprobs=rng.choice([None, 2]), seed=rng.choice([None, i]),
+            )
+            rid = f"leak-{i}"
+            engine.add_request(rid, None, params, prompt_token_ids=ids, priority=rng.randint(0, 2))
+            pending[rid] = params
+            if i % 10 == 9:  # let the engine run a few steps between arrivals, aborting some
+                for _ in range(3):
+                    for out in engine.step():
+                        if out.finished:
+                            finished[out.request_id] = out
+                victim = rng.choice(sorted(set(pending) - set(finished) - aborted))
+                engine.abort(victim)
+                aborted.add(victim)
+        while engine.has_unfinished():
+            for out in engine.step():
+                if out.finished:
+                    finished[out.request_id] = out
+        assert set(finished) | aborted == set(pending)
+        for rid, out in finished.items():
+            params = pending[rid]
+            assert len(out.outputs) == params.n
+            for comp in out.outputs:
+                assert comp.finish_reason in ("stop", "length")
+                assert 1 <= len(comp.token_ids) <= params.max_tokens
+                if comp.finish_reason == "length":
+                    assert len(comp.token_ids) == params.max_tokens
+        assert engine.scheduler.num_preemptions > preempted_before
+        assert not engine.requests and not engine.scheduler.running and not len(engine.scheduler.waiting)
+        blocks.check_no_leaks()
+    finally:
+        engine.blocks, engine.scheduler.blocks = saved
+
+
+def test_async_engine_streams_aborts_and_survives_bad_requests(llm32, chat_prompts):
+    client = AsyncEngine(llm32.engine)
+
+    async def scenario():
+        params = SamplingParams(temperature=0, max_tokens=20, ignore_eos=True)
+        seen = []
+        async for out in client.generate(chat_prompts[0], params, "a1"):
+            seen.append(len(out.outputs[0].token_ids))
+        assert seen[-1] == 20 and seen == sorted(seen)
+        # a client that walks away mid-stream: the request is aborted and its blocks freed
+        agen = client.generate(chat_prompts[1], SamplingParams(max_tokens=200, ignore_eos=True), "a2")
+        async for _out in agen:
+            break
+        await agen.aclose()
+        with pytest.raises(ValueError, match="token ids"):
+            async for _ in client.generate([10**9], params, "a3"):
+                pass
+        # the engine is still alive after a bad request
+        outs = await asyncio.gather(*[_last(client.generate(p, params, f"c{i}")) for i, p in enumerate(chat_prompts)])
+        assert all(len(o.outputs[0].token_ids) == 20 for o in outs)
+
+    try:
+        asyncio.run(scenario())
+        for _ in range(100):  # the abort is applied by the engine thread
+            if not llm32.engine.has_unfinished():
+                break
+            asyncio.run(asyncio.sleep(0.05))
+        assert client.error is None and not llm32.engine.has_unfinished()
+    finally:
+        client.shutdown()
+    llm32.engine.blocks.check_no_leaks()
+
+
+async def _last(agen):
+    outs = [out async for out in agen]
+    return outs[-1]
