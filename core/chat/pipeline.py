@@ -27,9 +27,11 @@ class PipelineResult:
 class ChoicePipeline:
     """Feeds model output through an optional reasoning parser and an optional tool parser."""
 
-    def __init__(self, reasoning_parser: Any | None = None, tool_parser: Any | None = None) -> None:
+    def __init__(self, reasoning_parser: Any | None = None, tool_parser: Any | None = None, *,
+                 max_calls: int | None = None) -> None:
         self.reasoning_parser = reasoning_parser
         self.tool_parser = tool_parser
+        self.max_calls = max_calls  # 1 when parallel_tool_calls is false: later calls are dropped
         self._content: list[str] = []
         self._reasoning: list[str] = []
         self._calls: dict[int, dict[str, Any]] = {}
@@ -75,6 +77,8 @@ class ChoicePipeline:
             return None
         if delta.content:
             self._content.append(delta.content)
+        if self.max_calls is not None:
+            delta.tool_calls = [c for c in delta.tool_calls if c.index < self.max_calls]
         for call in delta.tool_calls:
             slot = self._calls.setdefault(call.index, {"id": None, "name": None, "arguments": ""})
             slot["id"] = slot["id"] or call.id
@@ -84,6 +88,10 @@ class ChoicePipeline:
         if not delta.content and not delta.tool_calls and not delta.reasoning:
             return None
         return delta
+
+    @property
+    def called_tools(self) -> bool:
+        return bool(self._calls)
 
     def result(self) -> PipelineResult:
         calls = [

@@ -117,6 +117,11 @@ class AsyncEngine:
             if not finished:
                 self.abort(request_id)
 
+    async def compile_grammar(self, constraint: Any) -> Any:
+        """Compile a structured-output constraint off the event loop (and off the engine's
+        critical path: the engine later finds it in the cache). Raises StructuredOutputError."""
+        return await asyncio.get_running_loop().run_in_executor(None, self.engine.compile_grammar, constraint)
+
     def abort(self, request_id: str) -> None:
         """Stop ``request_id`` and free its blocks (ignored when unknown or already finished)."""
         self._inbox.put(("abort", request_id))

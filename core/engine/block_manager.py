@@ -97,6 +97,21 @@ class BlockManager:
         seq.num_computed_tokens = found
         return found
 
+    def fork(self, parent: Sequence, child: Sequence) -> int:
+        """Share ``parent``'s full prompt blocks with ``child`` (an n > 1 sibling with the same prompt).
+
+        At least one prompt token is left for the child to compute. Returns the tokens shared.
+        """
+        bs = self.block_size
+        shared = min((child.num_prompt_tokens - 1) // bs, parent.num_computed_tokens // bs, len(parent.block_table))
+        child.block_table = list(parent.block_table[:shared])
+        for block in child.block_table:
+            self.ref_counts[block] += 1
+        child.block_hashes = list(parent.block_hashes[:shared])
+        child.num_hashed_blocks = len(child.block_hashes)
+        child.num_computed_tokens = shared * bs
+        return shared * bs
+
     def allocate(self, seq: Sequence, num_new_tokens: int) -> bool:
         """Make room for ``num_new_tokens`` more tokens of ``seq``; False (nothing taken) if full."""
         need = self.blocks_needed(seq, num_new_tokens)

@@ -26,7 +26,7 @@ class EngineConfig:
     seed: int = 0
     num_threads: int | None = None  # default: physical cores
     device: str = "cpu"
-    structured_outputs: bool = True  # build the grammar backend (xgrammar) at start-up
+    max_logprobs: int = 20  # the most top logprobs a request may ask for
 
 
 def physical_cores() -> int:

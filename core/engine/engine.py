@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 import time
 from typing import Any
 
@@ -99,6 +100,7 @@ class LLMEngine:
         self.requests: dict[str, Request] = {}
         self._seq_ids = itertools.count()
         self._grammar: Any = None
+        self._grammar_lock = threading.Lock()
         self.num_generated_tokens = 0
         self.num_prompt_tokens = 0
         call_hook("heron_engine_started", engine=self, config=config)
@@ -108,12 +110,21 @@ class LLMEngine:
     @property
     def grammar(self) -> Any:
         """The xgrammar-backed grammar backend, built on first use."""
-        if self._grammar is None:
-            from heron.structured import GrammarBackend
+        with self._grammar_lock:
+            if self._grammar is None:
+                from heron.structured import GrammarBackend
 
-            self._grammar = GrammarBackend(self.tokenizer, self.vocab_size)
-            self.sampler.grammar = self._grammar
+                self._grammar = GrammarBackend(self.tokenizer, self.vocab_size, stop_token_ids=self.eos_token_ids)
+                self.sampler.grammar = self._grammar
         return self._grammar
+
+    def compile_grammar(self, constraint: Any) -> Any:
+        """Compile (and cache) a structured-output constraint; safe from any thread.
+
+        Raises:
+            StructuredOutputError: the schema, regex, choice list or grammar is invalid.
+        """
+        return self.grammar.compile(constraint)
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -135,6 +146,10 @@ class LLMEngine:
                 an invalid structured-output constraint.
         """
         params = params or SamplingParams()
+        for name in ("logprobs", "prompt_logprobs"):
+            value = getattr(params, name)
+            if value is not None and value > self.config.max_logprobs:
+                raise ValueError(f"{name} must be at most max_logprobs ({self.config.max_logprobs}), got {value}.")
         if request_id in self.requests:
             raise ValueError(f"Request id {request_id!r} is already in use.")
         text = prompt if isinstance(prompt, str) else None
@@ -174,10 +189,13 @@ class LLMEngine:
             if params.logprobs is not None:
                 seq.logprobs = []
             if compiled is not None:
-                seq.matcher = self.grammar.new_matcher(compiled)
+                if params.reasoning_gate is not None:
+                    seq.pending_grammar = compiled
+                else:
+                    seq.matcher = self.grammar.new_matcher(compiled)
             req.seqs.append(seq)
-        for seq in req.seqs:
-            self.scheduler.add(seq)
+        self.scheduler.add(req.seqs[0])
+        req.siblings_pending = req.seqs[1:]
         self.requests[request_id] = req
         self.num_prompt_tokens += len(ids)
         return req
@@ -197,9 +215,12 @@ class LLMEngine:
         if req is None:
             return None
         req.aborted = True
+        pending = set(map(id, req.siblings_pending))
+        req.siblings_pending = []
         for seq in req.seqs:
             if not seq.finished:
-                self.scheduler.remove(seq)
+                if id(seq) not in pending:
+                    self.scheduler.remove(seq)
                 seq.status = SequenceStatus.FINISHED
                 seq.finish_reason = "abort"
         req.metrics.finished_time = time.time()
@@ -235,8 +256,10 @@ class LLMEngine:
             out = self.sampler(logits.sample, sampling)
             now = time.time()
             for j, seq in enumerate(sampling):
-                self._append(seq, out.token_ids[j], out.logprobs[j], out.sampled_logprobs[j])
                 req = seq.request
+                if req.siblings_pending and seq.index == 0:
+                    self._fork(seq)
+                self._append(seq, out.token_ids[j], out.logprobs[j], out.sampled_logprobs[j])
                 if req.metrics.first_token_time is None:
                     req.metrics.first_token_time = now
                 touched[req.request_id] = req
@@ -250,6 +273,14 @@ class LLMEngine:
             results.append(out)
         return results
 
+    def _fork(self, first: Sequence) -> None:
+        """Sample 0 has computed the prompt: its siblings join, sharing its full prompt blocks."""
+        req = first.request
+        for sib in req.siblings_pending:
+            sib.num_cached_tokens = self.blocks.fork(first, sib)
+            self.scheduler.add(sib)
+        req.siblings_pending = []
+
     def _append(self, seq: Sequence, token: int, lp: dict[int, Logprob] | None, sampled_lp: float | None) -> None:
         p = seq.params
         seq.token_ids.append(token)
@@ -260,8 +291,14 @@ class LLMEngine:
         reason: str | None = None
         stop_reason: int | str | None = None
         if seq.matcher is not None:
-            seq.matcher.accept(token)
-        if token in self.eos_token_ids and not p.ignore_eos:
+            if not seq.matcher.accept(token) or seq.matcher.is_terminated():
+                reason = "stop"  # the constrained output is complete (or cannot go on)
+        elif seq.pending_grammar is not None and p.reasoning_gate.is_reasoning_end(seq.output_ids):
+            seq.matcher = self.grammar.new_matcher(seq.pending_grammar)
+            seq.pending_grammar = None
+        if reason is not None:
+            seq.detok.add(token)
+        elif token in self.eos_token_ids and not p.ignore_eos:
             reason = "stop"
         elif token in p.stop_token_ids:
             reason, stop_reason = "stop", token
@@ -269,8 +306,6 @@ class LLMEngine:
             found = seq.detok.add(token)
             if found is not None:
                 reason, stop_reason = "stop", found
-            elif seq.matcher is not None and seq.matcher.is_terminated():
-                reason = "stop"
         if reason is None and (seq.num_output_tokens >= p.max_tokens or seq.num_tokens >= self.max_model_len):
             reason = "length"
         if reason is not None:

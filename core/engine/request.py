@@ -46,7 +46,8 @@ class Sequence:
     stop_reason: int | str | None = None
     cumulative_logprob: float = 0.0
     logprobs: list[dict[int, Logprob]] | None = None
-    matcher: Any = None  # structured-output matcher, when constrained
+    matcher: Any = None  # structured-output matcher, when constrained (and reasoning is over)
+    pending_grammar: Any = None  # the compiled grammar, while a reasoning gate holds it back
 
     @property
     def params(self) -> SamplingParams:
@@ -102,6 +103,8 @@ class Request:
     #: prompt positions whose logprobs are still to be computed (prompt_logprobs requests)
     prompt_logprobs_done: int = 0
     aborted: bool = False
+    #: the n > 1 siblings join once sample 0 has computed the prompt, sharing its full blocks
+    siblings_pending: list[Sequence] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.metrics is None:

@@ -109,7 +109,7 @@ class Sampler:
                     prefix = word[:-1]
                     if not prefix or (len(out) >= len(prefix) and out[len(out) - len(prefix):] == prefix):
                         logits[i, word[-1]] = neg
-            if seq.num_output_tokens < p.min_tokens:
+            if seq.num_output_tokens < p.min_tokens and not (seq.matcher is not None and seq.matcher.is_completed()):
                 banned = list(p.stop_token_ids) + ([] if p.ignore_eos else self.eos_token_ids)
                 if banned:
                     logits[i, torch.tensor(banned, dtype=torch.long)] = neg

@@ -45,6 +45,9 @@ class SamplingParams:
     allowed_token_ids: list[int] | None = None
     bad_words: list[str] | None = None
     structured_outputs: StructuredOutputsParams | None = None
+    #: a reasoning parser (``is_reasoning_end(output_token_ids)``): the structured-output constraint
+    #: starts once it says reasoning has ended, so thinking models keep thinking freely
+    reasoning_gate: Any = field(default=None, repr=False, compare=False)
     #: filled by the engine: bad_words as token-id sequences
     _bad_words_ids: list[list[int]] = field(default_factory=list, repr=False)
 

@@ -7,20 +7,55 @@ from typing import Any
 from heron.protocol.sampling_fields import SamplingFields
 from heron.server.errors import APIError
 
-__all__ = ("build_sampling_params", "refuse_unsupported")
+__all__ = ("build_sampling_params", "refuse_unsupported", "structured_from_request")
 
-_STRUCTURED = ("structured_outputs", "guided_json", "guided_regex", "guided_choice", "guided_grammar")
+_ALIASES = {"guided_json": "json", "guided_regex": "regex", "guided_choice": "choice", "guided_grammar": "grammar"}
+
+
+def structured_from_request(req: SamplingFields) -> tuple[Any, str | None]:
+    """The request's output constraint as ``StructuredOutputsParams`` and the field it came from.
+
+    Sources: ``response_format`` (``json_object`` / ``json_schema``), vLLM's ``structured_outputs``
+    and the older ``guided_*`` names. More than one is a 400 naming the second.
+    """
+    from heron.structured import StructuredOutputsParams
+
+    found: list[tuple[str, dict[str, Any]]] = []
+    fmt = req.response_format
+    if fmt is not None and fmt.type != "text":
+        if fmt.type == "json_object":
+            found.append(("response_format", {"json_object": True}))
+        else:
+            schema = fmt.json_schema.schema_ if fmt.json_schema is not None else None
+            if schema is None:
+                raise APIError(400, "response_format type 'json_schema' needs 'json_schema.schema'.",
+                               param="response_format")
+            found.append(("response_format", {"json": schema}))
+    if req.structured_outputs is not None:
+        so = req.structured_outputs
+        fields = {"json": so.json_, "regex": so.regex, "choice": so.choice, "grammar": so.grammar,
+                  "json_object": bool(so.json_object)}
+        fields = {k: v for k, v in fields.items() if v not in (None, False)}
+        fields["disable_any_whitespace"] = so.disable_any_whitespace
+        found.append(("structured_outputs", fields))
+    for alias, key in _ALIASES.items():
+        value = getattr(req, alias, None)
+        if value is not None:
+            found.append((alias, {key: value}))
+    if not found:
+        return None, None
+    if len(found) > 1:
+        raise APIError(400, f"Give one output constraint, not several: {', '.join(n for n, _ in found)}.",
+                       param=found[1][0])
+    param, fields = found[0]
+    try:
+        return StructuredOutputsParams(**fields), param
+    except ValueError as err:
+        raise APIError(400, f"Invalid {param}: {err}", param=param) from err
 
 
 def refuse_unsupported(req: SamplingFields, *, chat: bool) -> None:
     """Known fields the server cannot honour yet are refused, never silently ignored."""
-    for name in _STRUCTURED:
-        if getattr(req, name, None) is not None:
-            raise APIError(400, f"'{name}' (structured outputs) is not supported by this server yet.", param=name)
-    fmt = req.response_format
-    if fmt is not None and fmt.type != "text":
-        raise APIError(400, f"response_format type {fmt.type!r} (structured outputs) is not supported yet.",
-                       param="response_format")
     if not chat:
         if getattr(req, "suffix", None):
             raise APIError(400, "'suffix' is not supported.", param="suffix")
@@ -43,6 +78,8 @@ def build_sampling_params(
     logprobs: int | None,
     defaults: dict[str, Any],
     max_logprobs: int,
+    structured: Any = None,
+    reasoning_gate: Any = None,
 ) -> Any:
     """Validate ranges (400 with ``param``) and build ``SamplingParams``; clamps max_tokens to the context."""
     from heron.engine.sampling_params import SamplingParams
@@ -104,6 +141,8 @@ def build_sampling_params(
         logit_bias=bias,
         allowed_token_ids=req.allowed_token_ids,
         bad_words=req.bad_words,
+        structured_outputs=structured,
+        reasoning_gate=reasoning_gate if structured is not None else None,
     )
     try:
         return SamplingParams(**kwargs)

@@ -65,6 +65,8 @@ class ServerSettings:
     enable_auto_tool_choice: bool = False
     tool_call_parser: str | None = None
     reasoning_parser: str | None = None
+    reasoning_content: bool = True  # also send reasoning as ``reasoning_content`` (older clients)
+    scheduling_policy: str = "fcfs"
     middleware: list[str] = field(default_factory=list)
     max_logprobs: int = 20
     max_waiting_requests: int = 256
@@ -112,6 +114,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--enable-auto-tool-choice", action="store_true", default=S)
     p.add_argument("--tool-call-parser", default=S)
     p.add_argument("--reasoning-parser", default=S)
+    p.add_argument("--reasoning-content", action=argparse.BooleanOptionalAction, default=S,
+                   help="also send reasoning as 'reasoning_content' for older clients (default on)")
+    p.add_argument("--scheduling-policy", choices=["fcfs", "priority"], default=S)
     p.add_argument("--middleware", type=_csv, default=S, help="comma-separated middleware plugin names, applied in order")
     p.add_argument("--max-logprobs", type=int, default=S)
     p.add_argument("--max-waiting-requests", type=int, default=S, help="queue length past which requests get 503")

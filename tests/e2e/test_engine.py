@@ -63,23 +63,41 @@ def test_logprobs_and_prompt_logprobs(llm32, chat_prompts):
 
 
 def test_seeded_sampling_does_not_depend_on_the_batch(llm32, chat_prompts):
-    params = SamplingParams(temperature=0.9, top_p=0.95, seed=1234, max_tokens=24, ignore_eos=True)
+    params = SamplingParams(temperature=0.9, top_p=0.95, top_k=50, seed=1234, max_tokens=24, ignore_eos=True)
     alone = llm32.generate([{"prompt_token_ids": chat_prompts[3]}], params, use_tqdm=False)[0]
-    others = [SamplingParams(temperature=1.0, max_tokens=30, seed=None) for _ in range(5)]
-    batch = llm32.generate([{"prompt_token_ids": p} for p in [chat_prompts[i] for i in (0, 1, 3, 4, 5, 6)]],
-                           [others[0], others[1], params, others[2], others[3], others[4]], use_tqdm=False)
-    assert batch[2].outputs[0].token_ids == alone.outputs[0].token_ids
+    # a batch of 16: fifteen unseeded neighbours of various lengths around the seeded request
+    prompts = [chat_prompts[i % 8][: 20 + 3 * i] for i in range(15)]
+    others = [SamplingParams(temperature=1.0, max_tokens=10 + i, seed=None) for i in range(15)]
+    batch = llm32.generate([{"prompt_token_ids": p} for p in prompts[:7]] + [{"prompt_token_ids": chat_prompts[3]}]
+                           + [{"prompt_token_ids": p} for p in prompts[7:]],
+                           others[:7] + [params] + others[7:], use_tqdm=False)
+    assert batch[7].outputs[0].token_ids == alone.outputs[0].token_ids
     again = llm32.generate([{"prompt_token_ids": chat_prompts[3]}], params, use_tqdm=False)[0]
     assert again.outputs[0].token_ids == alone.outputs[0].token_ids
 
 
-def test_n_samples_and_prefix_cache_reporting(llm32, chat_prompts):
+def test_n_samples_share_prompt_blocks_and_prefix_cache_reporting(llm32):
+    engine = llm32.engine
+    prompt = list(range(3000, 3045))  # never seen before: nothing cached
     params = SamplingParams(n=3, temperature=1.0, seed=7, max_tokens=8, ignore_eos=True)
-    out = _one(llm32, chat_prompts[4], n=3, temperature=1.0, seed=7, max_tokens=8, ignore_eos=True)
-    assert [c.index for c in out.outputs] == [0, 1, 2]
+    req = engine.add_request("n3", None, params, prompt_token_ids=prompt)
+    outs = []
+    while engine.has_unfinished():
+        outs += engine.step()
+        if all(s.block_table for s in req.seqs) and len(outs) == 1:
+            first, *siblings = req.seqs
+            for sib in siblings:  # the full prompt blocks are sample 0's own, not copies
+                assert sib.block_table[:2] == first.block_table[:2]
+                assert sib.num_cached_tokens == 32
+    out = outs[-1]
+    assert out.finished and [c.index for c in out.outputs] == [0, 1, 2]
     assert len({tuple(c.token_ids) for c in out.outputs}) > 1
-    again = llm32.generate([{"prompt_token_ids": chat_prompts[4]}], params, use_tqdm=False)[0]
-    assert again.num_cached_tokens >= 16  # the prompt's full blocks came from the cache
+    assert out.num_cached_tokens == 0  # sample 0 computed the prompt
+    hits = engine.blocks.prefix_hits
+    again = llm32.generate([{"prompt_token_ids": prompt}], params, use_tqdm=False)[0]
+    assert again.num_cached_tokens == 32  # the prompt's full blocks came from the prefix cache
+    assert engine.blocks.prefix_hits == hits + 32
+    assert [c.token_ids for c in again.outputs] == [c.token_ids for c in out.outputs]  # seeded
 
 
 def test_bad_requests_are_refused(llm32):
@@ -96,7 +114,7 @@ def test_bad_requests_are_refused(llm32):
 def test_three_hundred_requests_with_aborts_and_preemption_leak_nothing(llm32, chat_prompts):
     engine = llm32.engine
     saved = (engine.blocks, engine.scheduler.blocks)
-    blocks = BlockManager(20, engine.blocks.block_size)  # small pool: preemption happens
+    blocks = BlockManager(32, engine.blocks.block_size)  # small pool: preemption happens
     engine.blocks = engine.scheduler.blocks = blocks
     rng = random.Random(0)
     preempted_before = engine.scheduler.num_preemptions
@@ -105,9 +123,9 @@ def test_three_hundred_requests_with_aborts_and_preemption_leak_nothing(llm32, c
         finished = {}
         aborted = set()
         for i in range(300):
-            ids = rng.choice(chat_prompts)[: rng.randint(4, 60)]
+            ids = rng.choice(chat_prompts)[: rng.randint(4, 40)]
             params = SamplingParams(
-                n=rng.choice([1, 1, 2]), temperature=rng.choice([0.0, 0.7, 1.0]), max_tokens=rng.randint(1, 40),
+                n=rng.choice([1, 1, 2]), temperature=rng.choice([0.0, 0.7, 1.0]), max_tokens=rng.randint(1, 12),
                 stop=rng.choice([None, ["\n"], [" the"]]), logprobs=rng.choice([None, 2]), seed=rng.choice([None, i]),
             )
             rid = f"leak-{i}"
