@@ -6,8 +6,9 @@ from typing import Any
 
 from heron.protocol.sampling_fields import SamplingFields
 from heron.server.errors import APIError
+from heron.structured.params import StructuredOutputError
 
-__all__ = ("build_sampling_params", "refuse_unsupported", "structured_from_request")
+__all__ = ("build_sampling_params", "check_structured", "refuse_unsupported", "structured_from_request")
 
 _ALIASES = {"guided_json": "json", "guided_regex": "regex", "guided_choice": "choice", "guided_grammar": "grammar"}
 
@@ -52,6 +53,19 @@ def structured_from_request(req: SamplingFields) -> tuple[Any, str | None]:
         return StructuredOutputsParams(**fields), param
     except ValueError as err:
         raise APIError(400, f"Invalid {param}: {err}", param=param) from err
+
+
+async def check_structured(state: Any, structured: Any, param: str | None) -> None:
+    """Compile the constraint now (off the event loop): an invalid one is a 400 naming ``param``,
+    and the engine later finds it compiled."""
+    compile_grammar = getattr(state.engine, "compile_grammar", None)
+    if structured is None or compile_grammar is None:
+        return
+    try:
+        await compile_grammar(structured)
+    except StructuredOutputError as err:
+        blame = err.param if err.param in ("tools", "tool_choice") else param
+        raise APIError(400, str(err), param=blame) from err
 
 
 def refuse_unsupported(req: SamplingFields, *, chat: bool) -> None:

@@ -122,7 +122,12 @@ def test_three_hundred_requests_with_aborts_and_preemption_leak_nothing(llm32, c
         pending = {}
         finished = {}
         aborted = set()
-        for i in range(300):
+        # six long requests outgrow the pool together: preemption is certain
+        for i in range(6):
+            params = SamplingParams(temperature=0.8, max_tokens=60, ignore_eos=True, seed=i)
+            engine.add_request(f"long-{i}", None, params, prompt_token_ids=chat_prompts[i][:40])
+            pending[f"long-{i}"] = params
+        for i in range(294):
             ids = rng.choice(chat_prompts)[: rng.randint(4, 40)]
             params = SamplingParams(
                 n=rng.choice([1, 1, 2]), temperature=rng.choice([0.0, 0.7, 1.0]), max_tokens=rng.randint(1, 12),
@@ -136,7 +141,7 @@ def test_three_hundred_requests_with_aborts_and_preemption_leak_nothing(llm32, c
                     for out in engine.step():
                         if out.finished:
                             finished[out.request_id] = out
-                victim = rng.choice(sorted(set(pending) - set(finished) - aborted))
+                victim = rng.choice(sorted(k for k in set(pending) - set(finished) - aborted if k.startswith("leak")))
                 engine.abort(victim)
                 aborted.add(victim)
         while engine.has_unfinished():

@@ -30,7 +30,12 @@ from heron.protocol.chat import (
 from heron.protocol.common import CompletionTokensDetails, PromptTokensDetails, UsageInfo
 from heron.server.errors import APIError, error_body
 from heron.server.logprobs import chat_logprobs
-from heron.server.sampling import build_sampling_params, refuse_unsupported, structured_from_request
+from heron.server.sampling import (
+    build_sampling_params,
+    check_structured,
+    refuse_unsupported,
+    structured_from_request,
+)
 from heron.server.state import ServerState, new_id, read_body
 from heron.server.streams import RequestTimer, iterate_choices, watch_disconnect
 from heron.structured import (
@@ -174,19 +179,6 @@ def _prepare(state: ServerState, req: ChatCompletionRequest) -> Prepared:
     )
     return Prepared(prompt_ids, params, structured, structured_param, tool_parser, reasoning,
                     max_calls=1 if (tool_parser is not None and not req.parallel_tool_calls) else None)
-
-
-async def check_structured(state: ServerState, structured: Any, param: str | None) -> None:
-    """Compile the constraint now (off the event loop): an invalid one is a 400 naming ``param``,
-    and the engine later finds it compiled."""
-    compile_grammar = getattr(state.engine, "compile_grammar", None)
-    if structured is None or compile_grammar is None:
-        return
-    try:
-        await compile_grammar(structured)
-    except StructuredOutputError as err:
-        blame = err.param if err.param in ("tools", "tool_choice") else param
-        raise APIError(400, str(err), param=blame) from err
 
 
 def _usage(out: Any, prompt_len: int, completion: int, reasoning_tokens: int = 0) -> UsageInfo:

@@ -6,13 +6,19 @@ import importlib
 import importlib.metadata
 from pathlib import Path
 
-__all__ = ("FOLDER", "FORMATS_A", "declared", "fixture_module", "load_target")
+__all__ = ("FOLDER", "FORMATS", "FORMATS_A", "FORMATS_B", "declared", "fixture_module", "load_target")
 
 FOLDER = Path(__file__).resolve().parents[3] / "plugins" / "tool_parsers"
 FORMATS_A = (
     "hermes qwen3_json llama3_json llama4_json pythonic llama4_pythonic olmo3 lfm2 mistral granite granite4 "
     "granite-20b-fc internlm jamba hunyuan_a13b xlam phi4_mini_json longcat ernie45 apertus gigachat3"
 ).split()
+FORMATS_B = (
+    "deepseek_v3 deepseek_v31 deepseek_v32 kimi_k2 glm45 glm47 qwen3_coder qwen3_xml seed_oss minimax_m2 step3 "
+    "functiongemma openai"
+).split()
+#: every name of the tool-call table in FORMATS.md
+FORMATS = FORMATS_A + FORMATS_B
 
 
 def declared() -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Every tool-call format of this half of FORMATS.md has a declared entry point that loads a ToolParser.
+"""Every tool-call format of FORMATS.md has a declared entry point that loads a ToolParser.
 """
 
 from __future__ import annotations
@@ -7,14 +7,14 @@ import pytest
 
 from heron.interfaces import ToolParser
 from heron.plugins import registry
-from tests.plugins.tool_parsers.declared import FORMATS_A, declared, load_target
+from tests.plugins.tool_parsers.declared import FORMATS, declared, load_target
 
 
 def test_every_format_is_declared():
-    assert set(FORMATS_A) <= set(declared())
+    assert set(FORMATS) <= set(declared())
 
 
-@pytest.mark.parametrize("name", FORMATS_A)
+@pytest.mark.parametrize("name", FORMATS)
 def test_target_is_a_tool_parser_the_registry_accepts(name):
     cls = load_target(declared()[name])
     assert issubclass(cls, ToolParser)
@@ -23,7 +23,7 @@ def test_target_is_a_tool_parser_the_registry_accepts(name):
     assert parsers.load(name) is cls
 
 
-@pytest.mark.parametrize("name", FORMATS_A)
+@pytest.mark.parametrize("name", FORMATS)
 def test_shared_behaviour(name):
     cls = load_target(declared()[name])
     parser = cls(None, [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}])
