@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import threading
 
@@ -79,11 +80,14 @@ def _serve(args: argparse.Namespace) -> int:
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
                             timeout_graceful_shutdown=settings.drain_timeout, access_log=settings.log_requests)
     server = uvicorn.Server(config)
-    original = server.handle_exit
 
     def on_exit(sig, frame) -> None:  # SIGTERM/SIGINT: stop accepting, let in-flight requests finish
+        # uvicorn's own handler would re-raise the signal once the server stopped, killing the
+        # process before the engine shuts down and making the exit status -15 instead of 0
         state.draining = True
-        original(sig, frame)
+        if server.should_exit and sig == signal.SIGINT:
+            server.force_exit = True  # a second Ctrl-C: stop waiting for requests
+        server.should_exit = True
 
     server.handle_exit = on_exit
     call_hook("heron_server_started", app=app, settings=settings)

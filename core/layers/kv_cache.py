@@ -10,6 +10,9 @@ from heron.layers.attention import Attention
 
 __all__ = ("allocate_kv_caches", "attention_layers")
 
+# glibc serves allocations above its largest mmap threshold (32 MiB) with fresh, zeroed mmap pages
+_LAZY_BYTES = (32 << 20) + 1
+
 
 def attention_layers(model: nn.Module) -> list[Attention]:
     """The model's :class:`Attention` layers, ordered by ``layer_idx``."""
@@ -41,6 +44,11 @@ def allocate_kv_caches(
     caches = []
     for layer in attention_layers(model):
         shape = backend_cls.kv_cache_shape(num_blocks, block_size, layer.num_kv_heads, layer.head_size)
-        layer.kv_cache = torch.zeros(shape, dtype=dtype, device=device)
+        cache = torch.empty(shape, dtype=dtype, device=device)
+        if cache.device.type != "cpu" or cache.nbytes < _LAZY_BYTES:
+            cache.zero_()
+        # else: a large CPU allocation is fresh anonymous memory (mmap), already zero, and the
+        # OS backs its pages only once K/V are written: resident memory grows with use, not size
+        layer.kv_cache = cache
         caches.append(layer.kv_cache)
     return caches

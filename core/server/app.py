@@ -35,7 +35,10 @@ def build_app(settings: ServerSettings, engine: Any | None = None, *, chat_templ
                         loading=engine is None)
     state.metrics = ServerMetrics(settings.model_names[0], state.stats)
     middleware = [api_key_middleware(settings.api_key)]
-    for name in settings.middleware:
+    names = list(settings.middleware)
+    if settings.enable_request_id_headers and "request_id" not in names:
+        names.insert(0, "request_id")  # vLLM's flag: X-Request-Id on every response
+    for name in names:
         middleware.append(registry("middlewares").load(name)(settings))
     app = Litestar(
         route_handlers=[chat_route(state), completions_route(state), *misc_routes(state)],

@@ -28,6 +28,7 @@ def engine_config(settings: ServerSettings) -> Any:
         attention_backend=settings.attention_backend,
         scheduling_policy=getattr(settings, "scheduling_policy", "fcfs"),
         seed=settings.seed,
+        max_logprobs=settings.max_logprobs,
     )
 
 

@@ -92,5 +92,11 @@ class ServerMetrics:
         for gap in itls or ():
             self.itl.labels(m).observe(gap)
 
+    def observe_aborted(self, *, e2e: float) -> None:
+        """A request that ended before finishing: client disconnect, timeout or error mid-generation."""
+        m = self.model_name
+        self.request_success.labels(m, "abort").inc()
+        self.e2e.labels(m).observe(e2e)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

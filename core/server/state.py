@@ -72,6 +72,14 @@ class ServerState:
                            headers={"Retry-After": "1"}, code="queue_full")
 
 
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})
+
+
+def _param(loc: tuple) -> str:
+    """A pydantic error location as a request path, without the union-member tags (``prompt.str``)."""
+    return ".".join(str(p) for p in loc if not (isinstance(p, str) and ("[" in p or p in _TYPE_TAGS)))
+
+
 async def read_body(request: Request, model: type[M], max_bytes: int) -> M:
     """Read and validate a JSON body; every failure is a 4xx naming the problem."""
     ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
@@ -100,9 +108,11 @@ async def read_body(request: Request, model: type[M], max_bytes: int) -> M:
     try:
         parsed = model.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        param = ".".join(str(p) for p in first.get("loc", ()))
-        raise APIError(400, f"Invalid value for '{param}': {first.get('msg')}.", param=param or None) from err
+        errors = err.errors()
+        param = _param(errors[0].get("loc", ()))
+        # a union field fails once per member ("a valid string", "a valid list"): say them all
+        msgs = list(dict.fromkeys(e.get("msg", "") for e in errors if _param(e.get("loc", ())) == param))
+        raise APIError(400, f"Invalid value for '{param}': {'; or '.join(msgs)}.", param=param or None) from err
     extra = getattr(parsed, "unknown_fields", lambda: [])()
     if extra:
         logger.info("ignoring unknown request fields: %s", ", ".join(extra))

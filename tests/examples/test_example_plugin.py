@@ -74,3 +74,15 @@ def test_middleware_adds_header():
     asyncio.run(wrapped({"type": "http"}, None, send))
     assert (b"x-heron-example", b"1") in sent[0]["headers"]
 
+
+
+def test_the_conformance_kit_passes_on_the_example_parser():
+    from heron.testing.tool_parsers import ToolParserCase, check_tool_parser
+
+    cases = [
+        ToolParserCase("no call", "Just text.", "Just text.", []),
+        ToolParserCase("mixed", TEXT, "Let me check.  and  done [[call bad {oops]] [[call",
+                       [("get_weather", {"city": "Zürich", "days": [1, 2]}), ("now", {})]),
+        ToolParserCase("only calls", '[[call a {"x": 1}]][[call b {}]]', None, [("a", {"x": 1}), ("b", {})]),
+    ]
+    check_tool_parser(BracketToolParser, None, cases, random_splits=10)

@@ -15,7 +15,12 @@ from heron.protocol.completions import CompletionChoice, CompletionRequest, Comp
 from heron.server.errors import APIError, error_body
 from heron.server.logprobs import completion_logprobs
 from heron.server.routes.chat import sse
-from heron.server.sampling import build_sampling_params, refuse_unsupported
+from heron.server.sampling import (
+    build_sampling_params,
+    check_structured,
+    refuse_unsupported,
+    structured_from_request,
+)
 from heron.server.state import ServerState, new_id, read_body
 from heron.server.streams import RequestTimer, iterate_choices, watch_disconnect
 
@@ -54,6 +59,8 @@ def completions_route(state: ServerState):
         state.check_capacity()
         state.check_model(req.model)
         refuse_unsupported(req, chat=False)
+        structured, structured_param = structured_from_request(req)
+        await check_structured(state, structured, structured_param)
         tok = state.engine.tokenizer
         prompts = _prompts(req, tok)
         jobs = []
@@ -62,7 +69,7 @@ def completions_route(state: ServerState):
             params = build_sampling_params(
                 req, prompt_len=len(ids), max_model_len=state.engine.max_model_len, max_tokens=req.max_tokens
                 if req.max_tokens is not None else 16, logprobs=req.logprobs,
-                defaults=getattr(state.engine, "generation_defaults", {}) or {}, max_logprobs=state.settings.max_logprobs)
+                defaults=getattr(state.engine, "generation_defaults", {}) or {}, max_logprobs=state.settings.max_logprobs, structured=structured)
             rid = base if len(prompts) == 1 else f"{base}-{i}"
             jobs.append((i, text, ids, params, rid))
         timer = RequestTimer()
@@ -85,10 +92,21 @@ async def _run(state, req, job, timer, sink) -> None:
         state.engine.abort(rid)
 
 
-def _choice(state, req, i, n, text, ids, d, body: str) -> CompletionChoice:
+def _queue_time(out: Any) -> float | None:
+    return getattr(getattr(out, "metrics", None), "queue_time", None)
+
+
+def _retrieve(task: asyncio.Future) -> None:
+    """Mark a cancelled gather's outcome as seen (else asyncio logs 'exception was never retrieved')."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _choice(state, req, i, n, text, ids, d, body: str, offset: int = 0) -> CompletionChoice:
+    """``offset``: characters of this choice's output already sent (streaming), for ``text_offset``."""
     lp = None
     if req.logprobs is not None and d.logprobs is not None:
-        prefix_len = len(text) if req.echo else 0
+        prefix_len = (len(text) if req.echo else 0) + offset
         lp = completion_logprobs(d.token_ids, d.logprobs, req.logprobs, state.engine.tokenizer, prefix_len)
     return CompletionChoice(index=i * n + d.index, text=body, logprobs=lp, finish_reason=d.finish_reason,
                             stop_reason=d.stop_reason)
@@ -97,6 +115,7 @@ def _choice(state, req, i, n, text, ids, d, body: str) -> CompletionChoice:
 async def _whole(state, request, req, base, jobs, timer) -> Response:
     texts: dict[int, list[str]] = {}
     finals: dict[int, tuple] = {}
+    queue_times: dict[int, float | None] = {}
     usage = UsageInfo()
     cached = 0
 
@@ -106,6 +125,7 @@ async def _whole(state, request, req, base, jobs, timer) -> Response:
         texts.setdefault(key, []).append(d.text)
         if d.finish_reason is not None:
             finals[key] = (i, n, text, ids, d)
+            queue_times[key] = _queue_time(out)
             cached = max(cached, getattr(out, "num_cached_tokens", 0) or 0)
 
     state.in_flight += 1
@@ -115,7 +135,6 @@ async def _whole(state, request, req, base, jobs, timer) -> Response:
         done, _ = await asyncio.wait({task, watcher}, timeout=state.settings.request_timeout,
                                      return_when=asyncio.FIRST_COMPLETED)
         if task not in done:
-            task.cancel()
             if watcher in done:
                 return Response(b"", status_code=499)
             raise APIError(408, f"Request timed out after {state.settings.request_timeout} s.")
@@ -123,6 +142,12 @@ async def _whole(state, request, req, base, jobs, timer) -> Response:
     finally:
         watcher.cancel()
         state.in_flight -= 1
+        if not task.done():  # client gone, timed out, or this handler was cancelled (shutdown)
+            task.cancel()
+            task.add_done_callback(_retrieve)
+            for i, _, _, params, _ in jobs:
+                if any(i * params.n + c not in finals for c in range(params.n)):
+                    state.metrics.observe_aborted(e2e=timer.e2e())
     choices = []
     for key in sorted(finals):
         i, n, text, ids, d = finals[key]
@@ -136,7 +161,8 @@ async def _whole(state, request, req, base, jobs, timer) -> Response:
         usage.completion_tokens += len(comp.token_ids)
         state.metrics.observe_finished(prompt_tokens=len(ids) if d.index == 0 else 0,
                                        completion_tokens=len(comp.token_ids), finish_reason=d.finish_reason,
-                                       ttft=timer.ttft, e2e=timer.e2e(), queue_time=None, itls=timer.gaps)
+                                       ttft=timer.ttft, e2e=timer.e2e(), queue_time=queue_times[key],
+                                       itls=timer.gaps)
     usage.prompt_tokens = sum(len(job[2]) for job in jobs)
     usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
     usage.prompt_tokens_details = PromptTokensDetails(cached_tokens=cached)
@@ -149,10 +175,12 @@ async def _stream(state, req, base, jobs, timer) -> AsyncIterator[bytes]:
     created, model = int(time.time()), state.model_name
     queue: asyncio.Queue = asyncio.Queue()
     echoed: set[int] = set()
+    sent: dict[int, int] = {}  # characters of output text sent per choice
+    unfinished = {i: params.n for i, _, _, params, _ in jobs}
     completion = 0
 
     async def sink(i, n, text, ids, out, d):
-        await queue.put((i, n, text, ids, d))
+        await queue.put((i, n, text, ids, d, _queue_time(out)))
 
     async def run_all():
         try:
@@ -170,18 +198,21 @@ async def _stream(state, req, base, jobs, timer) -> AsyncIterator[bytes]:
                 break
             if isinstance(item, Exception):
                 raise item
-            i, n, text, ids, d = item
+            i, n, text, ids, d, queue_time = item
             key = i * n + d.index
             body = d.text
             if req.echo and key not in echoed:
                 echoed.add(key)
                 body = text + body
-            choice = _choice(state, req, i, n, text, ids, d, body)
+            choice = _choice(state, req, i, n, text, ids, d, body, sent.get(key, 0))
+            sent[key] = sent.get(key, 0) + len(d.text)
             if d.finish_reason is not None:
+                unfinished[i] -= 1
                 completion += len(d.output.token_ids)
                 state.metrics.observe_finished(prompt_tokens=len(ids) if d.index == 0 else 0,
                                                completion_tokens=len(d.output.token_ids), finish_reason=d.finish_reason,
-                                               ttft=timer.ttft, e2e=timer.e2e(), queue_time=None, itls=timer.gaps)
+                                               ttft=timer.ttft, e2e=timer.e2e(), queue_time=queue_time,
+                                               itls=timer.gaps)
             yield sse({"id": base, "object": "text_completion", "created": created, "model": model,
                        "choices": [choice.model_dump(exclude={"prompt_logprobs"})]})
         if req.stream_options and req.stream_options.include_usage:
@@ -197,3 +228,5 @@ async def _stream(state, req, base, jobs, timer) -> AsyncIterator[bytes]:
     finally:
         task.cancel()
         state.in_flight -= 1
+        for _ in [i for i, left in unfinished.items() if left]:  # the client left or generation failed
+            state.metrics.observe_aborted(e2e=timer.e2e())
