@@ -1,8 +1,9 @@
 """The inference engine: request state, paged KV blocks, scheduler, model runner, sampler."""
 
-from heron.engine.async_engine import AsyncEngine, EngineDeadError
+from heron.engine.async_engine import AsyncEngine
 from heron.engine.config import EngineConfig
 from heron.engine.engine import LLMEngine
+from heron.engine.errors import EngineDeadError, RequestRejectedError
 from heron.engine.llm import LLM
 from heron.engine.outputs import CompletionOutput, Logprob, RequestMetrics, RequestOutput
 from heron.engine.sampling_params import SamplingParams, StructuredOutputsParams
@@ -17,6 +18,7 @@ __all__ = (
     "Logprob",
     "RequestMetrics",
     "RequestOutput",
+    "RequestRejectedError",
     "SamplingParams",
     "StructuredOutputsParams",
 )

@@ -16,16 +16,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from heron.engine.engine import LLMEngine
+from heron.engine.errors import EngineDeadError, RequestRejectedError
 from heron.engine.outputs import RequestOutput
 from heron.engine.sampling_params import SamplingParams
 
-__all__ = ("AsyncEngine", "EngineDeadError")
+__all__ = ("AsyncEngine", "EngineDeadError", "RequestRejectedError")
 
 log = logging.getLogger("heron.engine")
-
-
-class EngineDeadError(RuntimeError):
-    """The engine loop stopped after an error; no request can be served."""
 
 
 class _Stream:
@@ -150,10 +147,10 @@ class AsyncEngine:
                     continue
                 try:
                     self.engine.add_request(rid, None, params, prompt_token_ids=ids, priority=priority, cache_salt=salt)
-                except Exception as err:  # bad request: that stream fails, the engine goes on
+                except ValueError as err:  # bad request: that stream fails, the engine goes on
                     stream = self._stream(rid)
                     if stream is not None:
-                        stream.put(error=err)
+                        stream.put(error=err if isinstance(err, RequestRejectedError) else RequestRejectedError(str(err)))
             elif kind == "abort":
                 self.engine.abort(arg)
 

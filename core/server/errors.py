@@ -8,6 +8,8 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
+from heron.engine.errors import RequestRejectedError
+
 __all__ = ("APIError", "error_body", "error_response", "exception_handlers")
 
 logger = logging.getLogger("heron.server")
@@ -72,10 +74,15 @@ def _http_error(_: Request, exc: HTTPException) -> Response:
     if status == 404:
         message = f"Not found: {message}" if message != "Not Found" else "Route not found."
     elif status == 405:
-        message = f"Method not allowed: {message}"
+        message = "This route does not accept that HTTP method." if message == "Method Not Allowed" else str(message)
     elif status == 413:
         message = "Request body too large."
     return error_response(APIError(status, str(message), headers=dict(exc.headers or {})))
+
+
+def _rejected(_: Request, exc: Exception) -> Response:
+    """The engine refused the request (e.g. token ids outside the vocabulary): the client's fault."""
+    return error_response(APIError(400, str(exc)))
 
 
 def _internal_error(request: Request, exc: Exception) -> Response:
@@ -85,6 +92,7 @@ def _internal_error(request: Request, exc: Exception) -> Response:
 
 exception_handlers = {
     APIError: _api_error,
+    RequestRejectedError: _rejected,
     HTTPException: _http_error,
     Exception: _internal_error,
 }

@@ -20,6 +20,7 @@ from heron.chat import (
     render_chat,
 )
 from heron.chat.tool_choice import NamedToolCallParser, RequiredToolCallsParser
+from heron.engine.errors import RequestRejectedError
 from heron.plugins import registry
 from heron.protocol.chat import (
     ChatChoice,
@@ -328,6 +329,8 @@ async def _stream(state, req, rid, outputs, pipelines, timer, prompt_len, top_n)
         yield sse("[DONE]")
     except APIError as err:
         yield sse(error_body(err.status, err.message, param=err.param, code=err.code))
+    except RequestRejectedError as err:
+        yield sse(error_body(400, str(err)))
     except Exception as err:  # after the stream started the status is sent: one error event, then close
         if not isinstance(err, (asyncio.CancelledError, GeneratorExit)):
             yield sse(error_body(500, f"Internal error during generation: {type(err).__name__}: {err}"))

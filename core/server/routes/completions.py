@@ -10,6 +10,7 @@ from typing import Any
 from litestar import Request, Response, post
 from litestar.response import Stream
 
+from heron.engine.errors import RequestRejectedError
 from heron.protocol.common import PromptTokensDetails, UsageInfo
 from heron.protocol.completions import CompletionChoice, CompletionRequest, CompletionResponse
 from heron.server.errors import APIError, error_body
@@ -223,6 +224,8 @@ async def _stream(state, req, base, jobs, timer) -> AsyncIterator[bytes]:
         yield sse("[DONE]")
     except APIError as err:
         yield sse(error_body(err.status, err.message, param=err.param, code=err.code))
+    except RequestRejectedError as err:
+        yield sse(error_body(400, str(err)))
     except Exception as err:
         yield sse(error_body(500, f"Internal error during generation: {type(err).__name__}: {err}"))
     finally:

@@ -109,3 +109,18 @@ def test_api_key_auth(make_client):
     assert client.get("/v1/models", headers={"Authorization": "Bearer k2"}).status_code == 200
     ok = client.post(CHAT, json={"messages": MSG}, headers={"Authorization": "Bearer k1"})
     assert ok.status_code == 200
+
+
+def test_engine_rejection_is_a_400_not_a_500(make_client):
+    from heron.engine.errors import RequestRejectedError
+
+    def refuse(_prompt):
+        raise RequestRejectedError("Prompt token ids must be in [0, 49152).")
+
+    client = make_client(refuse)
+    _err(client.post(CHAT, json={"messages": MSG}), 400)
+    resp = client.post(CHAT, json={"messages": MSG, "stream": True})
+    assert '"code":400' in resp.text.replace(" ", "") or '"type":"invalid_request_error"' in resp.text.replace(" ", "")
+    resp = client.post("/v1/completions", json={"prompt": "hi"})
+    assert resp.status_code == 400
+    assert client.get("/health").status_code == 200
