@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 import heron
-from heron.cli import plugins_cmd, serve_cmd
+from heron.cli import bench_cmd, plugins_cmd, serve_cmd
 
 __all__ = ("build_parser", "main")
 
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     plugins_cmd.add_parser(sub)
     serve_cmd.add_parser(sub)
+    bench_cmd.add_parser(sub)
     return parser
 
 

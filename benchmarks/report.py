@@ -1,0 +1,140 @@
+"""Turn ``compare.py``'s results into markdown tables (with heron / baseline ratios) and a plot."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+SERVERS = ("heron", "llama-server", "llama-cpp-python")
+
+
+def _f(value: float | None, fmt: str = ".1f") -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    if not a or not b or math.isnan(a) or math.isnan(b):
+        return "-"
+    return f"{a / b:.2f}x"
+
+
+def offline_table(res: dict[str, Any]) -> list[str]:
+    flops = res["machine"]["bf16_gflops"] * 1e9
+    params = res["model"]["parameters"]
+    heron = res.get("heron_offline")
+    hf = res.get("transformers") or []
+    best_hf = max(hf, key=lambda r: r["tok_s"]) if hf else None
+    rows = ["| engine | setting | output tok/s | heron / it | of bf16 compute limit |",
+            "|---|---|---:|---:|---:|"]
+
+    def limit(tok_s: float) -> str:
+        return f"{100 * tok_s * 2 * params / flops:.1f}%"
+
+    if heron:
+        rows.append(f"| heron (offline LLM) | {heron['dtype']}, max_num_seqs {heron['max_num_seqs']} | "
+                    f"{heron['output_tok_s']:.1f} | 1.00x | {limit(heron['output_tok_s'])} |")
+    for r in sorted(hf, key=lambda r: -r["tok_s"]):
+        tag = " **(best)**" if r is best_hf else ""
+        rows.append(f"| transformers generate{tag} | {r['dtype']}, batch {r['batch_size']} | {r['tok_s']:.1f} | "
+                    f"{_ratio(heron and heron['output_tok_s'], r['tok_s'])} | {limit(r['tok_s'])} |")
+    return rows
+
+
+def serving_table(res: dict[str, Any]) -> list[str]:
+    serving = res.get("serving", {})
+    present = [s for s in SERVERS if serving.get(s)]
+    levels = sorted({int(c) for s in present for c in serving[s]})
+    head = ["concurrency", "requests"]
+    for s in present:
+        head += [f"{s} tok/s"] + ([f"heron / {s}"] if s != "heron" else [])
+    for s in present:
+        head += [f"{s} TTFT p50 (s)"] + ([f"heron / {s}"] if s != "heron" else [])
+    rows = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    for c in levels:
+        cells = [str(c), str(next((serving[s][str(c)]["num_requests"] for s in present if str(c) in serving[s]), "-"))]
+        h = serving.get("heron", {}).get(str(c))
+        for s in present:
+            r = serving[s].get(str(c))
+            cells.append(_f(r and r["output_tok_s"]))
+            if s != "heron":
+                cells.append(_ratio(h and h["output_tok_s"], r and r["output_tok_s"]))
+        for s in present:
+            r = serving[s].get(str(c))
+            cells.append(_f(r and r["ttft_ms"]["p50"] / 1000, ".2f"))
+            if s != "heron":
+                cells.append(_ratio(h and h["ttft_ms"]["p50"], r and r["ttft_ms"]["p50"]))
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def single_stream_table(res: dict[str, Any]) -> list[str]:
+    single = res.get("single_stream", {})
+    ref = single.get("heron serve", {}).get("decode_tok_s")
+    rows = ["| engine | decode tok/s | TTFT (ms) | heron serve / it |", "|---|---:|---:|---:|"]
+    for name, r in single.items():
+        rows.append(f"| {name} | {_f(r.get('decode_tok_s'))} | {_f(r.get('ttft_ms'))} | "
+                    f"{_ratio(ref, r.get('decode_tok_s'))} |")
+    return rows
+
+
+def markdown(res: dict[str, Any]) -> str:
+    w = res["workload"]
+    lines = [f"### Offline throughput: {w['num_prompts']} prompts x {w['input_len']} in / {w['output_len']} out "
+             "(EOS ignored)", "", *offline_table(res), "",
+             f"### Serving: streaming /v1/completions, {w['input_len']} in / {w['output_len']} out per request", "",
+             "Ratios are heron / baseline: above 1 is better for tok/s, below 1 is better for TTFT.", "",
+             *serving_table(res), "",
+             f"### Single stream: {w['single_output_len']} output tokens, one request at a time", "",
+             *single_stream_table(res)]
+    mem = res.get("heron_serve_memory_mib")
+    if mem:
+        lines += ["", f"`heron serve` resident memory after the serving runs: {mem[0]:.0f} MiB (peak {mem[1]:.0f} MiB)."]
+    other = res.get("other_cpu")
+    if other:
+        lines += ["", f"CPU share taken by other processes during each part ({res['machine']['physical_cores']} cores "
+                  "= 2.00): " + ", ".join(f"{k} {v:.2f}" for k, v in other.items()) + "."]
+    for note in res.get("notes", []):
+        lines += ["", f"- {note}"]
+    return "\n".join(lines) + "\n"
+
+
+def plot(res: dict[str, Any], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, by_c in res.get("serving", {}).items():
+        if not by_c:
+            continue
+        cs = sorted(int(c) for c in by_c)
+        ax1.plot(cs, [by_c[str(c)]["output_tok_s"] for c in cs], marker="o", label=name)
+        ax2.plot(cs, [by_c[str(c)]["ttft_ms"]["p50"] / 1000 for c in cs], marker="o", label=name)
+    if res.get("heron_offline"):
+        ax1.axhline(res["heron_offline"]["output_tok_s"], ls="--", color="C0", alpha=0.5, label="heron offline")
+    if res.get("transformers"):
+        best = max(res["transformers"], key=lambda r: r["tok_s"])
+        ax1.axhline(best["tok_s"], ls=":", color="gray",
+                    label=f"transformers offline ({best['dtype']}, batch {best['batch_size']})")
+    levels = res["workload"]["concurrency"]
+    for ax in (ax1, ax2):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(levels, [str(c) for c in levels])
+        ax.minorticks_off()
+        ax.set_xlabel("concurrent requests")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    ax1.set_ylabel("output tokens/s")
+    ax1.set_title("Throughput")
+    ax2.set_yscale("log")
+    ax2.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax2.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax2.set_ylabel("time to first token, p50 (s)")
+    ax2.set_title("Time to first token")
+    fig.suptitle(f"{res['model']['name']} on {res['machine']['cpu']} ({res['machine']['physical_cores']} cores)",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
