@@ -4,11 +4,13 @@ The engine constrains the output to JSON (see :mod:`heron.structured.tools`), so
 models produce valid calls. These two parsers turn that JSON into OpenAI tool calls with the
 same contract as format parsers: a named call streams its arguments as they are generated;
 ``required`` output (a JSON array of ``{"name", "parameters"}``) is turned into calls when the
-output ends, since the array is only known to be complete then.
+output ends, since the array is only known to be complete then; an array cut by ``max_tokens``
+still yields the calls it completed (``finish_reason`` stays ``length``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -67,8 +69,10 @@ class RequiredToolCallsParser(ToolParser):
     def parse(self, text: str) -> ToolParseResult:
         try:
             calls = tool_calls_from_json(text)
-        except (ValueError, TypeError):  # cut by max_tokens: not valid JSON, return it as content
-            return ToolParseResult(content=text or None)
+        except (ValueError, TypeError):  # cut by max_tokens: keep the calls that were completed
+            calls = _complete_prefix(text)
+            if not calls:
+                return ToolParseResult(content=text or None)
         return ToolParseResult(content=None, tool_calls=[
             ToolCall(function=FunctionCall(name=name, arguments=args)) for name, args in calls])
 
@@ -85,3 +89,23 @@ class RequiredToolCallsParser(ToolParser):
                           function=DeltaFunctionCall(name=c.function.name, arguments=c.function.arguments))
             for i, c in enumerate(result.tool_calls)
         ])
+
+
+def _complete_prefix(text: str) -> list[tuple[str, str]]:
+    """The whole ``{"name", "parameters"}`` items at the head of a cut-off JSON array."""
+    decoder = json.JSONDecoder()
+    head = text.lstrip()
+    if not head.startswith("["):
+        return []
+    calls: list[tuple[str, str]] = []
+    at = 1
+    while True:
+        while at < len(head) and head[at] in " \t\r\n,":
+            at += 1
+        try:
+            item, at = decoder.raw_decode(head, at)
+        except ValueError:
+            return calls
+        if not (isinstance(item, dict) and isinstance(item.get("name"), str)):
+            return calls
+        calls.append((item["name"], json.dumps(item.get("parameters", {}), ensure_ascii=False)))

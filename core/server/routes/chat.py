@@ -73,7 +73,11 @@ class Prepared:
 
 def _tool_setup(state: ServerState, req: ChatCompletionRequest, tools: list[dict] | None, structured: Any,
                 structured_param: str | None) -> tuple[Any, str | None, Callable[[], Any] | None]:
-    """tool_choice -> (constraint, its param, tool-parser factory)."""
+    """tool_choice -> (constraint, its param, tool-parser factory).
+
+    Forced calls are decoded as compact JSON (no free whitespace): small models otherwise tend to
+    fill the budget with newlines between JSON tokens.
+    """
     s = state.settings
     tok = state.engine.tokenizer
     if not tools:
@@ -92,14 +96,14 @@ def _tool_setup(state: ServerState, req: ChatCompletionRequest, tools: list[dict
     try:
         if choice == "required":
             schema = required_tools_schema(tools, parallel=req.parallel_tool_calls)
-            return StructuredOutputsParams(json=schema), "tool_choice", lambda: RequiredToolCallsParser(tok, tools)
+            return StructuredOutputsParams(json=schema, disable_any_whitespace=True), "tool_choice", lambda: RequiredToolCallsParser(tok, tools)
         if isinstance(choice, dict) and choice.get("type", "function") == "function":
             name = (choice.get("function") or {}).get("name")
             if not isinstance(name, str):
                 raise APIError(400, "tool_choice must name a function: {\"type\": \"function\", "
                                     "\"function\": {\"name\": ...}}.", param="tool_choice")
             schema = named_tool_schema(tools, name)
-            return StructuredOutputsParams(json=schema), "tool_choice", lambda: NamedToolCallParser(tok, tools, name=name)
+            return StructuredOutputsParams(json=schema, disable_any_whitespace=True), "tool_choice", lambda: NamedToolCallParser(tok, tools, name=name)
     except StructuredOutputError as err:
         raise APIError(400, str(err), param=err.param) from err
     raise APIError(400, f"tool_choice must be 'none', 'auto', 'required' or a named function, got {choice!r}.",

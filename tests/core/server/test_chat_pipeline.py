@@ -194,3 +194,12 @@ def test_tool_choice_none_does_not_parse(make_client):
     client = make_client(CALL, tool_call_parser="hermes", enable_auto_tool_choice=True)
     whole = _whole(client, {"messages": MSG, "tools": TOOLS, "tool_choice": "none"})
     assert whole["tool_calls"] == [] and whole["content"] == CALL
+
+
+def test_required_output_cut_by_max_tokens_keeps_completed_calls():
+    from heron.chat.tool_choice import RequiredToolCallsParser
+
+    text = '[{"name": "get_time", "parameters": {}}, {"name": "get_weather", "parameters": {"city": "Pa'
+    result = RequiredToolCallsParser(None, TOOLS).parse(text)
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in result.tool_calls] == [("get_time", {})]
+    assert RequiredToolCallsParser(None, TOOLS).parse('[{"name": "get_ti').content == '[{"name": "get_ti'
