@@ -92,6 +92,11 @@ def section(res: dict[str, Any], name: str | None) -> None:
         print(f"== {name}", flush=True)
 
 
+def save(res: dict[str, Any], out: Path) -> None:
+    """Write what is measured so far (a run killed half-way still leaves its finished parts)."""
+    (out / "compare.partial.json").write_text(json.dumps(res, indent=2, default=str))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -162,6 +167,7 @@ def run_serving(name: str, start, restart: bool, levels: list[int], prompts_by_l
         if server is not None:
             server.stop()
     res["serving"][name] = by_c
+    save(res, args.out)
 
 
 def main() -> None:
@@ -185,17 +191,25 @@ def main() -> None:
     ap.add_argument("--llama-cpp-python", default=None, help="a Python that can import llama_cpp.server")
     ap.add_argument("--skip", default="", help="comma list of: heron-offline,transformers,heron-serve,"
                                                 "llama-server,llama-cpp-python")
+    ap.add_argument("--reuse", default=None, metavar="JSON",
+                    help="a previous compare.json: the parts named in --skip are taken from it (for a machine "
+                         "shared with other work, where parts must be re-run in quiet moments)")
     ap.add_argument("--out-dir", default="benchmarks/results")
     ap.add_argument("--doc", default=None, help="also write this markdown page (and its plot beside it)")
+    ap.add_argument("--render", default=None, metavar="JSON", help="measure nothing: rewrite the tables, plot "
+                                                                   "and --doc from a saved compare.json")
     args = ap.parse_args()
+    if args.render:
+        Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+        return write_outputs(json.loads(Path(args.render).read_text()), Path(args.out_dir), args.doc)
     skip = set(filter(None, args.skip.split(",")))
     levels = [int(c) for c in args.concurrency.split(",")]
-    out = Path(args.out_dir)
+    out = args.out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     threads = physical_cores()
 
     res: dict[str, Any] = {"serving": {}, "single_stream": {}, "notes": [],
-                           "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])}
+                           "commands": [" ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])]}
     section(res, "machine")
     res["machine"] = machine_info()
     print(json.dumps(res["machine"]), flush=True)
@@ -227,6 +241,7 @@ def main() -> None:
         res["single_stream"]["heron offline"] = {"decode_tok_s": lat.decode_tok_s, "ttft_ms": lat.ttft_s * 1000}
     del llm
     gc.collect()
+    save(res, out)
     if "transformers" not in skip:
         section(res, "transformers")
         ids = [p.token_ids for p in prompts]
@@ -244,6 +259,7 @@ def main() -> None:
         except Exception as err:  # e.g. no accelerate (transformers needs it to read GGUF)
             res["notes"].append(f"transformers: failed: {err}".splitlines()[0])
             print(f"transformers failed: {err}", file=sys.stderr)
+        save(res, out)
 
     # -- serving ---------------------------------------------------------------------------
     if "heron-serve" not in skip:
@@ -286,17 +302,49 @@ def main() -> None:
                             "(run with --interrupt_requests False, else each new request ends the running one).")
 
     section(res, None)
+    if args.reuse:
+        reuse(res, json.loads(Path(args.reuse).read_text()), skip)
     (out / "compare.json").write_text(json.dumps(res, indent=2, default=str))
+    write_outputs(res, out, args.doc)
+
+
+def write_outputs(res: dict[str, Any], out: Path, doc: str | None) -> None:
     md = report.markdown(res)
     (out / "compare.md").write_text(md)
     report.plot(res, str(out / "compare.png"))
     print("\n" + md)
-    if args.doc:
-        doc = Path(args.doc)
-        png = doc.with_suffix(".png")
+    if doc:
+        png = Path(doc).with_suffix(".png")
         report.plot(res, str(png))
-        doc.write_text(page(res, md, png.name))
+        Path(doc).write_text(page(res, md, png.name))
         print(f"wrote {doc} and {png}")
+
+
+_PARTS = {"heron-offline": ("heron offline", "heron_offline", None, "heron offline"),
+          "transformers": ("transformers", "transformers", None, "transformers"),
+          "heron-serve": ("heron serving", None, "heron", "heron serve"),
+          "llama-server": ("llama-server serving", None, "llama-server", "llama-server"),
+          "llama-cpp-python": ("llama-cpp-python serving", None, "llama-cpp-python", "llama-cpp-python")}
+
+
+def reuse(res: dict[str, Any], old: dict[str, Any], skip: set[str]) -> None:
+    """Copy the skipped parts' results (and their notes, CPU shares, commands) from ``old``."""
+    for part in skip & _PARTS.keys():
+        section_name, key, serving, single = _PARTS[part]
+        if key and key in old:
+            res[key] = old[key]
+        if serving and old["serving"].get(serving):
+            res["serving"][serving] = old["serving"][serving]
+        for name, value in old.get("single_stream", {}).items():
+            if name.startswith(single):
+                res["single_stream"][name] = value
+        for name in (section_name, section_name + " (reused)"):
+            if name in old.get("other_cpu", {}):
+                res.setdefault("other_cpu", {})[section_name + " (reused)"] = old["other_cpu"][name]
+        if part == "heron-serve" and old.get("heron_serve_memory_mib"):
+            res["heron_serve_memory_mib"] = old["heron_serve_memory_mib"]
+        res["notes"] += [n for n in old.get("notes", []) if n.startswith(serving or single)]
+    res["commands"] = old.get("commands", []) + res["commands"]
 
 
 def page(res: dict[str, Any], md: str, png: str) -> str:
@@ -318,7 +366,7 @@ llama.cpp runs the `{res['model']['gguf']}` file directly, heron and transformer
 ## Command
 
 ```
-{res['command']}
+{chr(10).join(res['commands'])}
 ```
 
 ## Results
