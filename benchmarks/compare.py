@@ -151,8 +151,9 @@ def run_serving(name: str, start, restart: bool, levels: list[int], prompts_by_l
                 server = start(c)
             by_c[str(c)] = r = serve_level(server.base_url, prompts_by_level[c], args.output_len, c, extra)
             if r["short"] or r["errors"]:
-                res["notes"].append(f"{name} at concurrency {c}: {r['errors']} failed and {r['short']} short "
-                                    f"requests of {r['num_requests']} ({r['error_samples'][:1]}).")
+                why = f" (first error: {r['error_samples'][0]})" if r["error_samples"] else ""
+                res["notes"].append(f"{name} at concurrency {c}: {r['errors']} of {r['num_requests']} requests "
+                                    f"failed and {r['short']} ended before the tokens asked{why}.")
         if restart:
             server.stop()
             server = start(1)

@@ -71,15 +71,42 @@ def single_stream_table(res: dict[str, Any]) -> list[str]:
     single = res.get("single_stream", {})
     ref = single.get("heron serve", {}).get("decode_tok_s")
     rows = ["| engine | decode tok/s | TTFT (ms) | heron serve / it |", "|---|---:|---:|---:|"]
-    for name, r in single.items():
+    for name, r in sorted(single.items(), key=lambda kv: (not kv[0].startswith("heron"), kv[0])):
         rows.append(f"| {name} | {_f(r.get('decode_tok_s'))} | {_f(r.get('ttft_ms'))} | "
                     f"{_ratio(ref, r.get('decode_tok_s'))} |")
     return rows
 
 
+def targets(res: dict[str, Any]) -> list[str]:
+    """Where this run stands against issue 8's targets (only those it has the numbers for)."""
+    out = []
+    heron, hf = res.get("heron_offline"), res.get("transformers")
+    if heron and hf:
+        r = heron["output_tok_s"] / max(x["tok_s"] for x in hf)
+        out.append(f"offline >= 1.5x transformers' best: {r:.2f}x ({'met' if r >= 1.5 else 'not yet'})")
+    h16 = res.get("serving", {}).get("heron", {}).get("16")
+    l16 = res.get("serving", {}).get("llama-server", {}).get("16")
+    if h16 and l16:
+        r = h16["output_tok_s"] / l16["output_tok_s"]
+        ttft = h16["ttft_ms"]["p50"] <= l16["ttft_ms"]["p50"]
+        out.append(f"concurrency 16 >= 1.5x llama-server with TTFT p50 no worse: {r:.2f}x, TTFT "
+                   f"{h16['ttft_ms']['p50'] / 1000:.2f} s vs {l16['ttft_ms']['p50'] / 1000:.2f} s "
+                   f"({'met' if r >= 1.5 and ttft else 'not yet'})")
+    hs, ls = res.get("single_stream", {}).get("heron serve"), res.get("single_stream", {}).get("llama-server")
+    if hs and ls:
+        r = hs["decode_tok_s"] / ls["decode_tok_s"]
+        out.append(f"single stream >= 0.5x llama-server's decode tok/s: {r:.2f}x, {hs['decode_tok_s']:.1f} vs "
+                   f"{ls['decode_tok_s']:.1f} tok/s ({'met' if r >= 0.5 else 'not yet'})")
+    mem = res.get("heron_serve_memory_mib")
+    if mem:
+        gb = mem[1] * 2**20 / 1e9
+        out.append(f"`heron serve` resident memory < 1.5 GB: {gb:.2f} GB peak ({'met' if gb < 1.5 else 'not yet'})")
+    return ["Issue 8's targets, as this run stands:", ""] + [f"- {t}" for t in out] + [""] if out else []
+
+
 def markdown(res: dict[str, Any]) -> str:
     w = res["workload"]
-    lines = [f"### Offline throughput: {w['num_prompts']} prompts x {w['input_len']} in / {w['output_len']} out "
+    lines = [*targets(res),f"### Offline throughput: {w['num_prompts']} prompts x {w['input_len']} in / {w['output_len']} out "
              "(EOS ignored)", "", *offline_table(res), "",
              f"### Serving: streaming /v1/completions, {w['input_len']} in / {w['output_len']} out per request", "",
              "Ratios are heron / baseline: above 1 is better for tok/s, below 1 is better for TTFT.", "",
@@ -93,8 +120,8 @@ def markdown(res: dict[str, Any]) -> str:
     if other:
         lines += ["", f"CPU share taken by other processes during each part ({res['machine']['physical_cores']} cores "
                   "= 2.00): " + ", ".join(f"{k} {v:.2f}" for k, v in other.items()) + "."]
-    for note in res.get("notes", []):
-        lines += ["", f"- {note}"]
+    if res.get("notes"):
+        lines += ["", "Notes:", ""] + [f"- {note}" for note in res["notes"]]
     return "\n".join(lines) + "\n"
 
 
@@ -106,12 +133,13 @@ def plot(res: dict[str, Any], path: str) -> None:
     import matplotlib.ticker
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name, by_c in res.get("serving", {}).items():
+    for color, name in enumerate(SERVERS):
+        by_c = res.get("serving", {}).get(name)
         if not by_c:
             continue
         cs = sorted(int(c) for c in by_c)
-        ax1.plot(cs, [by_c[str(c)]["output_tok_s"] for c in cs], marker="o", label=name)
-        ax2.plot(cs, [by_c[str(c)]["ttft_ms"]["p50"] / 1000 for c in cs], marker="o", label=name)
+        ax1.plot(cs, [by_c[str(c)]["output_tok_s"] for c in cs], marker="o", color=f"C{color}", label=name)
+        ax2.plot(cs, [by_c[str(c)]["ttft_ms"]["p50"] / 1000 for c in cs], marker="o", color=f"C{color}", label=name)
     if res.get("heron_offline"):
         ax1.axhline(res["heron_offline"]["output_tok_s"], ls="--", color="C0", alpha=0.5, label="heron offline")
     if res.get("transformers"):
@@ -129,8 +157,9 @@ def plot(res: dict[str, Any], path: str) -> None:
     ax1.set_ylabel("output tokens/s")
     ax1.set_title("Throughput")
     ax2.set_yscale("log")
+    ax2.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
     ax2.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax2.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax1.set_ylim(bottom=0)
     ax2.set_ylabel("time to first token, p50 (s)")
     ax2.set_title("Time to first token")
     fig.suptitle(f"{res['model']['name']} on {res['machine']['cpu']} ({res['machine']['physical_cores']} cores)",
