@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from heron.protocol import DeltaMessage, ToolParseResult
-from heron.testing.reasoning_parsers import chunkings
+from heron.testing.reasoning_parsers import _cut, _short, _show, chunkings  # shared message helpers
 
 __all__ = ("StreamedCall", "ToolParserCase", "ToolStreamChecker", "check_tool_parser", "invariant_errors")
 
@@ -256,17 +256,3 @@ def _loads(arguments: Any) -> Any:
         return _strict_loads(arguments)
     except (TypeError, ValueError):
         return f"<invalid JSON {arguments!r}>"
-
-
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else f"{text[: limit - 5]}…{text[-4:]}"
-
-
-def _short(value: str | None, limit: int = 120) -> str:
-    return _cut(repr(value), limit)
-
-
-def _show(pieces: Sequence[Piece], limit: int = 12) -> str:
-    shown = ", ".join(_short(t, 40) for t, _ in pieces[:limit])
-    rest = f", … {len(pieces) - limit} more" if len(pieces) > limit else ""
-    return _cut(f"{len(pieces)} pieces [{shown}{rest}]", 300)
