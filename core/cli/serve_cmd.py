@@ -32,6 +32,8 @@ def check_plugins(settings: ServerSettings) -> list[str]:
     wanted = [("tool_parsers", settings.tool_call_parser), ("reasoning_parsers", settings.reasoning_parser)]
     if settings.attention_backend != "auto":
         wanted.append(("attention_backends", settings.attention_backend))
+    if settings.linear_kernel != "auto":
+        wanted.append(("linear_kernels", settings.linear_kernel))
     wanted += [("middlewares", name) for name in settings.middleware]
     problems = []
     for kind, name in wanted:

@@ -22,6 +22,7 @@ class EngineConfig:
     num_kv_blocks: int | None = None  # forces the pool size (overrides the memory budget)
     enable_prefix_caching: bool = True
     attention_backend: str = "auto"
+    linear_kernel: str = "auto"  # auto = the fastest exact kernel (onednn for bf16 on CPU)
     scheduling_policy: str = "fcfs"  # or "priority"
     seed: int = 0
     num_threads: int | None = None  # default: physical cores

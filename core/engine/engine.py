@@ -3,7 +3,8 @@
 One ``step()`` = schedule, one batched forward over every scheduled token, one batched sample,
 then bookkeeping (detokenize, stop checks, free finished sequences). Everything that varies by
 model or hardware comes from a registry: the model class from ``heron.models`` by
-``architectures[0]``, the attention backend from ``heron.attention_backends``.
+``architectures[0]``, the attention backend from ``heron.attention_backends``, the linear kernel from
+``heron.linear_kernels``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,13 @@ from heron.engine.sampler import Sampler
 from heron.engine.sampling_params import SamplingParams
 from heron.engine.scheduler import Scheduler
 from heron.interfaces import ModelContext
-from heron.layers import allocate_kv_caches, attention_layers, select_attention_backend
+from heron.layers import (
+    allocate_kv_caches,
+    apply_linear_kernel,
+    attention_layers,
+    select_attention_backend,
+    select_linear_kernel,
+)
 from heron.loader import build_model, load_checkpoint, resolve_dtype
 from heron.plugins import call_hook
 
@@ -61,7 +68,11 @@ class LLMEngine:
         log.info("attention backend: %s", why)
         self.backend = backend_cls()
         ctx = ModelContext(dtype=self.dtype, device=device, attention_backend=self.backend)
+        linear_cls, linear_why = select_linear_kernel(config.linear_kernel, device, self.dtype)
         self.model = build_model(checkpoint, ctx)
+        converted = apply_linear_kernel(self.model, linear_cls())
+        self.linear_kernel = linear_cls.name
+        log.info("linear kernel: %s (%d layers converted)", linear_why, converted)
         self.vocab_size = hf.vocab_size
 
         model_len = checkpoint.max_model_len

@@ -1,6 +1,7 @@
 """The plugin contracts: small ABCs with docstrings. Plugins depend on these, never the reverse."""
 
 from heron.interfaces.attention import AttentionBackend, AttentionLayerInfo, ForwardBatch
+from heron.interfaces.linear import LinearKernel
 from heron.interfaces.middleware import MiddlewareFactory
 from heron.interfaces.model import CausalLM, ModelContext
 from heron.interfaces.reasoning_parser import ReasoningParser
@@ -11,6 +12,7 @@ __all__ = (
     "AttentionLayerInfo",
     "CausalLM",
     "ForwardBatch",
+    "LinearKernel",
     "MiddlewareFactory",
     "ModelContext",
     "ReasoningParser",

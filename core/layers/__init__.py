@@ -9,8 +9,22 @@ from heron.layers.backend_selection import (
     select_attention_backend,
 )
 from heron.layers.kv_cache import allocate_kv_caches, attention_layers
+from heron.layers.linear_selection import (
+    UnsupportedLinearKernelError,
+    apply_linear_kernel,
+    select_linear_kernel,
+)
 from heron.layers.norm import RMSNorm
-from heron.layers.rotary import ROPE_TYPES, RotaryEmbedding, apply_rotary, get_rope, rope_parameters
+from heron.layers.rotary import (
+    ROPE_TYPES,
+    RotaryEmbedding,
+    RotaryTables,
+    apply_rotary,
+    get_rope,
+    rope_parameters,
+    rotary_tables,
+    rotate_heads,
+)
 
 __all__ = (
     "ROPE_TYPES",
@@ -18,13 +32,19 @@ __all__ = (
     "GatedMLP",
     "RMSNorm",
     "RotaryEmbedding",
+    "RotaryTables",
     "SiluAndMul",
     "UnsupportedBackendError",
+    "UnsupportedLinearKernelError",
+    "apply_linear_kernel",
     "allocate_kv_caches",
     "apply_rotary",
     "attention_layers",
     "backend_preference",
     "get_rope",
     "rope_parameters",
+    "rotary_tables",
+    "rotate_heads",
     "select_attention_backend",
+    "select_linear_kernel",
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ("RMSNorm",)
@@ -23,6 +24,10 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[..., hidden] -> [..., hidden] in ``x``'s dtype (the statistics are taken in fp32)."""
+        if x.dtype == self.weight.dtype:
+            # one fused op (statistics in fp32 inside); equal to the formula below in fp32,
+            # within one bf16 ulp of it in bf16
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
         dtype = x.dtype
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)

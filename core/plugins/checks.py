@@ -50,6 +50,7 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "reasoning_parsers": _subclass_of("heron.interfaces.reasoning_parser", "ReasoningParser"),
     "models": _subclass_of("heron.interfaces.model", "CausalLM"),
     "attention_backends": _subclass_of("heron.interfaces.attention", "AttentionBackend"),
+    "linear_kernels": _subclass_of("heron.interfaces.linear", "LinearKernel"),
     "middlewares": _callable_factory,
     "hooks": _hook_module,
 }

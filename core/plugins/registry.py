@@ -33,6 +33,7 @@ GROUPS: dict[str, str] = {
     "reasoning_parsers": "heron.reasoning_parsers",
     "models": "heron.models",
     "attention_backends": "heron.attention_backends",
+    "linear_kernels": "heron.linear_kernels",
     "middlewares": "heron.middlewares",
     "hooks": "heron.hooks",
 }

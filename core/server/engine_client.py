@@ -26,6 +26,7 @@ def engine_config(settings: ServerSettings) -> Any:
         num_kv_blocks=settings.num_kv_blocks,
         enable_prefix_caching=settings.enable_prefix_caching,
         attention_backend=settings.attention_backend,
+        linear_kernel=getattr(settings, "linear_kernel", "auto"),
         scheduling_policy=getattr(settings, "scheduling_policy", "fcfs"),
         seed=settings.seed,
         max_logprobs=settings.max_logprobs,

@@ -58,6 +58,7 @@ class ServerSettings:
     num_kv_blocks: int | None = None
     enable_prefix_caching: bool = True
     attention_backend: str = "auto"
+    linear_kernel: str = "auto"
     seed: int = 0
     chat_template: str | None = None
     default_chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -107,6 +108,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-kv-blocks", type=int, default=S)
     p.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=S)
     p.add_argument("--attention-backend", default=S)
+    p.add_argument("--linear-kernel", default=S,
+                   help="how projections multiply: auto (onednn for bf16 on CPU, else dense), dense, onednn, int4")
     p.add_argument("--seed", type=int, default=S)
     p.add_argument("--chat-template", default=S, help="a Jinja template string or a file path")
     p.add_argument("--default-chat-template-kwargs", type=_json_dict, default=S)

@@ -1,12 +1,14 @@
-"""The CPU default attention backend: one ``scaled_dot_product_attention`` call per layer.
+"""The CPU default attention backend: batched paged attention with plain torch ops.
 
-``build_batch`` does the per-step work once: the cache slots of every request's tokens padded
-to ``[num_reqs, max_seq]``, the flat index of every request's queries padded to
-``[num_reqs, max_q]``, and where each real query row lands back in the flat output. Each layer
-then gathers K/V and queries with one index each, runs SDPA on the padded batch with a boolean
-mask (built once per step and window size), and scatters the rows back: no Python loop over
-requests in the hot path. Steps made only of decodes skip SDPA for two grouped batched matmuls,
-which are faster on CPU for single-token queries.
+The cache is head-major, ``[2, num_kv_heads, num_blocks, block_size, head_size]``, so one
+``index_select`` over a step's cache slots yields every request's keys as ``[Hkv, R, S, D]``
+with each (head, request) history contiguous: the matmuls read it in place, transposed by
+stride, with no second copy. ``build_batch`` does the per-step work once: the cache slots of
+every request's tokens padded to ``[num_reqs, max_seq]``, the flat index of every request's
+queries padded to ``[num_reqs, max_q]``, and where each real query row lands back in the flat
+output. Steps made only of decodes skip SDPA for two grouped batched matmuls (faster on CPU for
+single-token queries); a prompt computed from scratch attends to its own K/V with a causal SDPA.
+No Python loop over requests runs in the hot path.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ import torch
 import torch.nn.functional as F
 
 from heron.interfaces import AttentionBackend, AttentionLayerInfo, ForwardBatch
-from heron_plugins.kernels.paged import check_dtype, kv_cache_shape, slots_of, write_kv
+from heron_plugins.kernels.paged import check_dtype, slots_of
 
 __all__ = ("SDPAMetadata", "TorchSDPABackend")
+
+#: decode steps with at most this many requests compute attention in float32
+_FP32_DECODE_MAX_REQS = 8
 
 
 @dataclass(slots=True)
@@ -29,6 +34,7 @@ class SDPAMetadata:
 
     slot_mapping: torch.Tensor  # [T] int64, where the new K/V go
     kv_slots: torch.Tensor  # [R, S] int64 cache slot of each request's key positions (padded)
+    flat_slots: torch.Tensor  # [R * S] int64, kv_slots flattened for index_select
     q_index: torch.Tensor  # [R, Q] int64 flat token of each padded query row
     q_pos: torch.Tensor  # [R, Q] int64 sequence position of each padded query row
     out_index: torch.Tensor  # [T] int64 padded row (r * Q + j) of each flat token
@@ -49,10 +55,10 @@ class SDPAMetadata:
         return found
 
     def bias(self, window: int | None) -> torch.Tensor:
-        """The mask as an additive float32 bias (0 or -inf), for decode-only steps."""
+        """The mask as an additive float32 bias (0 or -inf), ``[R, 1, S]``, for decode-only steps."""
         found = self.biases.get(window)
         if found is None:
-            allowed = self.mask(window)
+            allowed = self.mask(window)[:, 0]  # [R, 1, S] (one query row per request)
             found = torch.zeros(allowed.shape, dtype=torch.float32, device=allowed.device)
             found = self.biases[window] = found.masked_fill_(~allowed, float("-inf"))
         return found
@@ -78,7 +84,8 @@ class TorchSDPABackend(AttentionBackend):
 
     @classmethod
     def kv_cache_shape(cls, num_blocks: int, block_size: int, num_kv_heads: int, head_size: int) -> tuple[int, ...]:
-        return kv_cache_shape(num_blocks, block_size, num_kv_heads, head_size)
+        """Head-major: ``[2, num_kv_heads, num_blocks, block_size, head_size]``."""
+        return (2, num_kv_heads, num_blocks, block_size, head_size)
 
     def build_batch(self, batch: ForwardBatch) -> SDPAMetadata:
         device = batch.block_tables.device
@@ -96,6 +103,7 @@ class TorchSDPABackend(AttentionBackend):
         return SDPAMetadata(
             slot_mapping=batch.slot_mapping,
             kv_slots=kv_slots,
+            flat_slots=kv_slots.reshape(-1),
             q_index=starts[:, None] + j,
             q_pos=seq[:, None] - q_lens[:, None] + j,
             out_index=req_of_token * q_max + (tok - starts[req_of_token]),
@@ -113,7 +121,10 @@ class TorchSDPABackend(AttentionBackend):
         layer: AttentionLayerInfo,
     ) -> torch.Tensor:
         md = metadata
-        write_kv(kv_cache, k, v, md.slot_mapping)
+        hkv, d = layer.num_kv_heads, layer.head_size
+        cache = kv_cache.view(2, hkv, -1, d)  # [2, Hkv, num_slots, D]
+        cache[0].index_copy_(1, md.slot_mapping, k.transpose(0, 1).to(cache.dtype))
+        cache[1].index_copy_(1, md.slot_mapping, v.transpose(0, 1).to(cache.dtype))
         gqa = layer.num_heads != layer.num_kv_heads
         if md.fresh_prefill and not layer.sliding_window:
             # One prompt from scratch: its own k/v are the whole context.
@@ -122,31 +133,35 @@ class TorchSDPABackend(AttentionBackend):
                 is_causal=True, scale=layer.scale, enable_gqa=gqa,
             )  # [1, H, T, D]
             return out[0].transpose(0, 1)
-        hkv, d = layer.num_kv_heads, layer.head_size
-        cache = kv_cache.view(2, -1, hkv, d)  # [2, num_slots, Hkv, D]
+        r, s_max = md.kv_slots.shape
+        keys = cache[0].index_select(1, md.flat_slots).view(hkv, r, s_max, d)  # [Hkv, R, S, D]
+        values = cache[1].index_select(1, md.flat_slots).view(hkv, r, s_max, d)
         if md.decode_only:
-            return self._decode(q, cache, md, layer)
-        keys = cache[0][md.kv_slots].transpose(1, 2)  # [R, Hkv, S, D]
-        values = cache[1][md.kv_slots].transpose(1, 2)
+            return self._decode(q, keys, values, md, layer)
         queries = q[md.q_index].transpose(1, 2)  # [R, H, Q, D]
         out = F.scaled_dot_product_attention(
-            queries, keys.to(q.dtype), values.to(q.dtype),
+            queries, keys.transpose(0, 1).to(q.dtype), values.transpose(0, 1).to(q.dtype),
             attn_mask=md.mask(layer.sliding_window), scale=layer.scale, enable_gqa=gqa,
         )  # [R, H, Q, D]
         r, h, q_max, _ = out.shape
         return out.transpose(1, 2).reshape(r * q_max, h, d)[md.out_index]  # [T, H, D]
 
     @staticmethod
-    def _decode(q: torch.Tensor, cache: torch.Tensor, md: SDPAMetadata, layer: AttentionLayerInfo) -> torch.Tensor:
+    def _decode(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, md: SDPAMetadata,
+                layer: AttentionLayerInfo) -> torch.Tensor:
         """One query per request: two batched matmuls with the query heads grouped by KV head.
 
-        On CPU this beats SDPA for decode (about 2.5x at 32 requests, bf16): SDPA's flash kernel
-        is tuned for long query blocks. Scores are softmaxed in float32.
+        On CPU this beats SDPA for decode (SDPA's flash kernel is tuned for long query blocks).
+        Scores are softmaxed in float32. Small batches run the matmuls in float32: oneDNN's bf16
+        batched matmul rebuilds its kernel whenever the context length changes (every step),
+        which costs more than converting a few histories; large batches stay in the cache dtype.
         """
         r, hkv, d = q.shape[0], layer.num_kv_heads, layer.head_size
-        keys = cache[0][md.kv_slots].permute(0, 2, 3, 1)  # [R, Hkv, D, S]
-        values = cache[1][md.kv_slots].transpose(1, 2)  # [R, Hkv, S, D]
-        grouped = q.view(r, hkv, -1, d).to(keys.dtype)  # [R, Hkv, G, D]; head h uses kv head h // G
-        scores = torch.matmul(grouped, keys).float() * layer.scale + md.bias(layer.sliding_window)  # [R, Hkv, G, S]
-        probs = torch.softmax(scores, dim=-1).to(values.dtype)
-        return torch.matmul(probs, values).view(r, layer.num_heads, d).to(q.dtype)  # [T, H, D]
+        mm_dtype = torch.float32 if r <= _FP32_DECODE_MAX_REQS else keys.dtype
+        grouped = q.view(r, hkv, -1, d).transpose(0, 1).to(mm_dtype)  # [Hkv, R, G, D]; head h uses kv head h // G
+        keys, values = keys.to(mm_dtype), values.to(mm_dtype)
+        scores = torch.matmul(grouped, keys.transpose(-1, -2)).float()  # [Hkv, R, G, S]
+        scores = scores.mul_(layer.scale).add_(md.bias(layer.sliding_window))
+        probs = torch.softmax(scores, dim=-1).to(mm_dtype)
+        out = torch.matmul(probs, values)  # [Hkv, R, G, D]
+        return out.transpose(0, 1).reshape(r, layer.num_heads, d).to(q.dtype)  # [T, H, D]

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from heron.interfaces import CausalLM, ForwardBatch, ModelContext
-from heron.layers import Attention, GatedMLP, RMSNorm, apply_rotary, get_rope
+from heron.layers import Attention, GatedMLP, RMSNorm, RotaryTables, get_rope, rotary_tables, rotate_heads
 
 __all__ = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 
@@ -43,15 +43,14 @@ class LlamaAttention(nn.Module):
             sliding_window=_sliding_window(config, layer_idx),
         )
 
-    def forward(
-        self, hidden: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor], batch: ForwardBatch
-    ) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, rope: RotaryTables, batch: ForwardBatch) -> torch.Tensor:
         """[T, hidden] -> [T, hidden]."""
         t = hidden.shape[0]
-        q, k, v = self.qkv_proj(hidden).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q, k = apply_rotary(
-            q.view(t, self.num_heads, self.head_size), k.view(t, self.num_kv_heads, self.head_size), *cos_sin
-        )
+        qkv = self.qkv_proj(hidden)
+        # q and k sit side by side in the fused output: rotate both heads in one pass
+        qk = rotate_heads(qkv[:, : self.q_size + self.kv_size].view(t, -1, self.head_size), rope)
+        q, k = qk[:, : self.num_heads], qk[:, self.num_heads :]
+        v = qkv[:, self.q_size + self.kv_size :]
         return self.o_proj(self.attn(q, k, v, batch))
 
 
@@ -75,10 +74,8 @@ class LlamaDecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
-    def forward(
-        self, hidden: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor], batch: ForwardBatch
-    ) -> torch.Tensor:
-        hidden = hidden + self.self_attn(self.input_layernorm(hidden), cos_sin, batch)
+    def forward(self, hidden: torch.Tensor, rope: RotaryTables, batch: ForwardBatch) -> torch.Tensor:
+        hidden = hidden + self.self_attn(self.input_layernorm(hidden), rope, batch)
         return hidden + self.mlp(self.post_attention_layernorm(hidden))
 
 
@@ -96,9 +93,9 @@ class LlamaModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
         hidden = self.embed_tokens(input_ids)  # [T, hidden]
-        cos_sin = self.rotary_emb(positions, batch)  # computed once, shared by every layer
+        rope = rotary_tables(*self.rotary_emb(positions, batch), hidden.dtype)  # once, shared by every layer
         for layer in self.layers:
-            hidden = layer(hidden, cos_sin, batch)
+            hidden = layer(hidden, rope, batch)
         return self.norm(hidden)
 
 

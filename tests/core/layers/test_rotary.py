@@ -6,7 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from heron.layers import ROPE_TYPES, RotaryEmbedding, apply_rotary, get_rope, rope_parameters
+from heron.layers import (
+    ROPE_TYPES,
+    RotaryEmbedding,
+    apply_rotary,
+    get_rope,
+    rope_parameters,
+    rotary_tables,
+    rotate_heads,
+)
 
 PARAMS = {
     "default": {},
@@ -61,6 +69,18 @@ def test_apply_rotary_matches_transformers():
     want_q, want_k = apply_rotary_pos_emb(q.transpose(0, 1)[None], k.transpose(0, 1)[None], cos[None], sin[None])
     torch.testing.assert_close(got_q, want_q[0].transpose(0, 1))
     torch.testing.assert_close(got_k, want_k[0].transpose(0, 1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rotary_dim", [16, 8])
+def test_rotate_heads_is_apply_rotary_bit_for_bit(dtype, rotary_dim):
+    rope = RotaryEmbedding(rotary_dim, 10000.0, 64)
+    cos, sin = rope(torch.tensor([0, 5, 9, 63]))
+    q, k = torch.randn(4, 4, 16).to(dtype), torch.randn(4, 2, 16).to(dtype)
+    want_q, want_k = apply_rotary(q, k, cos, sin)
+    got = rotate_heads(torch.cat((q, k), dim=1), rotary_tables(cos, sin, dtype))
+    assert got.dtype == dtype
+    assert torch.equal(got[:, :4], want_q) and torch.equal(got[:, 4:], want_k)
 
 
 def test_partial_rotary_leaves_the_rest():

@@ -1,0 +1,46 @@
+"""The linear-kernel contract: how a model's ``nn.Linear`` layers multiply once weights are loaded.
+
+Model plugins build plain ``torch.nn.Linear`` layers. After the weights are in, the engine hands
+every one of them to the chosen kernel's :meth:`LinearKernel.convert`, which returns the module
+to use instead (same input and output shapes: ``[T, in] -> [T, out]`` in the model dtype). A
+kernel may repack the weight (a prepacked oneDNN layout), quantize it (weight-only int4/int8),
+or keep it as it is. The ``--linear-kernel`` flag names one; ``auto`` asks each installed kernel,
+in preference order, whether it supports the device and dtype.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+__all__ = ("LinearKernel",)
+
+
+class LinearKernel(ABC):
+    """Converts loaded ``nn.Linear`` layers into the modules that compute them."""
+
+    #: the ``--linear-kernel`` name
+    name: ClassVar[str]
+    #: whether results equal ``torch.nn.functional.linear`` bit for bit (``auto`` only picks these)
+    exact: ClassVar[bool] = False
+
+    @classmethod
+    @abstractmethod
+    def supports(cls, device: torch.device, dtype: torch.dtype) -> str | None:
+        """None when this kernel can run linears of ``dtype`` on ``device``, else why not."""
+
+    @abstractmethod
+    def convert(self, linear: nn.Linear, name: str) -> nn.Module:
+        """The module that replaces ``linear`` (may be ``linear`` itself).
+
+        ``name`` is the layer's qualified name in the model (``model.layers.0.mlp.down_proj``,
+        ``lm_head``), for kernels that treat some layers differently.
+
+        Called once per layer after loading, under ``torch.no_grad()``. The replacement must not
+        keep a reference to ``linear.weight`` unless it needs it: the engine drops the original
+        layer, so memory the kernel repacked is not held twice (tied embeddings excepted).
+        """
