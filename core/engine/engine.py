@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from heron.engine.block_manager import BlockManager
-from heron.engine.config import EngineConfig, available_memory_bytes, physical_cores
+from heron.engine.config import EngineConfig, available_memory_bytes, physical_cores, release_free_memory
 from heron.engine.detokenizer import IncrementalDetokenizer
 from heron.engine.model_runner import ModelRunner
 from heron.engine.outputs import Logprob, RequestOutput
@@ -41,7 +41,7 @@ __all__ = ("LLMEngine",)
 
 log = logging.getLogger("heron.engine")
 
-_DEFAULT_KV_BYTES = 1 << 30
+_DEFAULT_KV_BYTES = 512 << 20
 
 
 class LLMEngine:
@@ -98,6 +98,7 @@ class LLMEngine:
         self.num_kv_blocks = num_blocks
         self.kv_cache_bytes = num_blocks * block_bytes
         allocate_kv_caches(self.model, backend_cls, num_blocks, bs, self.dtype, device)
+        release_free_memory()  # loading left freed fp32 tensors and parse buffers in malloc's arenas
         log.info("KV cache: %d blocks x %d tokens (%.1f MiB), dtype %s, %d threads",
                  num_blocks, bs, self.kv_cache_bytes / 2**20, self.dtype, threads)
 

@@ -30,7 +30,7 @@ def allocate_kv_caches(
     dtype: torch.dtype,
     device: torch.device | str,
 ) -> list[torch.Tensor]:
-    """Allocate one zeroed cache per attention layer and bind it to ``layer.kv_cache``.
+    """Allocate a zeroed cache per attention layer (views of one pool) and bind it to ``layer.kv_cache``.
 
     Args:
         model: a model built from :mod:`heron.layers`.
@@ -41,14 +41,20 @@ def allocate_kv_caches(
     Returns:
         the caches, in layer order.
     """
-    caches = []
-    for layer in attention_layers(model):
-        shape = backend_cls.kv_cache_shape(num_blocks, block_size, layer.num_kv_heads, layer.head_size)
-        cache = torch.empty(shape, dtype=dtype, device=device)
-        if cache.device.type != "cpu" or cache.nbytes < _LAZY_BYTES:
-            cache.zero_()
-        # else: a large CPU allocation is fresh anonymous memory (mmap), already zero, and the
-        # OS backs its pages only once K/V are written: resident memory grows with use, not size
-        layer.kv_cache = cache
+    layers = attention_layers(model)
+    shapes = [
+        torch.Size(backend_cls.kv_cache_shape(num_blocks, block_size, layer.num_kv_heads, layer.head_size))
+        for layer in layers
+    ]
+    # One allocation for every layer: above glibc's largest mmap threshold (32 MiB) it is fresh,
+    # already-zero anonymous memory that the OS backs only as K/V get written, so resident
+    # memory grows with use rather than with the pool size. Small pools are zeroed explicitly.
+    pool = torch.empty(sum(shape.numel() for shape in shapes), dtype=dtype, device=device)
+    if pool.device.type != "cpu" or pool.nbytes < _LAZY_BYTES:
+        pool.zero_()
+    caches, offset = [], 0
+    for layer, shape in zip(layers, shapes, strict=True):
+        layer.kv_cache = pool[offset : offset + shape.numel()].view(shape)
+        offset += shape.numel()
         caches.append(layer.kv_cache)
     return caches

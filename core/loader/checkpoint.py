@@ -144,12 +144,16 @@ def _open_dir(folder: Path) -> Checkpoint:
 def _open_gguf(file: Path) -> Checkpoint:
     from transformers import AutoConfig
 
+    # The reader's parsed metadata (every vocabulary string as its own array) costs ~150 MiB for
+    # a 49k-token vocabulary: read what is needed now and let it go; the weights reopen the file.
     gguf = GGUFFile(str(file))
+    template = gguf.field("tokenizer.chat_template")
+    num_tensors = gguf.num_tensors()
+    del gguf
     folder, name = str(file.parent), file.name
     config = AutoConfig.from_pretrained(folder, gguf_file=name)
     _fill_architectures(config)
     tokenizer = _load_tokenizer(folder, gguf_file=name)
-    template = gguf.field("tokenizer.chat_template")
     if tokenizer is not None and template and not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = template
     heads = config.num_attention_heads
@@ -161,7 +165,7 @@ def _open_gguf(file: Path) -> Checkpoint:
         generation_defaults={},
         eos_token_ids=_eos_ids(config.eos_token_id, getattr(tokenizer, "eos_token_id", None)),
         max_model_len=_max_model_len(config),
-        _weights=lambda: _progress(gguf.tensors(heads, kv_heads), gguf.num_tensors()),
+        _weights=lambda: _progress(GGUFFile(str(file)).tensors(heads, kv_heads), num_tensors),
     )
 
 
