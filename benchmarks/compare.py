@@ -157,10 +157,12 @@ def run_serving(name: str, start, restart: bool, levels: list[int], prompts_by_l
         if restart:
             server.stop()
             server = start(1)
-        res["single_stream"][f"{name} serve" if name == "heron" else name] = single_stream(
+        res["single_stream"][f"{name} serve" if name.startswith("heron") else name] = single_stream(
             server.base_url, single_prompts, args.single_output_len, extra)
         if name == "heron":
             res["heron_serve_memory_mib"] = server.rss_mib()
+        elif name == "heron int4":
+            res["heron_int4_serve_memory_mib"] = server.rss_mib()
     except Exception as err:  # one failing baseline must not lose the others' numbers
         res["notes"].append(f"{name}: failed: {err}".splitlines()[0])
         print(f"{name} failed: {err}", file=sys.stderr)
@@ -188,6 +190,9 @@ def main() -> None:
     ap.add_argument("--hf-batch-sizes", default="32,64")
     ap.add_argument("--heron-dtype", default="auto")
     ap.add_argument("--max-num-seqs", type=int, default=64, help="heron's, offline and served")
+    ap.add_argument("--heron-linear-kernel", default="auto", help="heron's --linear-kernel, offline and served")
+    ap.add_argument("--heron-int4", action="store_true",
+                    help="also serve heron with --linear-kernel int4 (4-bit weights, as llama.cpp's Q4_1 file)")
     ap.add_argument("--llama-server", default=None, help="llama.cpp's llama-server binary (default: on PATH)")
     ap.add_argument("--llama-cpp-python", default=None, help="a Python that can import llama_cpp.server")
     ap.add_argument("--skip", default="", help="comma list of: heron-offline,transformers,heron-serve,"
@@ -229,12 +234,13 @@ def main() -> None:
     # -- offline ---------------------------------------------------------------------------
     from heron import LLM
 
-    llm = LLM(dtype=args.heron_dtype, max_num_seqs=args.max_num_seqs)
+    llm = LLM(dtype=args.heron_dtype, max_num_seqs=args.max_num_seqs, linear_kernel=args.heron_linear_kernel)
     res["model"]["parameters"] = sum({p.data_ptr(): p.numel() for p in llm.engine.model.parameters()}.values())
     if "heron-offline" not in skip:
         section(res, "heron offline")
         thr = run_throughput(llm, prompts, args.output_len)
         res["heron_offline"] = {"dtype": str(llm.engine.dtype).removeprefix("torch."),
+                                "linear_kernel": llm.engine.linear_kernel,
                                 "max_num_seqs": args.max_num_seqs, "output_tok_s": thr.output_tok_s,
                                 "seconds": thr.seconds, "output_tokens": thr.output_tokens}
         print(f"    {thr.output_tok_s:.1f} tok/s", flush=True)
@@ -267,7 +273,11 @@ def main() -> None:
         port = free_port()
         cmd = [sys.executable, "-m", "heron.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
                "--dtype", args.heron_dtype, "--max-num-seqs", str(args.max_num_seqs)]
-        run_serving("heron", lambda c: servers.start("heron", cmd, port, out), False, levels, by_level, singles, args, {}, res)
+        run_serving("heron", lambda c: servers.start("heron", cmd + ["--linear-kernel", args.heron_linear_kernel],
+                                                     port, out), False, levels, by_level, singles, args, {}, res)
+        if args.heron_int4:
+            run_serving("heron int4", lambda c: servers.start("heron-int4", cmd + ["--linear-kernel", "int4"],
+                                                              port, out), False, levels, by_level, singles, args, {}, res)
     binary = servers.find_llama_server(args.llama_server)
     if "llama-server" in skip:
         pass

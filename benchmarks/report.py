@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-SERVERS = ("heron", "llama-server", "llama-cpp-python")
+SERVERS = ("heron", "heron int4", "llama-server", "llama-cpp-python")
 
 
 def _f(value: float | None, fmt: str = ".1f") -> str:
@@ -31,7 +31,8 @@ def offline_table(res: dict[str, Any]) -> list[str]:
         return f"{100 * tok_s * 2 * params / flops:.1f}%"
 
     if heron:
-        rows.append(f"| heron (offline LLM) | {heron['dtype']}, max_num_seqs {heron['max_num_seqs']} | "
+        kernel = f", {heron['linear_kernel']} linears" if heron.get("linear_kernel") else ""
+        rows.append(f"| heron (offline LLM) | {heron['dtype']}{kernel}, max_num_seqs {heron['max_num_seqs']} | "
                     f"{heron['output_tok_s']:.1f} | 1.00x | {limit(heron['output_tok_s'])} |")
     for r in sorted(hf, key=lambda r: -r["tok_s"]):
         tag = " **(best)**" if r is best_hf else ""
@@ -46,9 +47,9 @@ def serving_table(res: dict[str, Any]) -> list[str]:
     levels = sorted({int(c) for s in present for c in serving[s]})
     head = ["concurrency", "requests"]
     for s in present:
-        head += [f"{s} tok/s"] + ([f"heron / {s}"] if s != "heron" else [])
+        head += [f"{s} tok/s"] + ([f"heron / {s}"] if not s.startswith("heron") else [])
     for s in present:
-        head += [f"{s} TTFT p50 (s)"] + ([f"heron / {s}"] if s != "heron" else [])
+        head += [f"{s} TTFT p50 (s)"] + ([f"heron / {s}"] if not s.startswith("heron") else [])
     rows = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
     for c in levels:
         cells = [str(c), str(next((serving[s][str(c)]["num_requests"] for s in present if str(c) in serving[s]), "-"))]
@@ -56,12 +57,12 @@ def serving_table(res: dict[str, Any]) -> list[str]:
         for s in present:
             r = serving[s].get(str(c))
             cells.append(_f(r and r["output_tok_s"]))
-            if s != "heron":
+            if not s.startswith("heron"):
                 cells.append(_ratio(h and h["output_tok_s"], r and r["output_tok_s"]))
         for s in present:
             r = serving[s].get(str(c))
             cells.append(_f(r and r["ttft_ms"]["p50"] / 1000, ".2f"))
-            if s != "heron":
+            if not s.startswith("heron"):
                 cells.append(_ratio(h and h["ttft_ms"]["p50"], r and r["ttft_ms"]["p50"]))
         rows.append("| " + " | ".join(cells) + " |")
     return rows
@@ -70,10 +71,11 @@ def serving_table(res: dict[str, Any]) -> list[str]:
 def single_stream_table(res: dict[str, Any]) -> list[str]:
     single = res.get("single_stream", {})
     ref = single.get("heron serve", {}).get("decode_tok_s")
-    rows = ["| engine | decode tok/s | TTFT (ms) | heron serve / it |", "|---|---:|---:|---:|"]
+    llama = single.get("llama-server", {}).get("decode_tok_s")
+    rows = ["| engine | decode tok/s | TTFT (ms) | heron serve / it | it / llama-server |", "|---|---:|---:|---:|---:|"]
     for name, r in sorted(single.items(), key=lambda kv: (not kv[0].startswith("heron"), kv[0])):
         rows.append(f"| {name} | {_f(r.get('decode_tok_s'))} | {_f(r.get('ttft_ms'))} | "
-                    f"{_ratio(ref, r.get('decode_tok_s'))} |")
+                    f"{_ratio(ref, r.get('decode_tok_s'))} | {_ratio(r.get('decode_tok_s'), llama)} |")
     return rows
 
 
@@ -92,15 +94,19 @@ def targets(res: dict[str, Any]) -> list[str]:
         out.append(f"concurrency 16 >= 1.5x llama-server with TTFT p50 no worse: {r:.2f}x, TTFT "
                    f"{h16['ttft_ms']['p50'] / 1000:.2f} s vs {l16['ttft_ms']['p50'] / 1000:.2f} s "
                    f"({'met' if r >= 1.5 and ttft else 'not yet'})")
-    hs, ls = res.get("single_stream", {}).get("heron serve"), res.get("single_stream", {}).get("llama-server")
-    if hs and ls:
-        r = hs["decode_tok_s"] / ls["decode_tok_s"]
-        out.append(f"single stream >= 0.5x llama-server's decode tok/s: {r:.2f}x, {hs['decode_tok_s']:.1f} vs "
-                   f"{ls['decode_tok_s']:.1f} tok/s ({'met' if r >= 0.5 else 'not yet'})")
-    mem = res.get("heron_serve_memory_mib")
-    if mem:
-        gb = mem[1] * 2**20 / 1e9
-        out.append(f"`heron serve` resident memory < 1.5 GB: {gb:.2f} GB peak ({'met' if gb < 1.5 else 'not yet'})")
+    ls = res.get("single_stream", {}).get("llama-server")
+    for name, how in (("heron serve", "default kernels"), ("heron int4 serve", "--linear-kernel int4")):
+        hs = res.get("single_stream", {}).get(name)
+        if hs and ls:
+            r = hs["decode_tok_s"] / ls["decode_tok_s"]
+            out.append(f"single stream >= 0.5x llama-server's decode tok/s ({how}): {r:.2f}x, "
+                       f"{hs['decode_tok_s']:.1f} vs {ls['decode_tok_s']:.1f} tok/s ({'met' if r >= 0.5 else 'not yet'})")
+    for key, how in (("heron_serve_memory_mib", "default kernels"), ("heron_int4_serve_memory_mib", "int4")):
+        mem = res.get(key)
+        if mem:
+            gb = mem[1] * 2**20 / 1e9
+            out.append(f"`heron serve` resident memory < 1.5 GB ({how}): {gb:.2f} GB peak "
+                       f"({'met' if gb < 1.5 else 'not yet'})")
     return ["Issue 8's targets, as this run stands:", ""] + [f"- {t}" for t in out] + [""] if out else []
 
 
@@ -113,9 +119,11 @@ def markdown(res: dict[str, Any]) -> str:
              *serving_table(res), "",
              f"### Single stream: {w['single_output_len']} output tokens, one request at a time", "",
              *single_stream_table(res)]
-    mem = res.get("heron_serve_memory_mib")
-    if mem:
-        lines += ["", f"`heron serve` resident memory after the serving runs: {mem[0]:.0f} MiB (peak {mem[1]:.0f} MiB)."]
+    for key, how in (("heron_serve_memory_mib", ""), ("heron_int4_serve_memory_mib", " (int4)")):
+        mem = res.get(key)
+        if mem:
+            lines += ["", f"`heron serve`{how} resident memory after the serving runs: {mem[0]:.0f} MiB "
+                      f"(peak {mem[1]:.0f} MiB)."]
     other = res.get("other_cpu")
     if other:
         lines += ["", f"CPU share taken by other processes during each part ({res['machine']['physical_cores']} cores "

@@ -18,7 +18,12 @@ from typing import Any
 import torch
 
 from heron.engine.block_manager import BlockManager
-from heron.engine.config import EngineConfig, available_memory_bytes, physical_cores, release_free_memory
+from heron.engine.config import (
+    EngineConfig,
+    available_memory_bytes,
+    physical_cores,
+    release_free_memory,
+)
 from heron.engine.detokenizer import IncrementalDetokenizer
 from heron.engine.model_runner import ModelRunner
 from heron.engine.outputs import Logprob, RequestOutput

@@ -19,7 +19,7 @@ __all__ = ("PREFERRED", "UnsupportedBackendError", "backend_preference", "select
 log = logging.getLogger(__name__)
 
 #: tried first by ``auto``; ``eager`` (the reference implementation) is always tried last
-PREFERRED = ("torch_sdpa",)
+PREFERRED = ("cpu_paged", "torch_sdpa")
 _LAST = ("eager",)
 
 

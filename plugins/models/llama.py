@@ -15,7 +15,15 @@ import torch
 from torch import nn
 
 from heron.interfaces import CausalLM, ForwardBatch, ModelContext
-from heron.layers import Attention, GatedMLP, RMSNorm, RotaryTables, get_rope, rotary_tables, rotate_heads
+from heron.layers import (
+    Attention,
+    GatedMLP,
+    RMSNorm,
+    RotaryTables,
+    get_rope,
+    rotary_tables,
+    rotate_heads,
+)
 
 __all__ = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 

@@ -82,12 +82,15 @@ def test_attention_without_cache_says_how_to_fix():
         Attention(3, 2, 4, 0.5, 0, Recorder())
 
 
-def test_auto_prefers_torch_sdpa_and_eager_last():
-    assert backend_preference(["eager", "zeta", "torch_sdpa", "alpha"]) == ["torch_sdpa", "alpha", "zeta", "eager"]
+def test_auto_prefers_cpu_paged_then_torch_sdpa_and_eager_last():
+    assert backend_preference(["eager", "zeta", "torch_sdpa", "alpha", "cpu_paged"]) == [
+        "cpu_paged", "torch_sdpa", "alpha", "zeta", "eager"]
     cls, why = select_attention_backend("auto", "cpu", torch.float32, 64, None)
-    assert cls.name == "torch_sdpa" and "auto chose" in why
+    assert cls.name == "cpu_paged" and "auto chose" in why  # its C++ kernel builds here (and in CI)
+    cls, why = select_attention_backend("auto", "cpu", torch.float16, 64, None)
+    assert cls.name == "torch_sdpa" and "float16" in why  # the kernel reads fp32/bf16 caches only
     cls, why = select_attention_backend("auto", "cpu", torch.bfloat16, 64, 4096, logits_soft_cap=30.0)
-    assert cls.name == "eager" and "soft cap" in why  # says why torch_sdpa was skipped
+    assert cls.name == "eager" and "soft cap" in why  # says why the others were skipped
 
 
 def test_explicit_backend_errors():

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from heron.interfaces import ForwardBatch
 from heron_plugins.kernels import cpu_paged
 from heron_plugins.kernels.cpu_paged import CpuPagedBackend, load_extension
 from heron_plugins.kernels.torch_sdpa import TorchSDPABackend
@@ -27,7 +28,9 @@ def layer(h: int, hkv: int, d: int, window: int | None) -> SimpleNamespace:
                            sliding_window=window, logits_soft_cap=None)
 
 
-def decode_step(r: int, h: int, hkv: int, d: int, dtype: torch.dtype, seed: int):
+def decode_step(
+    r: int, h: int, hkv: int, d: int, dtype: torch.dtype, seed: int
+) -> tuple[torch.Tensor, ForwardBatch, torch.Tensor, torch.Tensor, torch.Tensor]:
     """A random cache (scattered, non-contiguous block tables) and one decode step over it.
 
     Returns (cache, batch, q, k, v); q is a strided view like the model's fused qkv output.
@@ -51,7 +54,8 @@ def decode_step(r: int, h: int, hkv: int, d: int, dtype: torch.dtype, seed: int)
     return cache, batch, q, k, v
 
 
-def run(backend_cls: type[TorchSDPABackend], cache, batch, q, k, v, info) -> torch.Tensor:
+def run(backend_cls: type[TorchSDPABackend], cache: torch.Tensor, batch: ForwardBatch, q: torch.Tensor,
+        k: torch.Tensor, v: torch.Tensor, info: SimpleNamespace) -> torch.Tensor:
     backend = backend_cls()
     batch.attn_metadata = backend.build_batch(batch)
     return backend.forward(q, k, v, cache, batch.attn_metadata, info)
@@ -76,11 +80,13 @@ def test_supports_reasons(monkeypatch):
     )
 
 
-SHAPES = [(9, 3, 64), (4, 2, 8)]  # SmolLM2's heads, and the tiny test models'
+# SmolLM2's heads; the tiny test models'; head size 128 (the kernel unrolls 64 and 128)
+SHAPES = [(9, 3, 64), (4, 2, 8), (8, 2, 128)]
+SHAPE_IDS = ["9x3x64", "4x2x8", "8x2x128"]
 
 
 @pytest.mark.parametrize("window", [None, 40])
-@pytest.mark.parametrize(("h", "hkv", "d"), SHAPES, ids=["9x3x64", "4x2x8"])
+@pytest.mark.parametrize(("h", "hkv", "d"), SHAPES, ids=SHAPE_IDS)
 @pytest.mark.parametrize("r", [1, 5, 37])
 def test_float32_decode_matches_torch_sdpa(r, h, hkv, d, window):
     cache, batch, q, k, v = decode_step(r, h, hkv, d, torch.float32, seed=r)
@@ -94,7 +100,7 @@ def test_float32_decode_matches_torch_sdpa(r, h, hkv, d, window):
 
 
 @pytest.mark.parametrize("window", [None, 40])
-@pytest.mark.parametrize(("h", "hkv", "d"), SHAPES, ids=["9x3x64", "4x2x8"])
+@pytest.mark.parametrize(("h", "hkv", "d"), SHAPES, ids=SHAPE_IDS)
 @pytest.mark.parametrize("r", [1, 5, 37])
 def test_bfloat16_decode_matches_float32_reference(r, h, hkv, d, window):
     cache, batch, q, k, v = decode_step(r, h, hkv, d, torch.bfloat16, seed=100 + r)

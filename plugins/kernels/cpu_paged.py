@@ -1,0 +1,147 @@
+"""A CPU attention backend whose decode steps read the paged KV cache in place.
+
+``torch_sdpa`` gathers every request's K/V history with ``index_select`` in every layer of every
+step, and that copy is a large share of a batched decode step. Here steps made only of decodes
+go to a small C++ kernel (``csrc/paged_decode.cpp``) that walks each request's cache slots
+directly: one task per (request, KV head), fp32 scores and softmax, no copy of the histories.
+Everything else (cache layout, batch indexes, prefill and mixed steps) is ``torch_sdpa``'s.
+
+The kernel is compiled with ``torch.utils.cpp_extension`` on first use (``-O3 -march=native``),
+once per machine: later processes load it from torch's extension cache (~/.cache/torch_extensions).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, fields
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from heron.interfaces import AttentionLayerInfo, ForwardBatch
+from heron_plugins.kernels.torch_sdpa import SDPAMetadata, TorchSDPABackend
+
+__all__ = ("CpuPagedBackend", "PagedMetadata", "load_extension")
+
+_SOURCE = Path(__file__).parent / "csrc" / "paged_decode.cpp"
+#: cache dtypes the kernel reads
+_KERNEL_DTYPES = (torch.float32, torch.bfloat16)
+
+#: -fassociative-math (which needs the two flags after it) lets the compiler split the float sums
+#: over vector lanes; it only reorders additions, it does not assume finite values
+_CFLAGS = ["-O3", "-march=native", "-fopenmp", "-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math"]
+
+_build_lock = threading.Lock()
+_extension: ModuleType | None = None
+_build_error: Exception | None = None
+
+
+def load_extension() -> ModuleType:
+    """The compiled kernel module, built on the first call.
+
+    A failed build is remembered and re-raised, so a missing compiler costs one attempt per
+    process, not one per layer or per ``supports`` call.
+    """
+    global _extension, _build_error
+    if _extension is not None:
+        return _extension
+    with _build_lock:
+        if _extension is None:
+            if _build_error is not None:
+                raise _build_error
+            # slow to import (it pulls in setuptools): only when building
+            from torch.utils.cpp_extension import load
+
+            try:
+                _extension = load(
+                    name=f"heron_paged_decode_{_cpu_tag()}",
+                    sources=[str(_SOURCE)],
+                    extra_cflags=_CFLAGS,
+                    extra_ldflags=["-fopenmp"],
+                    verbose=False,
+                )
+            except Exception as err:
+                _build_error = err
+                raise
+    return _extension
+
+
+def _cpu_tag() -> str:
+    """A digest of this CPU's feature flags: a ``-march=native`` build cached in a shared home
+    directory must not be loaded on a CPU that lacks its instructions."""
+    import hashlib
+
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    return hashlib.sha1(flags.encode()).hexdigest()[:10]
+
+
+@dataclass(slots=True, kw_only=True)
+class PagedMetadata(SDPAMetadata):
+    """``torch_sdpa``'s per-step indexes plus what the decode kernel reads."""
+
+    seq_lens: torch.Tensor  # [R] int64
+
+
+class CpuPagedBackend(TorchSDPABackend):
+    """``torch_sdpa`` with a C++ decode kernel that reads K/V in place from the paged cache."""
+
+    name = "cpu_paged"
+
+    @classmethod
+    def supports(
+        cls,
+        device: torch.device,
+        dtype: torch.dtype,
+        head_size: int,
+        sliding_window: int | None = None,
+        **features: Any,
+    ) -> str | None:
+        # The cheap checks go first: the build (a minute or two, once per machine) is tried
+        # only for a model this backend could otherwise serve.
+        if features.get("logits_soft_cap"):
+            return f"{cls.name} cannot apply a logits soft cap (use 'eager')"
+        why_not = super().supports(device, dtype, head_size, sliding_window, **features)
+        if why_not is not None:
+            return why_not
+        if device.type != "cpu":
+            return f"{cls.name} runs on CPU only, not {device.type}"
+        if dtype not in _KERNEL_DTYPES:
+            return f"{cls.name}'s kernel reads float32 or bfloat16 caches, not {dtype}"
+        try:
+            load_extension()
+        except Exception as err:
+            first_line = next(iter(str(err).strip().splitlines()), type(err).__name__)
+            return f"{cls.name} could not build its C++ kernel: {first_line}"
+        return None
+
+    def build_batch(self, batch: ForwardBatch) -> PagedMetadata:
+        md = super().build_batch(batch)
+        seq_lens = batch.seq_lens_tensor.to(device=md.kv_slots.device, dtype=torch.int64)
+        return PagedMetadata(**{f.name: getattr(md, f.name) for f in fields(md)}, seq_lens=seq_lens)
+
+    def forward(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        kv_cache: torch.Tensor,
+        metadata: PagedMetadata,
+        layer: AttentionLayerInfo,
+    ) -> torch.Tensor:
+        md = metadata
+        if not md.decode_only:
+            return super().forward(q, k, v, kv_cache, md, layer)
+        hkv, d = layer.num_kv_heads, layer.head_size
+        cache = kv_cache.view(2, hkv, -1, d)  # [2, Hkv, num_slots, D]
+        cache[0].index_copy_(1, md.slot_mapping, k.transpose(0, 1).to(cache.dtype))
+        cache[1].index_copy_(1, md.slot_mapping, v.transpose(0, 1).to(cache.dtype))
+        out = load_extension().paged_decode(
+            q.to(cache.dtype), cache[0], cache[1], md.kv_slots, md.seq_lens,
+            layer.scale, layer.sliding_window or 0,
+        )  # [R, H, D]
+        return out.to(q.dtype)
