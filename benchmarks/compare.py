@@ -235,7 +235,7 @@ def main() -> None:
     from heron import LLM
 
     llm = LLM(dtype=args.heron_dtype, max_num_seqs=args.max_num_seqs, linear_kernel=args.heron_linear_kernel)
-    res["model"]["parameters"] = sum({p.data_ptr(): p.numel() for p in llm.engine.model.parameters()}.values())
+    res["model"]["parameters"] = llm.engine.num_parameters
     if "heron-offline" not in skip:
         section(res, "heron offline")
         thr = run_throughput(llm, prompts, args.output_len)

@@ -75,6 +75,8 @@ class LLMEngine:
         ctx = ModelContext(dtype=self.dtype, device=device, attention_backend=self.backend)
         linear_cls, linear_why = select_linear_kernel(config.linear_kernel, device, self.dtype)
         self.model = build_model(checkpoint, ctx)
+        #: the checkpoint's parameter count (tied tensors once), taken before kernels repack them
+        self.num_parameters = sum({p.data_ptr(): p.numel() for p in self.model.parameters()}.values())
         converted = apply_linear_kernel(self.model, linear_cls())
         self.linear_kernel = linear_cls.name
         log.info("linear kernel: %s (%d layers converted)", linear_why, converted)
