@@ -136,10 +136,7 @@ class CpuPagedBackend(TorchSDPABackend):
         md = metadata
         if not md.decode_only:
             return super().forward(q, k, v, kv_cache, md, layer)
-        hkv, d = layer.num_kv_heads, layer.head_size
-        cache = kv_cache.view(2, hkv, -1, d)  # [2, Hkv, num_slots, D]
-        cache[0].index_copy_(1, md.slot_mapping, k.transpose(0, 1).to(cache.dtype))
-        cache[1].index_copy_(1, md.slot_mapping, v.transpose(0, 1).to(cache.dtype))
+        cache = self.write_kv(kv_cache, k, v, md.slot_mapping)  # [2, Hkv, num_slots, D]
         out = load_extension().paged_decode(
             q.to(cache.dtype), cache[0], cache[1], md.kv_slots, md.seq_lens,
             layer.scale, layer.sliding_window or 0,

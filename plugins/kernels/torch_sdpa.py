@@ -122,9 +122,7 @@ class TorchSDPABackend(AttentionBackend):
     ) -> torch.Tensor:
         md = metadata
         hkv, d = layer.num_kv_heads, layer.head_size
-        cache = kv_cache.view(2, hkv, -1, d)  # [2, Hkv, num_slots, D]
-        cache[0].index_copy_(1, md.slot_mapping, k.transpose(0, 1).to(cache.dtype))
-        cache[1].index_copy_(1, md.slot_mapping, v.transpose(0, 1).to(cache.dtype))
+        cache = self.write_kv(kv_cache, k, v, md.slot_mapping)
         gqa = layer.num_heads != layer.num_kv_heads
         if md.fresh_prefill and not layer.sliding_window:
             # One prompt from scratch: its own k/v are the whole context.
@@ -145,6 +143,15 @@ class TorchSDPABackend(AttentionBackend):
         )  # [R, H, Q, D]
         r, h, q_max, _ = out.shape
         return out.transpose(1, 2).reshape(r * q_max, h, d)[md.out_index]  # [T, H, D]
+
+    @staticmethod
+    def write_kv(kv_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor) -> torch.Tensor:
+        """Store the step's new K/V ([T, Hkv, D]) at their slots; returns the flat ``[2, Hkv, slots, D]`` view."""
+        hkv, d = k.shape[1], k.shape[2]
+        cache = kv_cache.view(2, hkv, -1, d)
+        cache[0].index_copy_(1, slot_mapping, k.transpose(0, 1).to(cache.dtype))
+        cache[1].index_copy_(1, slot_mapping, v.transpose(0, 1).to(cache.dtype))
+        return cache
 
     @staticmethod
     def _decode(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, md: SDPAMetadata,
