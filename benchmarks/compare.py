@@ -225,7 +225,8 @@ def main() -> None:
     res["model"] = {"name": "SmolLM2-135M-Instruct", "gguf": Path(gguf).name}
     res["workload"] = {"num_prompts": args.num_prompts, "input_len": args.input_len, "output_len": args.output_len,
                        "single_output_len": args.single_output_len, "concurrency": levels}
-    prompts = random_prompts(args.num_prompts, args.input_len, tok, seed=0)
+    warm_and_prompts = random_prompts(2 + args.num_prompts, args.input_len, tok, seed=0)  # no shared blocks
+    warmup, prompts = warm_and_prompts[:2], warm_and_prompts[2:]
     n_for = {c: min(max(args.requests_per_level * c, args.min_requests), args.max_requests) for c in levels}
     by_level = {c: random_prompts(n_for[c] + 1, args.input_len, tok, seed=1000 + c) for c in levels}
     singles = random_prompts(args.single_requests + 1, args.input_len, tok, seed=7)
@@ -238,7 +239,7 @@ def main() -> None:
     res["model"]["parameters"] = llm.engine.num_parameters
     if "heron-offline" not in skip:
         section(res, "heron offline")
-        thr = run_throughput(llm, prompts, args.output_len)
+        thr = run_throughput(llm, prompts, args.output_len, warmup=warmup)
         res["heron_offline"] = {"dtype": str(llm.engine.dtype).removeprefix("torch."),
                                 "linear_kernel": llm.engine.linear_kernel,
                                 "max_num_seqs": args.max_num_seqs, "output_tok_s": thr.output_tok_s,

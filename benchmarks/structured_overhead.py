@@ -1,7 +1,9 @@
 """Per-token cost of structured outputs: the same batch decoded with and without a constraint.
 
-All runs use the offline engine on the bundled SmolLM2 with the same prompts, batch size and
-sampling (temperature 1.0, seeded), in one process, one after the other:
+All runs use the offline engine on the bundled SmolLM2 with the same batch size, prompt shape
+and sampling (temperature 1.0, seeded), in one process, one after the other. Each run (and the
+warm-up, which compiles the grammars) asks about its own people, so no run finds another's
+prompts in the prefix cache; only the chat template's preamble is shared, cached alike for all:
 
 - ``unconstrained``: free text, EOS ignored, every sample runs to ``max_tokens``;
 - ``regex``: a constraint that cannot complete within ``max_tokens`` (``[a-z ]{2000}``), so every
@@ -46,20 +48,23 @@ def main() -> None:
 
     llm = LLM(dtype=args.dtype)
     tok = llm.get_tokenizer()
-    text = tok.apply_chat_template([{"role": "user", "content": "Describe a person as JSON."}],
-                                   add_generation_prompt=True, tokenize=False)
-    prompts = [{"prompt_token_ids": tok.encode(text, add_special_tokens=False)}] * args.num_prompts
+
+    def prompts(run: str, n: int) -> list[dict]:
+        texts = [tok.apply_chat_template([{"role": "user", "content": f"({run} #{i}) Describe a person as JSON."}],
+                                         add_generation_prompt=True, tokenize=False) for i in range(n)]
+        return [{"prompt_token_ids": tok.encode(t, add_special_tokens=False)} for t in texts]
+
     free = SamplingParams(temperature=1.0, seed=0, max_tokens=args.max_tokens, ignore_eos=True)
     constrained = SamplingParams(temperature=1.0, seed=0, max_tokens=args.max_tokens,
                                  structured_outputs=StructuredOutputsParams(json=SCHEMA))
     regex = SamplingParams(temperature=1.0, seed=0, max_tokens=args.max_tokens,
                            structured_outputs=StructuredOutputsParams(regex="[a-z ]{2000}"))
     runs = {"unconstrained": free, "regex": regex, "json": constrained}
-    for params in runs.values():  # warm-up: grammars compiled and cached
-        llm.generate(prompts[:2], params, use_tqdm=False)
+    for name, params in runs.items():  # warm-up: grammars compiled and cached
+        llm.generate(prompts(f"warm-up {name}", 2), params, use_tqdm=False)
     result: dict = {"batch": args.num_prompts, "max_tokens": args.max_tokens}
     for name, params in runs.items():
-        seconds, tokens = run(llm, prompts, params)
+        seconds, tokens = run(llm, prompts(name, args.num_prompts), params)
         result[name] = {"tokens": tokens, "tok_s": round(tokens / seconds, 1),
                         "ms_per_token": round(1000 * seconds / tokens, 3)}
     base = result["unconstrained"]["ms_per_token"]

@@ -17,18 +17,21 @@ import time
 import torch
 
 
-def _prompts(tok, n: int, input_len: int, seed: int = 0) -> list[list[int]]:
-    g = torch.Generator().manual_seed(seed)
-    vocab = min(len(tok), 40000)
-    return [torch.randint(100, vocab, (input_len,), generator=g).tolist() for _ in range(n)]
+def _prompts(tok, n: int, input_len: int, seed: int = 0) -> tuple[list[list[int]], list[list[int]]]:
+    """Two warm-up prompts and ``n - 2`` timed ones, no two sharing a prefix-cache block."""
+    from heron.bench import random_prompts
+
+    ids = [p.token_ids for p in random_prompts(n, input_len, tok, seed=seed)]
+    return ids[:2], ids[2:]
 
 
-def run_heron(model: str | None, prompts, output_len: int, dtype: str) -> dict:
+def run_heron(model: str | None, prompts, warmup, output_len: int, dtype: str) -> dict:
     from heron import LLM, SamplingParams
 
     llm = LLM(model=model, dtype=dtype)
     params = SamplingParams(max_tokens=output_len, temperature=0.0, ignore_eos=True)
-    llm.generate(prompts[:2], SamplingParams(max_tokens=4, ignore_eos=True), use_tqdm=False)  # warm-up
+    # warm-up prompts the timed run does not reuse: their blocks must not sit in the prefix cache
+    llm.generate(warmup, SamplingParams(max_tokens=4, ignore_eos=True), use_tqdm=False)
     start = time.perf_counter()
     outs = llm.generate(prompts, params, use_tqdm=False)
     elapsed = time.perf_counter() - start
@@ -71,10 +74,10 @@ def main() -> None:
     from heron.loader import load_checkpoint
 
     ckpt = load_checkpoint(args.model)
-    prompts = _prompts(ckpt.tokenizer, args.num_prompts, args.input_len)
+    warmup, prompts = _prompts(ckpt.tokenizer, 2 + args.num_prompts, args.input_len)
     results = []
     for dtype in args.dtypes.split(","):
-        results.append(run_heron(args.model, prompts, args.output_len, dtype))
+        results.append(run_heron(args.model, prompts, warmup, args.output_len, dtype))
         for bs in (int(b) for b in args.hf_batch_sizes.split(",")):
             results.append(run_transformers(str(ckpt.path), prompts, args.output_len, dtype, bs))
     best = {e: max((r for r in results if r["engine"] == e), key=lambda r: r["tok_s"]) for e in ("heron", "transformers")}

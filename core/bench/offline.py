@@ -1,12 +1,15 @@
 """Offline benchmarks of heron's engine: batched throughput and single-request latency.
 
 Both use greedy decoding with ``ignore_eos`` so every request makes exactly ``output_len``
-tokens, and both run a short warm-up first (the first forward pays for lazy allocations).
+tokens, and both run a short warm-up first (the first forward pays for lazy allocations) on
+prompts the timed run does not reuse: a warm-up on the timed prompts would leave their blocks in
+the prefix cache and make the timed run look faster than it is.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,10 +51,14 @@ def _inputs(prompts: list[Prompt]) -> list[dict[str, Any]]:
 
 
 def run_throughput(llm: Any, prompts: list[Prompt], output_len: int, *, use_tqdm: bool = True,
-                   warmup: bool = True) -> ThroughputResult:
-    """Generate for all ``prompts`` at once through ``llm.generate`` and time it."""
+                   warmup: Sequence[Prompt] = ()) -> ThroughputResult:
+    """Generate for all ``prompts`` at once through ``llm.generate`` and time it.
+
+    ``warmup`` prompts run first, untimed: take them from the same :func:`random_prompts` call as
+    ``prompts`` (e.g. its first two), so they share no prefix-cache block with the timed ones.
+    """
     if warmup:
-        llm.generate(_inputs(prompts[:2]), _params(4), use_tqdm=False)
+        llm.generate(_inputs(list(warmup)), _params(4), use_tqdm=False)
     start = time.perf_counter()
     outs = llm.generate(_inputs(prompts), _params(output_len), use_tqdm=use_tqdm)
     seconds = time.perf_counter() - start
@@ -66,6 +73,8 @@ def run_latency(llm: Any, prompts: list[Prompt], output_len: int, *, warmup: int
     """One request at a time, one per prompt (the first ``warmup`` are not counted).
 
     Drives ``llm.engine`` directly so the first token is timed at the step that produced it.
+    Take all prompts from one :func:`random_prompts` call so the warm-up ones share no
+    prefix-cache block with the measured ones.
     """
     from tqdm.auto import tqdm
 
@@ -82,7 +91,7 @@ def run_latency(llm: Any, prompts: list[Prompt], output_len: int, *, warmup: int
             for out in engine.step():
                 if out.request_id != rid:
                     continue
-                count = len(out.outputs[0].token_ids)
+                count += sum(len(c.token_ids) for c in out.outputs)  # the engine's outputs are deltas
                 if first is None and count:
                     first = time.perf_counter()
                 if out.finished:

@@ -5,6 +5,11 @@ A prompt is drawn from "word tokens": ids whose text is a space and lowercase AS
 decoded text of n word tokens encodes back to exactly those n tokens. That lets a server that
 only takes text (llama-cpp-python) and one that takes ids (heron offline) see the same prompt.
 Without a tokenizer the prompts are synthetic words and their token counts only approximate.
+
+No two prompts of one :func:`random_prompts` call share a full prefix-cache block: each starts
+with its own run of leading tokens (its index in base ``len(vocabulary)``, one token for up to
+that many prompts). Benchmarks take their warm-up prompts from the same call as the timed ones,
+so a warm-up never fills the prefix cache with blocks the timed run then finds for free.
 """
 
 from __future__ import annotations
@@ -54,19 +59,44 @@ def word_token_ids(tokenizer: Any) -> list[int]:
 
 
 def random_prompts(n: int, input_len: int, tokenizer: Any | None = None, seed: int = 0) -> list[Prompt]:
-    """``n`` distinct prompts of ``input_len`` tokens (distinct so prefix caching cannot help)."""
+    """``n`` prompts of ``input_len`` tokens, no two sharing a full prefix-cache block.
+
+    Prompt ``i`` opens with the digits of ``i`` in base ``len(vocabulary)`` (as tokens of a
+    shuffled vocabulary), the rest is random: the opening runs differ, so prefix caching cannot
+    help any prompt to another's blocks, whatever the block size (at least the opening's length:
+    one token up to ``len(vocabulary)`` prompts, two up to its square, ...).
+
+    Raises:
+        ValueError: ``input_len`` is shorter than the opening that ``n`` prompts need.
+    """
     rng = random.Random(seed)
-    if tokenizer is None:
-        return [_synthetic(rng, input_len) for _ in range(n)]
-    vocab = word_token_ids(tokenizer)
+    vocab = list(word_token_ids(tokenizer)) if tokenizer is not None else list(_WORDS)
+    rng.shuffle(vocab)
+    openings = _openings(rng, len(vocab), n)
+    if n and input_len < len(openings[0]):
+        raise ValueError(f"{n} distinct prompts need at least {len(openings[0])} tokens each; "
+                         f"raise --input-len above {input_len}.")
     prompts = []
-    for _ in range(n):
-        ids = [rng.choice(vocab) for _ in range(input_len)]
+    for digits in openings:
+        picks = [vocab[d] for d in digits] + [rng.choice(vocab) for _ in range(input_len - len(digits))]
+        if tokenizer is None:  # synthetic words
+            prompts.append(Prompt(" " + " ".join(picks), None, input_len))
+            continue
+        ids = picks
         text = tokenizer.decode(ids)
         if tokenizer.encode(text, add_special_tokens=False) != ids:  # pragma: no cover - odd tokenizers
             ids = tokenizer.encode(text, add_special_tokens=False)
         prompts.append(Prompt(text, ids, len(ids)))
     return prompts
+
+
+def _openings(rng: random.Random, base: int, n: int) -> list[list[int]]:
+    """``n`` distinct digit runs of one length, in base ``base``, in random order."""
+    width = 1
+    while base**width < n:
+        width += 1
+    numbers = rng.sample(range(base**width), n)
+    return [[(k // base**j) % base for j in reversed(range(width))] for k in numbers]
 
 
 def load_prompt_file(path: str, n: int, tokenizer: Any | None = None) -> list[Prompt]:
@@ -88,7 +118,3 @@ def load_prompt_file(path: str, n: int, tokenizer: Any | None = None) -> list[Pr
         prompts.append(Prompt(text, ids, len(ids) if ids is not None else len(text.split())))
     return prompts
 
-
-def _synthetic(rng: random.Random, input_len: int) -> Prompt:
-    words = [f"{rng.choice(_WORDS)}" for _ in range(input_len)]
-    return Prompt(" " + " ".join(words), None, input_len)

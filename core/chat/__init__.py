@@ -1,7 +1,21 @@
-"""Chat rendering: sandboxed templates, message/tool normalisation (the parse pipeline comes later)."""
+"""Chat rendering (sandboxed templates, message/tool normalisation) and the per-choice parse pipeline."""
 
+from heron.chat.budget import RenderLimits, TemplateLimitError
 from heron.chat.messages import normalize_messages, normalize_tools
 from heron.chat.pipeline import ChoicePipeline, PipelineResult
+from heron.chat.special_tokens import TokenHider, special_token_texts
 from heron.chat.template import ChatTemplateError, load_template_text, render_chat
 
-__all__ = ("ChatTemplateError", "ChoicePipeline", "PipelineResult", "load_template_text", "normalize_messages", "normalize_tools", "render_chat")
+__all__ = (
+    "ChatTemplateError",
+    "ChoicePipeline",
+    "PipelineResult",
+    "RenderLimits",
+    "TemplateLimitError",
+    "TokenHider",
+    "load_template_text",
+    "normalize_messages",
+    "normalize_tools",
+    "render_chat",
+    "special_token_texts",
+)

@@ -1,8 +1,12 @@
-"""Chat-template rendering in jinja2's sandbox, following the HF template conventions.
+"""Chat-template rendering in a bounded jinja2 sandbox, following the HF template conventions.
 
 Templates come from the checkpoint (tokenizer config or GGUF metadata), from ``--chat-template``
 (a string or a file), or per request when the operator trusts request templates. Rendering never
-gives templates access to Python internals: ``ImmutableSandboxedEnvironment``.
+gives templates access to Python internals (jinja2's immutable sandbox) and never lets them
+exhaust memory or time: :class:`~heron.chat.sandbox.BoundedSandbox` refuses operations whose
+result would exceed :class:`RenderLimits` before computing them, and the output is streamed
+(``template.generate()``) and counted as it is produced. A violation is a
+:class:`TemplateLimitError` that names the limit.
 """
 
 from __future__ import annotations
@@ -14,14 +18,11 @@ from functools import lru_cache
 from typing import Any
 
 from jinja2 import TemplateError
-from jinja2.ext import loopcontrols
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-__all__ = ("ChatTemplateError", "load_template_text", "render_chat")
+from heron.chat.budget import ChatTemplateError, RenderLimits, TemplateLimitError, budget_scope
+from heron.chat.sandbox import BoundedSandbox
 
-
-class ChatTemplateError(ValueError):
-    """The template failed to compile or render (its message says where)."""
+__all__ = ("ChatTemplateError", "RenderLimits", "TemplateLimitError", "load_template_text", "render_chat")
 
 
 def _raise(message: str) -> None:
@@ -34,8 +35,9 @@ def _tojson(value: Any, indent: int | None = None, ensure_ascii: bool = False, s
 
 @lru_cache(maxsize=32)
 def _compile(source: str):
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env = BoundedSandbox(trim_blocks=True, lstrip_blocks=True)
     env.filters["tojson"] = _tojson
+    env.guard_filters()
     env.globals["raise_exception"] = _raise
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
     try:
@@ -52,6 +54,19 @@ def load_template_text(value: str) -> str:
     return value
 
 
+def _generate(template: Any, limits: RenderLimits, variables: dict[str, Any]) -> str:
+    """Stream the template's output, checking the total size and the deadline between chunks."""
+    with budget_scope(limits) as budget:
+        chunks: list[str] = []
+        size = 0
+        for chunk in template.generate(**variables):
+            size += len(chunk)
+            budget.chars(size, "The rendered chat prompt")
+            budget.tick()
+            chunks.append(chunk)
+        return "".join(chunks)
+
+
 def render_chat(
     template: str,
     messages: list[dict[str, Any]],
@@ -60,23 +75,33 @@ def render_chat(
     add_generation_prompt: bool = True,
     continue_final_message: bool = False,
     special_tokens: dict[str, str] | None = None,
+    limits: RenderLimits | None = None,
     **kwargs: Any,
 ) -> str:
     """Render ``messages`` (and ``tools``) into the prompt text.
 
     ``continue_final_message`` leaves the last (assistant) message open so the model continues
     it: the rendered text is cut right after that message's content.
+
+    Args:
+        limits: output size and time bounds of this render (None: :class:`RenderLimits`'
+            defaults).
+
+    Raises:
+        TemplateLimitError: the template exceeded ``limits`` (the message names the limit).
+        ChatTemplateError: the template does not compile or fails while rendering.
     """
     if continue_final_message and add_generation_prompt:
         raise ChatTemplateError("add_generation_prompt and continue_final_message cannot both be true")
     context = dict(special_tokens or {})
     context.update(kwargs)
+    context.update(messages=messages, tools=tools or None, add_generation_prompt=add_generation_prompt)
     try:
-        text = _compile(template).render(
-            messages=messages, tools=tools or None, add_generation_prompt=add_generation_prompt, **context
-        )
+        text = _generate(_compile(template), limits or RenderLimits(), context)
     except ChatTemplateError:
         raise
+    except MemoryError as err:  # the limits should prevent it; never let it take the server
+        raise TemplateLimitError("The chat template ran out of memory; lower max_output_chars.") from err
     except Exception as err:  # template runtime errors (undefined attributes, sandbox refusals)
         raise ChatTemplateError(f"chat template failed to render: {type(err).__name__}: {err}") from err
     if continue_final_message:

@@ -98,8 +98,8 @@ def _throughput(args: argparse.Namespace) -> int:
     from heron.bench import run_throughput
 
     llm = _build_llm(args)
-    prompts = _prompts(args, args.num_prompts, llm.get_tokenizer())
-    res = run_throughput(llm, prompts, args.output_len, use_tqdm=not args.no_progress)
+    prompts = _prompts(args, 2 + args.num_prompts, llm.get_tokenizer())  # one call: no shared blocks
+    res = run_throughput(llm, prompts[2:], args.output_len, use_tqdm=not args.no_progress, warmup=prompts[:2])
     info = {"dtype": str(llm.engine.dtype).removeprefix("torch."), "threads": _threads()}
     if args.json:
         return _print_json({"kind": "throughput", **info, **asdict(res)})

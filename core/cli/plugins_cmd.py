@@ -1,11 +1,17 @@
-"""``heron plugins list|doctor``: what is installed in each plugin group, and whether it loads."""
+"""``heron plugins list|doctor``: what is installed in each plugin group, and whether it loads.
+
+``doctor`` loads every plugin, which runs its interface check: hook plugins' hook and argument
+names against the hookspecs (with a did-you-mean for typos), middleware factories called once
+with default settings to see that they return an ASGI middleware, kernels' declared priorities.
+It prints one ``FAIL`` line per problem and exits non-zero when there is any.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from heron.plugins import GROUPS, PluginLoadError, registry
 
@@ -21,6 +27,7 @@ class _Row:
     version: str | None
     status: str
     error: str | None = None
+    problems: list[str] = field(default_factory=list)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     lst.add_argument("--group", choices=sorted(GROUPS) + sorted(GROUPS.values()), help="one group only")
     lst.add_argument("--json", action="store_true", help="machine-readable output")
     lst.set_defaults(func=_list)
-    doc = psub.add_parser("doctor", help="import every plugin; exit non-zero listing each failure")
+    doc = psub.add_parser("doctor", help="import and check every plugin; exit non-zero listing each problem")
     doc.set_defaults(func=_doctor)
 
 
@@ -44,11 +51,12 @@ def collect(group: str | None = None) -> list[_Row]:
         infos = reg.entry_points()
         for name in reg.names():
             info = infos.get(name)
+            problems: list[str] = []
             try:
                 reg.load(name)
                 status, error = "ok", None
             except PluginLoadError as err:
-                status, error = "error", err.traceback
+                status, error, problems = "error", err.traceback, list(err.problems)
             rows.append(
                 _Row(
                     ep_group,
@@ -58,6 +66,7 @@ def collect(group: str | None = None) -> list[_Row]:
                     info.version if info else None,
                     status,
                     error,
+                    problems,
                 )
             )
     return rows
@@ -84,6 +93,10 @@ def _doctor(args: argparse.Namespace) -> int:
     rows = collect()
     failed = [r for r in rows if r.status != "ok"]
     for r in failed:
-        print(f"FAIL {r.group}:{r.name} ({r.target})\n{r.error}", file=sys.stderr)
+        if r.problems:  # interface-check findings: one line each
+            for problem in r.problems:
+                print(f"FAIL {r.group}:{r.name} ({r.target}): {problem}", file=sys.stderr)
+        else:  # an import failure: the real traceback
+            print(f"FAIL {r.group}:{r.name} ({r.target})\n{r.error}", file=sys.stderr)
     print(f"{len(rows) - len(failed)} plugins loaded, {len(failed)} failed")
     return 1 if failed else 0

@@ -1,7 +1,11 @@
 """``heron serve``: load the model, start the OpenAI-compatible server, drain on SIGTERM.
 
 The HTTP server starts first and answers ``/health`` with 503 "loading" while the model loads
-in a background thread, so orchestrators can tell "starting" from "dead".
+in a background thread, so orchestrators can tell "starting" from "dead". If the engine fails to
+start, or its loop dies later, the failure is logged, ``/health`` answers 503 with the reason for
+a few seconds, and then the server stops and the command exits with status 1, so an
+orchestrator restarts it (or the operator sees the error) instead of a server refusing every
+request forever.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from heron.server.settings import ServerSettings, add_serve_arguments, settings_
 __all__ = ("add_parser", "check_plugins")
 
 logger = logging.getLogger("heron.serve")
+
+#: how long ``/health`` keeps answering 503 with the failure before the process exits
+FAILURE_EXIT_DELAY_S = 5.0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -63,25 +70,51 @@ def _serve(args: argparse.Namespace) -> int:
     from heron.server.app import build_app
 
     plugin_manager(disabled=settings.disable_plugins)
-    app = build_app(settings, engine=None)
+    try:
+        app = build_app(settings, engine=None)
+    except (PluginLoadError, UnknownPluginError) as err:  # e.g. a middleware factory returning None
+        print(f"heron serve: {err}", file=sys.stderr)
+        return 2
     state = app.state.heron
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
+                            timeout_graceful_shutdown=settings.drain_timeout, access_log=settings.log_requests)
+    server = uvicorn.Server(config)
+    failed = threading.Event()
+
+    def fail(what: str, err: BaseException) -> None:
+        """The engine failed to start or died: report it, then stop serving and exit non-zero."""
+        reason = f"{type(err).__name__}: {err}"
+        print(f"heron serve: {what}: {reason}", file=sys.stderr, flush=True)
+        if failed.is_set():
+            return
+        failed.set()
+        logger.error("%s; exiting in %.0f s (status 1)", what, FAILURE_EXIT_DELAY_S)
+
+        def stop() -> None:
+            state.draining = True
+            server.should_exit = True
+
+        timer = threading.Timer(FAILURE_EXIT_DELAY_S, stop)
+        timer.daemon = True
+        timer.start()
 
     def load() -> None:
         try:
             from heron.server.engine_client import start_engine
 
             engine, template = start_engine(settings)
-            state.attach(engine, template)
-            logger.info("model loaded; serving as %s", ", ".join(settings.model_names))
-        except Exception as err:  # /health reports it; requests get 503
+        except Exception as err:  # /health reports it, then the process exits with status 1
             logger.exception("engine failed to start")
             state.failure = f"{type(err).__name__}: {err}"
             state.loading = False
+            fail("the engine failed to start", err)
+            return
+        state.attach(engine, template)
+        # set after start: a loop that already died calls it at once
+        engine.on_failure = lambda err: fail("the engine loop failed", err)
+        logger.info("model loaded; serving as %s", ", ".join(settings.model_names))
 
     threading.Thread(target=load, name="heron-loader", daemon=True).start()
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
-                            timeout_graceful_shutdown=settings.drain_timeout, access_log=settings.log_requests)
-    server = uvicorn.Server(config)
 
     def on_exit(sig, frame) -> None:  # SIGTERM/SIGINT: stop accepting, let in-flight requests finish
         # uvicorn's own handler would re-raise the signal once the server stopped, killing the
@@ -99,5 +132,6 @@ def _serve(args: argparse.Namespace) -> int:
         state.draining = True
         if state.engine is not None:
             state.engine.shutdown()
-        call_hook("heron_shutdown", reason="sigterm" if server.should_exit else "closed")
-    return 0
+        reason = "engine failed" if failed.is_set() else "sigterm" if server.should_exit else "closed"
+        call_hook("heron_shutdown", reason=reason)
+    return 1 if failed.is_set() else 0

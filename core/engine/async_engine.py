@@ -1,9 +1,19 @@
 """The engine client the server talks to: the engine loop in a thread, requests as async streams.
 
-``generate()`` returns an async iterator of cumulative :class:`RequestOutput`; when the loop
-produces several outputs before the consumer reads, only the latest is kept (it contains the
-others). ``abort()`` is synchronous and safe from any thread. An engine failure is recorded in
-``error`` and ends every open stream with :class:`EngineDeadError`.
+``generate()`` returns an async iterator of delta :class:`RequestOutput` s (see
+:mod:`heron.engine.outputs`); when the loop produces several before the consumer reads, they are
+merged (appended) into one, so nothing is lost and a slow reader costs no per-step copies.
+``abort()`` is synchronous and safe from any thread.
+
+Failures, by scope:
+
+- a bad request (``ValueError`` from ``add_request``) ends its stream with
+  :class:`RequestRejectedError` (or its subclass :class:`TokenIdError`);
+- a failure while handling one request (sampler, detokenizer, grammar matcher, reasoning gate,
+  a hook) ends that stream alone with :class:`RequestFailedError`; the loop goes on;
+- a failure of the loop itself (e.g. the model's forward) is recorded in ``error``, ends every
+  open stream (and every later ``generate()``) with :class:`EngineDeadError`, and calls the
+  ``on_failure`` callback once with the exception (``heron serve`` exits non-zero on it).
 """
 
 from __future__ import annotations
@@ -12,33 +22,37 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from heron.engine.engine import LLMEngine
-from heron.engine.errors import EngineDeadError, RequestRejectedError
-from heron.engine.outputs import RequestOutput
+from heron.engine.errors import (
+    EngineBusyError,
+    EngineDeadError,
+    RequestFailedError,
+    RequestRejectedError,
+)
+from heron.engine.outputs import RequestOutput, merge_output
 from heron.engine.sampling_params import SamplingParams
 
-__all__ = ("AsyncEngine", "EngineDeadError", "RequestRejectedError")
+__all__ = ("AsyncEngine", "EngineBusyError", "EngineDeadError", "RequestFailedError", "RequestRejectedError")
 
 log = logging.getLogger("heron.engine")
 
 
 class _Stream:
-    __slots__ = ("loop", "event", "latest", "error", "closed")
+    __slots__ = ("loop", "event", "pending", "error")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.event = asyncio.Event()
-        self.latest: RequestOutput | None = None
+        self.pending: RequestOutput | None = None  # deltas not read yet, merged
         self.error: BaseException | None = None
-        self.closed = False
 
     def _put(self, out: RequestOutput | None, error: BaseException | None) -> None:
         if out is not None:
-            self.latest = out
-        if error is not None:
+            self.pending = out if self.pending is None else merge_output(self.pending, out)
+        if error is not None and self.error is None:
             self.error = error
         self.event.set()
 
@@ -51,14 +65,28 @@ class _Stream:
 
 
 class AsyncEngine:
-    """Runs an :class:`LLMEngine` in a background thread and serves async streams."""
+    """Runs an :class:`LLMEngine` in a background thread and serves async streams.
 
-    def __init__(self, engine: LLMEngine) -> None:
+    Args:
+        engine: the engine to drive (only this object's thread calls it from now on).
+        on_failure: called once, from the engine thread, with the exception that stopped the
+            loop (after every open stream has been ended). Can also be set later through the
+            ``on_failure`` attribute; setting it after the loop died calls it at once.
+        max_open_requests: a bound on requests submitted and not finished (the inbox and the
+            scheduler together); past it ``generate`` raises :class:`EngineBusyError`. The server
+            admits by sequences before it gets here, so this is a backstop, not the queue policy.
+    """
+
+    def __init__(self, engine: LLMEngine, on_failure: Callable[[BaseException], Any] | None = None, *,
+                 max_open_requests: int | None = None) -> None:
         self.engine = engine
         self.tokenizer = engine.tokenizer
         self.max_model_len = engine.max_model_len
         self.generation_defaults = engine.generation_defaults
         self.error: BaseException | None = None
+        self._on_failure = on_failure
+        self._failure_reported = False
+        self.max_open_requests = max_open_requests
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._streams: dict[str, _Stream] = {}
@@ -68,6 +96,19 @@ class AsyncEngine:
         self._thread.start()
 
     # -- the server's side ------------------------------------------------------------------
+
+    @property
+    def on_failure(self) -> Callable[[BaseException], Any] | None:
+        return self._on_failure
+
+    @on_failure.setter
+    def on_failure(self, callback: Callable[[BaseException], Any] | None) -> None:
+        with self._lock:
+            self._on_failure = callback
+            self._failure_reported = False  # a new callback hears of a failure, even a past one
+            report = self.error is not None
+        if report:
+            self._report_failure()
 
     def stats(self) -> dict[str, Any]:
         return self.engine.stats()
@@ -84,30 +125,43 @@ class AsyncEngine:
         *,
         priority: int = 0,
         cache_salt: str | None = None,
+        cache_key_extra: str | None = None,
     ) -> AsyncIterator[RequestOutput]:
-        if self.error is not None:
-            raise EngineDeadError(f"the engine stopped: {self.error}")
+        """Submit a request and yield its delta outputs until it finishes.
+
+        Raises:
+            RequestRejectedError: the engine refused the request (a ``ValueError``).
+            RequestFailedError: handling this request failed; the engine goes on.
+            EngineBusyError: ``max_open_requests`` requests are already open.
+            EngineDeadError: the engine loop has stopped.
+        """
         stream = _Stream(asyncio.get_running_loop())
-        with self._lock:
+        with self._lock:  # under the lock: a dying loop either sees this stream or we see its error
+            if self.error is not None:
+                raise EngineDeadError(f"the engine stopped: {self.error}")
             if request_id in self._streams:
                 raise ValueError(f"Request id {request_id!r} is already in use.")
+            if self.max_open_requests is not None and len(self._streams) >= self.max_open_requests:
+                raise EngineBusyError(f"The engine already holds {len(self._streams)} open requests; retry shortly.")
             self._streams[request_id] = stream
-        self._inbox.put(("add", (request_id, list(prompt_ids), params, priority, cache_salt)))
+        self._inbox.put(("add", (request_id, list(prompt_ids), params, priority, cache_salt, cache_key_extra)))
         self._wake.set()
         finished = False
         try:
             while True:
                 await stream.event.wait()
                 stream.event.clear()
+                out, stream.pending = stream.pending, None
+                if out is not None and out.error is None:
+                    finished = out.finished
+                    yield out
+                    if finished:
+                        return
                 if stream.error is not None:
                     raise stream.error
-                out = stream.latest
-                if out is None:
-                    continue
-                finished = out.finished
-                yield out
-                if finished:
-                    return
+                if out is not None and out.error is not None:
+                    finished = True
+                    raise RequestFailedError(f"request {request_id!r} failed: {out.error}")
         finally:
             with self._lock:
                 self._streams.pop(request_id, None)
@@ -117,7 +171,10 @@ class AsyncEngine:
     async def compile_grammar(self, constraint: Any) -> Any:
         """Compile a structured-output constraint off the event loop (and off the engine's
         critical path: the engine later finds it in the cache). Raises StructuredOutputError."""
-        return await asyncio.get_running_loop().run_in_executor(None, self.engine.compile_grammar, constraint)
+        loop = asyncio.get_running_loop()
+        backend = await loop.run_in_executor(None, lambda: self.engine.grammar)  # built once (imports xgrammar)
+        # awaited without holding a thread: a slow compile never starves tokenization's workers
+        return await backend.acompile(constraint)
 
     def abort(self, request_id: str) -> None:
         """Stop ``request_id`` and free its blocks (ignored when unknown or already finished)."""
@@ -142,17 +199,30 @@ class AsyncEngine:
             except queue.Empty:
                 return
             if kind == "add":
-                rid, ids, params, priority, salt = arg
-                if self._stream(rid) is None:  # the client left before we got to it
-                    continue
-                try:
-                    self.engine.add_request(rid, None, params, prompt_token_ids=ids, priority=priority, cache_salt=salt)
-                except ValueError as err:  # bad request: that stream fails, the engine goes on
-                    stream = self._stream(rid)
-                    if stream is not None:
-                        stream.put(error=err if isinstance(err, RequestRejectedError) else RequestRejectedError(str(err)))
+                self._add(*arg)
             elif kind == "abort":
-                self.engine.abort(arg)
+                try:
+                    self.engine.abort(arg)
+                except Exception:  # noqa: BLE001 - the request is gone either way
+                    log.exception("aborting request %s failed", arg)
+
+    def _add(self, rid: str, ids: list[int], params: SamplingParams, priority: int, salt: str | None,
+             extra: str | None) -> None:
+        if self._stream(rid) is None:  # the client left before we got to it
+            return
+        try:
+            self.engine.add_request(rid, None, params, prompt_token_ids=ids, priority=priority, cache_salt=salt,
+                                    cache_key_extra=extra)
+        except ValueError as err:  # bad request: that stream fails, the engine goes on
+            error: BaseException = err if isinstance(err, RequestRejectedError) else RequestRejectedError(str(err))
+        except Exception as err:  # noqa: BLE001 - e.g. a reasoning-gate factory that raises
+            log.exception("adding request %s failed", rid)
+            error = RequestFailedError(f"request {rid!r} failed to start: {type(err).__name__}: {err}")
+        else:
+            return
+        stream = self._stream(rid)
+        if stream is not None:
+            stream.put(error=error)
 
     def _loop(self) -> None:
         try:
@@ -168,11 +238,24 @@ class AsyncEngine:
                         stream.put(out)
                     elif not out.finished:
                         self.engine.abort(out.request_id)
-        except BaseException as err:  # noqa: BLE001 - any failure kills the engine; report it
+        except BaseException as err:  # noqa: BLE001 - any failure here kills the engine; report it
             log.exception("engine loop failed")
-            self.error = err
             dead = EngineDeadError(f"the engine stopped: {type(err).__name__}: {err}")
             with self._lock:
+                self.error = err
                 streams = list(self._streams.values())
             for stream in streams:
                 stream.put(error=dead)
+            self._report_failure()
+
+    def _report_failure(self) -> None:
+        with self._lock:
+            callback, done = self._on_failure, self._failure_reported
+            if callback is not None:
+                self._failure_reported = True
+        if callback is None or done or self.error is None:
+            return
+        try:
+            callback(self.error)
+        except Exception:  # noqa: BLE001 - the engine is already dead; do not mask that
+            log.exception("the engine's on_failure callback failed")

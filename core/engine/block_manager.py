@@ -1,18 +1,43 @@
 """The paged KV-cache pool: block allocation, ref counts and hash-chained prefix caching.
 
-A full block is identified by ``hash((parent_hash, its tokens, cache_salt))``, so two requests
-share a block only when everything before it is identical too. Freed blocks that hold a cached
+A full block is identified by a SHA-256 digest over its parent block's digest, its token ids, the
+request's ``cache_salt`` and ``cache_key_extra`` (anything else that changes the KV, e.g. a LoRA
+adapter), so two requests share a block only when everything before it is identical too, and a
+tenant cannot craft a collision on purpose (Python's ``hash()`` of a token tuple is not
+collision resistant). Each field is length-prefixed, so no two different inputs encode alike. Freed blocks that hold a cached
 prefix stay findable until the pool needs them again: the free queue is LRU (freed blocks go to
 the back, allocation takes from the front), and a reused block forgets its old hash.
 """
 
 from __future__ import annotations
 
+import hashlib
+from array import array
 from collections import OrderedDict
 
 from heron.engine.request import Sequence
 
-__all__ = ("BlockManager",)
+__all__ = ("BlockManager", "block_key")
+
+_ROOT = bytes(32)  # the "parent" of a sequence's first block
+
+
+def _field(value: str | None) -> bytes:
+    if value is None:
+        return b"\x00"
+    raw = value.encode("utf-8", "surrogatepass")
+    return b"\x01" + len(raw).to_bytes(8, "little") + raw
+
+
+def block_key(parent: bytes | None, tokens: list[int], salt: str | None = None, extra: str | None = None) -> bytes:
+    """The prefix-cache key of a full block: SHA-256 over (parent key, token ids, salt, extra)."""
+    ids = array("q", tokens).tobytes()
+    h = hashlib.sha256(parent or _ROOT)
+    h.update(len(tokens).to_bytes(8, "little"))
+    h.update(ids)
+    h.update(_field(salt))
+    h.update(_field(extra))
+    return h.digest()
 
 
 class BlockManager:
@@ -25,8 +50,8 @@ class BlockManager:
         self.block_size = block_size
         self.enable_prefix_caching = enable_prefix_caching
         self.ref_counts = [0] * num_blocks
-        self.block_hash: list[int | None] = [None] * num_blocks
-        self.cached: dict[int, int] = {}  # hash -> block id
+        self.block_hash: list[bytes | None] = [None] * num_blocks
+        self.cached: dict[bytes, int] = {}  # block key (SHA-256 digest) -> block id
         # free blocks in eviction order (front first); values unused
         self.free: OrderedDict[int, None] = OrderedDict((b, None) for b in range(num_blocks))
         self.prefix_queries = 0  # tokens looked up
@@ -48,8 +73,6 @@ class BlockManager:
 
     # -- hashing ----------------------------------------------------------------------------
 
-    def _hash(self, parent: int | None, tokens: list[int], salt: str | None) -> int:
-        return hash((parent, tuple(tokens), salt))
 
     def _take(self) -> int:
         block, _ = self.free.popitem(last=False)
@@ -74,11 +97,11 @@ class BlockManager:
         bs = self.block_size
         tokens = seq.token_ids
         max_blocks = (len(tokens) - 1) // bs
-        salt = seq.request.cache_salt
-        hashes: list[int] = []
+        salt, extra = seq.request.cache_salt, seq.request.cache_key_extra
+        hashes: list[bytes] = []
         blocks: list[int] = []
         for i in range(max_blocks):
-            h = self._hash(hashes[-1] if hashes else None, tokens[i * bs:(i + 1) * bs], salt)
+            h = block_key(hashes[-1] if hashes else None, tokens[i * bs:(i + 1) * bs], salt, extra)
             block = self.cached.get(h)
             if block is None:
                 break
@@ -127,11 +150,11 @@ class BlockManager:
             return
         bs = self.block_size
         full = min(seq.num_computed_tokens // bs, len(seq.block_table))
-        salt = seq.request.cache_salt
+        salt, extra = seq.request.cache_salt, seq.request.cache_key_extra
         tokens = seq.token_ids
         for i in range(seq.num_hashed_blocks, full):
             parent = seq.block_hashes[i - 1] if i else None
-            h = self._hash(parent, tokens[i * bs:(i + 1) * bs], salt)
+            h = block_key(parent, tokens[i * bs:(i + 1) * bs], salt, extra)
             seq.block_hashes.append(h)
             block = seq.block_table[i]
             if h not in self.cached and self.block_hash[block] is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ("EngineConfig", "physical_cores", "release_free_memory")
 
@@ -28,6 +29,8 @@ class EngineConfig:
     num_threads: int | None = None  # default: physical cores
     device: str = "cpu"
     max_logprobs: int = 20  # the most top logprobs a request may ask for
+    #: bounds on structured-output constraints (heron.structured.StructuredLimits; None: defaults)
+    structured_limits: Any = None
 
 
 def physical_cores() -> int:

@@ -5,6 +5,10 @@ keeps merges such as leading spaces right; ``read_offset:`` is new), so each ste
 of small ``decode`` calls, not a decode of the whole output. Text that ends in an incomplete
 UTF-8 sequence is held until the next token completes it. Text that could still turn into a stop
 string is held back so that emitted text never has to be taken back.
+
+Only text not yet handed out is kept (:meth:`IncrementalDetokenizer.take` hands it out): a stop
+string can only start inside held-back text, so the search never needs what was handed out, and
+no step copies the whole output.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ class IncrementalDetokenizer:
     """Turns one sample's token ids into text, finding stop strings as it goes."""
 
     __slots__ = ("tokenizer", "skip_special", "spaces_between", "stop", "include_stop", "max_stop",
-                 "tokens", "prefix_offset", "read_offset", "text", "stopped_at", "_special")
+                 "tokens", "prefix_offset", "read_offset", "text", "num_taken", "stopped_at")
 
     def __init__(self, tokenizer: Any, prompt_ids: list[int], *, skip_special_tokens: bool = True,
                  spaces_between_special_tokens: bool = True, stop: list[str] | None = None,
@@ -38,7 +42,8 @@ class IncrementalDetokenizer:
         self.tokens = context
         self.prefix_offset = 0
         self.read_offset = len(context)
-        self.text = ""
+        self.text = ""  # decoded text not handed out yet
+        self.num_taken = 0  # characters handed out by take()
         self.stopped_at: str | None = None  # the stop string found, if any
 
     def _decode(self, ids: list[int]) -> str:
@@ -73,14 +78,17 @@ class IncrementalDetokenizer:
         self.stopped_at = s
         return s
 
-    def visible(self, finished: bool) -> str:
-        """The text safe to show: all of it when finished, else without a possible stop prefix."""
-        if finished or not self.stop or self.stopped_at is not None:
-            return self.text
+    def take(self, finished: bool) -> str:
+        """Hand out the new text safe to show: all of it when finished, else without a possible
+        stop-string prefix at the end (that part stays for the next call)."""
+        text = self.text
         hold = 0
-        for s in self.stop:
-            for k in range(min(len(s) - 1, len(self.text)), 0, -1):
-                if self.text.endswith(s[:k]):
-                    hold = max(hold, k)
-                    break
-        return self.text[: len(self.text) - hold] if hold else self.text
+        if not finished and self.stop and self.stopped_at is None:
+            for s in self.stop:
+                for k in range(min(len(s) - 1, len(text)), 0, -1):
+                    if text.endswith(s[:k]):
+                        hold = max(hold, k)
+                        break
+        out, self.text = (text[: len(text) - hold], text[len(text) - hold :]) if hold else (text, "")
+        self.num_taken += len(out)
+        return out

@@ -1,4 +1,4 @@
-"""The synchronous engine: add requests, ``step()`` them, read back cumulative outputs.
+"""The synchronous engine: add requests, ``step()`` them, read back delta outputs.
 
 One ``step()`` = schedule, one batched forward over every scheduled token, one batched sample,
 then bookkeeping (detokenize, stop checks, free finished sequences). Everything that varies by
@@ -25,9 +25,11 @@ from heron.engine.config import (
     release_free_memory,
 )
 from heron.engine.detokenizer import IncrementalDetokenizer
+from heron.engine.errors import TokenIdError
 from heron.engine.model_runner import ModelRunner
-from heron.engine.outputs import Logprob, RequestOutput
+from heron.engine.outputs import CompletionOutput, Logprob, RequestOutput
 from heron.engine.request import Request, Sequence, SequenceStatus
+from heron.engine.rows import append_token, record_prompt_logprobs
 from heron.engine.sampler import Sampler
 from heron.engine.sampling_params import SamplingParams
 from heron.engine.scheduler import Scheduler
@@ -133,7 +135,8 @@ class LLMEngine:
             if self._grammar is None:
                 from heron.structured import GrammarBackend
 
-                self._grammar = GrammarBackend(self.tokenizer, self.vocab_size, stop_token_ids=self.eos_token_ids)
+                self._grammar = GrammarBackend(self.tokenizer, self.vocab_size, stop_token_ids=self.eos_token_ids,
+                                               limits=self.config.structured_limits)
                 self.sampler.grammar = self._grammar
         return self._grammar
 
@@ -156,13 +159,18 @@ class LLMEngine:
         prompt_token_ids: list[int] | None = None,
         priority: int = 0,
         cache_salt: str | None = None,
+        cache_key_extra: str | None = None,
         arrival_time: float | None = None,
     ) -> Request:
         """Queue a request. ``prompt`` is text (tokenized here) or token ids.
 
+        ``cache_salt`` and ``cache_key_extra`` (anything else that changes the KV, e.g. a LoRA
+        adapter) are part of the prefix-cache keys: requests that differ in them share no block.
+
         Raises:
-            ValueError: duplicate id, empty or too long prompt, token ids outside the vocabulary,
-                an invalid structured-output constraint.
+            TokenIdError: a prompt id or a sampling field's id is outside the vocabulary.
+            ValueError: duplicate id, empty or too long prompt, an invalid structured-output
+                constraint.
         """
         params = params or SamplingParams()
         for name in ("logprobs", "prompt_logprobs"):
@@ -171,53 +179,63 @@ class LLMEngine:
                 raise ValueError(f"{name} must be at most max_logprobs ({self.config.max_logprobs}), got {value}.")
         if request_id in self.requests:
             raise ValueError(f"Request id {request_id!r} is already in use.")
-        text = prompt if isinstance(prompt, str) else None
-        if prompt_token_ids is None:
-            if isinstance(prompt, str):
-                prompt_token_ids = self.tokenizer.encode(prompt)
-            elif prompt is not None:
-                prompt_token_ids = list(prompt)
-        ids = [int(t) for t in (prompt_token_ids or [])]
-        if not ids:
-            raise ValueError("The prompt is empty; give at least one token.")
-        if any(t < 0 or t >= self.vocab_size for t in ids):
-            raise ValueError(f"Prompt token ids must be in [0, {self.vocab_size}).")
-        if len(ids) >= self.max_model_len:
-            raise ValueError(f"The prompt ({len(ids)} tokens) leaves no room to generate within "
-                             f"max_model_len ({self.max_model_len}).")
+        ids = self._prompt_ids(prompt, prompt_token_ids, prefill_only=params.max_tokens == 0)
         room = self.max_model_len - len(ids)
         max_tokens = room if params.max_tokens is None else min(params.max_tokens, room)
         params = params.clone(max_tokens=max_tokens)
         if params.bad_words:
             params._bad_words_ids = self._bad_words(params.bad_words)
+        params.check_token_ids(self.vocab_size)
         compiled = self.grammar.compile(params.structured_outputs) if params.structured_outputs else None
-        req = Request(request_id, text, ids, params, priority=priority, cache_salt=cache_salt,
-                      arrival_time=arrival_time or time.time())
+        req = Request(request_id, prompt if isinstance(prompt, str) else None, ids, params, priority=priority,
+                      cache_salt=cache_salt, cache_key_extra=cache_key_extra, arrival_time=arrival_time or time.time())
         if params.prompt_logprobs is not None:
             req.prompt_logprobs = [None]
         for i in range(params.n):
-            gen = None
-            if params.seed is not None:
-                gen = torch.Generator().manual_seed((params.seed + 0x9E3779B97F4A7C15 * i) & 0x7FFF_FFFF_FFFF_FFFF)
-            detok = IncrementalDetokenizer(
-                self.tokenizer, ids, skip_special_tokens=params.skip_special_tokens,
-                spaces_between_special_tokens=params.spaces_between_special_tokens,
-                stop=params.stop, include_stop_str_in_output=params.include_stop_str_in_output,
-            )
-            seq = Sequence(next(self._seq_ids), req, i, list(ids), len(ids), detok, gen)
-            if params.logprobs is not None:
-                seq.logprobs = []
-            if compiled is not None:
-                if params.reasoning_gate is not None:
-                    seq.pending_grammar = compiled
-                else:
-                    seq.matcher = self.grammar.new_matcher(compiled)
-            req.seqs.append(seq)
+            req.seqs.append(self._new_sequence(req, i, compiled))
         self.scheduler.add(req.seqs[0])
         req.siblings_pending = req.seqs[1:]
         self.requests[request_id] = req
         self.num_prompt_tokens += len(ids)
         return req
+
+    def _prompt_ids(self, prompt: str | list[int] | None, token_ids: list[int] | None, *,
+                    prefill_only: bool) -> list[int]:
+        if token_ids is None:
+            if isinstance(prompt, str):
+                token_ids = self.tokenizer.encode(prompt)
+            elif prompt is not None:
+                token_ids = list(prompt)
+        ids = [int(t) for t in (token_ids or [])]
+        if not ids:
+            raise ValueError("The prompt is empty; give at least one token.")
+        bad = next((t for t in ids if not 0 <= t < self.vocab_size), None)
+        if bad is not None:
+            raise TokenIdError("prompt_token_ids", bad, self.vocab_size)
+        if len(ids) > self.max_model_len or (len(ids) == self.max_model_len and not prefill_only):
+            raise ValueError(f"The prompt ({len(ids)} tokens) leaves no room to generate within "
+                             f"max_model_len ({self.max_model_len}).")
+        return ids
+
+    def _new_sequence(self, req: Request, index: int, compiled: Any) -> Sequence:
+        params, ids = req.params, req.prompt_token_ids
+        gen = None
+        if params.seed is not None:
+            gen = torch.Generator().manual_seed((params.seed + 0x9E3779B97F4A7C15 * index) & 0x7FFF_FFFF_FFFF_FFFF)
+        detok = IncrementalDetokenizer(
+            self.tokenizer, ids, skip_special_tokens=params.skip_special_tokens,
+            spaces_between_special_tokens=params.spaces_between_special_tokens,
+            stop=params.stop, include_stop_str_in_output=params.include_stop_str_in_output,
+        )
+        seq = Sequence(next(self._seq_ids), req, index, list(ids), len(ids), detok, gen)
+        if params.logprobs is not None:
+            seq.logprobs = []
+        if compiled is not None:
+            if params.reasoning_gate is not None:  # one parser per sequence: siblings share no state
+                seq.pending_grammar, seq.gate = compiled, params.reasoning_gate()
+            else:
+                seq.matcher = self.grammar.new_matcher(compiled)
+        return seq
 
     def _bad_words(self, words: list[str]) -> list[list[int]]:
         found: list[list[int]] = []
@@ -234,18 +252,41 @@ class LLMEngine:
         if req is None:
             return None
         req.aborted = True
-        pending = set(map(id, req.siblings_pending))
+        self._finish_all(req, "abort")
+        return self._final_output(req)
+
+    def _finish_all(self, req: Request, reason: str) -> None:
+        """End every unfinished sequence of ``req`` (scheduled, waiting or not yet forked)."""
         req.siblings_pending = []
         for seq in req.seqs:
             if not seq.finished:
-                if id(seq) not in pending:
-                    self.scheduler.remove(seq)
+                self.scheduler.remove(seq)  # frees its blocks wherever it is (or is not)
                 seq.status = SequenceStatus.FINISHED
-                seq.finish_reason = "abort"
+                seq.finish_reason = reason
         req.metrics.finished_time = time.time()
-        out = req.output()
-        call_hook("heron_request_finished", request_id=request_id, output=out, metrics=req.metrics)
+
+    def _final_output(self, req: Request) -> RequestOutput:
+        try:
+            out = req.output()
+        except Exception as err:  # noqa: BLE001 - still end the request with a well-formed output
+            log.exception("request %s: building its last output failed", req.request_id)
+            req.error = req.error or f"building the output failed: {type(err).__name__}: {err}"
+            out = RequestOutput(req.request_id, req.prompt, req.prompt_token_ids, finished=True, error=req.error,
+                                outputs=[CompletionOutput(s.index, "", [], finish_reason=s.finish_reason or "error")
+                                         for s in req.seqs if not s.finish_sent], metrics=req.metrics)
+        try:
+            call_hook("heron_request_finished", request_id=req.request_id, output=out, metrics=req.metrics)
+        except Exception:  # noqa: BLE001 - an observer's failure never changes the request's outcome
+            log.exception("the heron_request_finished hook failed for request %s", req.request_id)
         return out
+
+    def _fail(self, req: Request, err: BaseException, where: str) -> None:
+        """Handling ``req`` raised: end it alone (finish_reason "error", blocks freed)."""
+        log.error("request %s failed in %s: %s: %s", req.request_id, where, type(err).__name__, err,
+                  exc_info=(type(err), err, err.__traceback__))
+        req.error = f"{where} failed: {type(err).__name__}: {err}"
+        self.requests.pop(req.request_id, None)
+        self._finish_all(req, "error")
 
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished()
@@ -253,7 +294,16 @@ class LLMEngine:
     # -- the step ---------------------------------------------------------------------------
 
     def step(self) -> list[RequestOutput]:
-        """Run one iteration; return the (cumulative) outputs of requests that produced tokens."""
+        """Run one iteration; return the delta outputs of the requests that changed.
+
+        Fault isolation: an exception while handling one request's row (its prompt logprobs,
+        sampling with its logit bias, allowed ids or grammar bitmask, detokenizing, stop checks,
+        the grammar matcher, the reasoning gate, building its output, the finished hook) ends that
+        request alone: it finishes with ``finish_reason="error"`` and ``RequestOutput.error`` set,
+        its blocks are freed, and every other request gets the output it would have had. A
+        failure of the step as a whole (scheduling, the model's forward) is an engine fault: it
+        propagates, and the :class:`~heron.engine.AsyncEngine` loop stops.
+        """
         sched = self.scheduler.schedule()
         if not sched.scheduled:
             return []
@@ -263,33 +313,74 @@ class LLMEngine:
             and item.seq.num_computed_tokens < item.seq.num_prompt_tokens
         }
         logits = self.runner.execute(sched, full_for)
+        touched: dict[str, Request] = {}
         for item in sched.scheduled:
             seq = item.seq
-            if seq.seq_id in full_for:
-                self._prompt_logprobs(seq, item.num_new_tokens, logits.full[seq.seq_id])
-            seq.num_computed_tokens += item.num_new_tokens
-            self.blocks.commit(seq)
-        sampling = [item.seq for item in sched.scheduled if item.samples]
-        touched: dict[str, Request] = {}
-        if sampling:
-            out = self.sampler(logits.sample, sampling)
+            if seq.seq_id in full_for and not seq.finished:
+                try:
+                    record_prompt_logprobs(seq, item.num_new_tokens, logits.full[seq.seq_id])
+                except Exception as err:  # noqa: BLE001 - that request alone fails
+                    self._fail(seq.request, err, "computing prompt logprobs")
+                    touched[seq.request.request_id] = seq.request
+            if not seq.finished:
+                seq.num_computed_tokens += item.num_new_tokens
+                self.blocks.commit(seq)
+        rows = [(j, item.seq) for j, item in enumerate(x for x in sched.scheduled if x.samples)]
+        for _, seq in rows:
+            if seq.params.max_tokens == 0 and not seq.finished:  # prefill only: nothing to sample
+                self._finish_all(seq.request, "length")
+                touched[seq.request.request_id] = seq.request
+        rows = [(j, seq) for j, seq in rows if not seq.finished]
+        if rows:
             now = time.time()
-            for j, seq in enumerate(sampling):
+            for seq, token, lp, sampled_lp in self._sample(logits.sample, rows, touched):
                 req = seq.request
-                if req.siblings_pending and seq.index == 0:
-                    self._fork(seq)
-                self._append(seq, out.token_ids[j], out.logprobs[j], out.sampled_logprobs[j])
+                if seq.finished:  # its request failed in this step
+                    continue
+                try:
+                    if req.siblings_pending and seq.index == 0:
+                        self._fork(seq)
+                    self._append(seq, token, lp, sampled_lp)
+                except Exception as err:  # noqa: BLE001 - that request alone fails
+                    self._fail(req, err, "handling the sampled token")
                 if req.metrics.first_token_time is None:
                     req.metrics.first_token_time = now
                 touched[req.request_id] = req
+        return [self._output(req) for req in touched.values()]
+
+    def _output(self, req: Request) -> RequestOutput:
+        if not req.finished:
+            try:
+                return req.output()
+            except Exception as err:  # noqa: BLE001 - that request alone fails
+                self._fail(req, err, "building the output")
+        self.requests.pop(req.request_id, None)
+        req.metrics.finished_time = req.metrics.finished_time or time.time()
+        return self._final_output(req)
+
+    def _sample(self, logits: torch.Tensor, rows: list[tuple[int, Sequence]],
+                touched: dict[str, Request]) -> list[tuple[Sequence, int, dict[int, Logprob] | None, float | None]]:
+        """Sample every row at once; if that raises, redo the rows one by one so that only the
+        requests whose own row fails are ended (the sampler does not modify ``logits``)."""
+        idx = [j for j, _ in rows]
+        seqs = [seq for _, seq in rows]
+        sub = logits if len(idx) == logits.shape[0] else logits[idx]
+        try:
+            out = self.sampler(sub, seqs)
+            return list(zip(seqs, out.token_ids, out.logprobs, out.sampled_logprobs, strict=True))
+        except Exception:  # noqa: BLE001 - find the culprit rows below
+            log.warning("batched sampling failed; sampling the %d rows one by one", len(seqs), exc_info=True)
         results = []
-        for rid, req in touched.items():
-            out = req.output()
-            if out.finished:
-                req.metrics.finished_time = time.time()
-                self.requests.pop(rid, None)
-                call_hook("heron_request_finished", request_id=rid, output=out, metrics=req.metrics)
-            results.append(out)
+        for r, seq in enumerate(seqs):
+            if seq.finished:
+                continue
+            try:
+                one = self.sampler(sub[r : r + 1], [seq])
+            except Exception as err:  # noqa: BLE001 - that request alone fails
+                self._fail(seq.request, err, "sampling")
+                touched[seq.request.request_id] = seq.request
+                continue
+            results.append((seq, one.token_ids[0], one.logprobs[0], one.sampled_logprobs[0]))
         return results
 
     def _fork(self, first: Sequence) -> None:
@@ -301,59 +392,11 @@ class LLMEngine:
         req.siblings_pending = []
 
     def _append(self, seq: Sequence, token: int, lp: dict[int, Logprob] | None, sampled_lp: float | None) -> None:
-        p = seq.params
-        seq.token_ids.append(token)
         self.num_generated_tokens += 1
-        if seq.logprobs is not None and lp is not None:
-            seq.logprobs.append(lp)
-            seq.cumulative_logprob += sampled_lp or 0.0
-        reason: str | None = None
-        stop_reason: int | str | None = None
-        if seq.matcher is not None:
-            if not seq.matcher.accept(token) or seq.matcher.is_terminated():
-                reason = "stop"  # the constrained output is complete (or cannot go on)
-        elif seq.pending_grammar is not None and p.reasoning_gate.is_reasoning_end(seq.output_ids):
-            seq.matcher = self.grammar.new_matcher(seq.pending_grammar)
-            seq.pending_grammar = None
-        if reason is not None:
-            seq.detok.add(token)
-        elif token in self.eos_token_ids and not p.ignore_eos:
-            reason = "stop"
-        elif token in p.stop_token_ids:
-            reason, stop_reason = "stop", token
-        else:
-            found = seq.detok.add(token)
-            if found is not None:
-                reason, stop_reason = "stop", found
-        if reason is None and (seq.num_output_tokens >= p.max_tokens or seq.num_tokens >= self.max_model_len):
-            reason = "length"
-        if reason is not None:
-            seq.finish_reason, seq.stop_reason = reason, stop_reason
+        if append_token(seq, token, lp, sampled_lp, eos_token_ids=self.eos_token_ids,
+                        max_model_len=self.max_model_len, new_matcher=self.grammar.new_matcher):
             self.scheduler.remove(seq)
             seq.status = SequenceStatus.FINISHED
-
-    def _prompt_logprobs(self, seq: Sequence, n: int, logits: torch.Tensor) -> None:
-        req = seq.request
-        start = seq.num_computed_tokens
-        k = req.params.prompt_logprobs
-        targets = [(j, start + j + 1) for j in range(n) if start + j + 1 < seq.num_prompt_tokens]
-        targets = [(j, pos) for j, pos in targets if pos >= len(req.prompt_logprobs)]
-        if not targets:
-            return
-        rows = torch.tensor([j for j, _ in targets])
-        lps = torch.log_softmax(logits[rows], dim=-1)
-        chosen = torch.tensor([seq.token_ids[pos] for _, pos in targets])
-        chosen_lp = lps.gather(1, chosen[:, None])[:, 0]
-        ranks = (lps > chosen_lp[:, None]).sum(-1) + 1
-        top_v, top_i = lps.topk(k, dim=-1) if k else (None, None)
-        for r, (_, pos) in enumerate(targets):
-            tid = seq.token_ids[pos]
-            d = {tid: Logprob(float(chosen_lp[r]), int(ranks[r]))}
-            for c in range(k):
-                t = int(top_i[r, c])
-                if t not in d:
-                    d[t] = Logprob(float(top_v[r, c]), c + 1)
-            req.prompt_logprobs.append(d)
 
     # -- introspection ----------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Sequence as Seq
 from typing import Any
 
@@ -10,12 +11,14 @@ from tqdm.auto import tqdm
 
 from heron.engine.config import EngineConfig
 from heron.engine.engine import LLMEngine
-from heron.engine.outputs import RequestOutput
+from heron.engine.outputs import RequestOutput, merge_output
 from heron.engine.sampling_params import SamplingParams
 
 __all__ = ("LLM",)
 
 PromptType = str | list[int] | dict[str, Any]
+
+log = logging.getLogger("heron.engine")
 
 
 class LLM:
@@ -43,7 +46,12 @@ class LLM:
         use_tqdm: bool = True,
         priority: list[int] | None = None,
     ) -> list[RequestOutput]:
-        """Generate for every prompt (text, token ids, or ``{"prompt_token_ids": [...]}``), in order."""
+        """Generate for every prompt (text, token ids, or ``{"prompt_token_ids": [...]}``), in order.
+
+        Returns one cumulative :class:`RequestOutput` per prompt (vLLM's shape: whole text, token
+        ids and logprobs of each sample). A request the engine failed to handle is returned with
+        ``error`` set and ``finish_reason="error"``; the others are unaffected.
+        """
         if isinstance(prompts, str | dict) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], int)):
             prompts = [prompts]
         prompts = list(prompts)
@@ -65,13 +73,23 @@ class LLM:
         return self._run(order, use_tqdm)
 
     def _run(self, order: list[str], use_tqdm: bool) -> list[RequestOutput]:
+        """Step until every request is done; merge each request's deltas into one cumulative output."""
+        partial: dict[str, _Cumulative] = {}
         done: dict[str, RequestOutput] = {}
         bar = tqdm(total=len(order), desc="Generating", unit="req", disable=not use_tqdm)
         try:
             while self.engine.has_unfinished():
                 for out in self.engine.step():
+                    acc = partial.get(out.request_id)
+                    if acc is None:
+                        acc = partial[out.request_id] = _Cumulative(out)
+                    else:
+                        acc.add(out)
                     if out.finished:
-                        done[out.request_id] = out
+                        done[out.request_id] = acc.result()
+                        del partial[out.request_id]
+                        if out.error is not None:
+                            log.error("request %s failed: %s", out.request_id, out.error)
                         bar.update(1)
         except BaseException:
             for rid in order:
@@ -109,3 +127,24 @@ class LLM:
                                **(chat_template_kwargs or {}))
             prompts.append({"prompt": text, "prompt_token_ids": tok.encode(text, add_special_tokens=False)})
         return self.generate(prompts, sampling_params, use_tqdm=use_tqdm)
+
+
+class _Cumulative:
+    """One request's deltas merged into vLLM's cumulative shape (text joined once, at the end)."""
+
+    __slots__ = ("out", "pieces")
+
+    def __init__(self, first: RequestOutput) -> None:
+        self.out = first
+        self.pieces: dict[int, list[str]] = {c.index: [c.text] for c in first.outputs}
+
+    def add(self, delta: RequestOutput) -> None:
+        for comp in delta.outputs:
+            self.pieces.setdefault(comp.index, []).append(comp.text)
+            comp.text = ""
+        merge_output(self.out, delta)
+
+    def result(self) -> RequestOutput:
+        for comp in self.out.outputs:
+            comp.text = "".join(self.pieces.get(comp.index, ()))
+        return self.out

@@ -21,6 +21,13 @@ from heron.engine.request import Sequence
 __all__ = ("Sampler", "SamplerOutput")
 
 
+def _changes_logits(seq: Sequence) -> bool:
+    """Whether sampling ``seq`` writes into its logits row (bias, masks, penalties, grammar)."""
+    p = seq.params
+    return bool(p.logit_bias or p.allowed_token_ids is not None or p._bad_words_ids or p.min_tokens
+                or p.needs_penalties or seq.matcher is not None)
+
+
 @dataclass(slots=True)
 class SamplerOutput:
     token_ids: list[int]
@@ -40,7 +47,12 @@ class Sampler:
 
     @torch.inference_mode()
     def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> SamplerOutput:
+        """Sample one token per row of ``logits`` (``[len(seqs), vocab]``), which is left unchanged
+        (masks and penalties apply to a float32 copy), so a failed batch can be redone row by row."""
+        source = logits
         logits = logits.float()
+        if logits.data_ptr() == source.data_ptr() and any(map(_changes_logits, seqs)):
+            logits = logits.clone()  # already float32: copy only when a row is masked in place
         rows = len(seqs)
         params = [s.params for s in seqs]
         want_lp = [p.logprobs is not None for p in params]
@@ -104,7 +116,7 @@ class Sampler:
                 keep[torch.tensor(p.allowed_token_ids, dtype=torch.long)] = 0.0
                 logits[i] += keep
             if p._bad_words_ids:
-                out = seq.token_ids
+                out = seq.output_ids  # as vLLM: a word's prefix is matched in the output only
                 for word in p._bad_words_ids:
                     prefix = word[:-1]
                     if not prefix or (len(out) >= len(prefix) and out[len(out) - len(prefix):] == prefix):
@@ -169,12 +181,15 @@ class Sampler:
         top_k = torch.tensor([p.top_k if p.top_k > 0 else vocab for p in params])[:, None]
         ranks = torch.arange(vocab)[None, :]
         drop = ranks >= top_k
+        # vLLM's order: min_p (relative to the most likely token, so the same under top-k), then
+        # top-p over what is left, renormalised
+        probs = torch.softmax(sorted_logits.masked_fill(drop, float("-inf")), dim=-1)
+        min_p = torch.tensor([p.min_p for p in params])[:, None]
+        drop |= probs < min_p * probs[:, :1]
         probs = torch.softmax(sorted_logits.masked_fill(drop, float("-inf")), dim=-1)
         top_p = torch.tensor([p.top_p for p in params])[:, None]
         before = probs.cumsum(dim=-1) - probs  # mass strictly above each token
         drop |= before >= top_p
-        min_p = torch.tensor([p.min_p for p in params])[:, None]
-        drop |= probs < min_p * probs[:, :1]
         drop[:, 0] = False  # always keep the most likely token
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         return torch.empty_like(logits).scatter_(1, order, sorted_logits)

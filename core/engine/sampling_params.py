@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from heron.engine.errors import TokenIdError
 from heron.structured.params import StructuredOutputsParams
 
 __all__ = ("SamplingParams", "StructuredOutputsParams")
@@ -20,6 +22,8 @@ class SamplingParams:
     gives the request its own generator, so its samples do not depend on what else is batched.
     Penalties follow vLLM: ``repetition_penalty`` scales logits of tokens seen in the prompt or
     output, ``presence_penalty``/``frequency_penalty`` subtract for tokens in the output.
+    ``max_tokens=0`` only reads the prompt (for ``prompt_logprobs``, e.g. log-likelihood scoring):
+    the request finishes with ``finish_reason="length"`` and no output token.
     """
 
     n: int = 1
@@ -45,9 +49,10 @@ class SamplingParams:
     allowed_token_ids: list[int] | None = None
     bad_words: list[str] | None = None
     structured_outputs: StructuredOutputsParams | None = None
-    #: a reasoning parser (``is_reasoning_end(output_token_ids)``): the structured-output constraint
-    #: starts once it says reasoning has ended, so thinking models keep thinking freely
-    reasoning_gate: Any = field(default=None, repr=False, compare=False)
+    #: a zero-argument factory returning a fresh reasoning parser (``is_reasoning_end(output_ids)``);
+    #: the engine makes one per sequence (n > 1 siblings never share parser state) and starts the
+    #: structured-output constraint once it says reasoning has ended, so thinking models think freely
+    reasoning_gate: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
     #: filled by the engine: bad_words as token-id sequences
     _bad_words_ids: list[list[int]] = field(default_factory=list, repr=False)
 
@@ -74,8 +79,8 @@ class SamplingParams:
             raise ValueError(f"frequency_penalty must be in [-2, 2], got {self.frequency_penalty}.")
         if self.repetition_penalty <= 0:
             raise ValueError(f"repetition_penalty must be positive, got {self.repetition_penalty}.")
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}.")
+        if self.max_tokens is not None and self.max_tokens < 0:
+            raise ValueError(f"max_tokens must be non-negative (0 reads the prompt only), got {self.max_tokens}.")
         if self.min_tokens < 0 or (self.max_tokens is not None and self.min_tokens > self.max_tokens):
             raise ValueError(f"min_tokens must be in [0, max_tokens], got {self.min_tokens}.")
         if self.logprobs is not None and self.logprobs < 0:
@@ -84,6 +89,28 @@ class SamplingParams:
             raise ValueError(f"prompt_logprobs must be non-negative, got {self.prompt_logprobs}.")
         if self.allowed_token_ids is not None and not self.allowed_token_ids:
             raise ValueError("allowed_token_ids must not be empty.")
+        if self.reasoning_gate is not None and not callable(self.reasoning_gate):
+            raise TypeError("reasoning_gate must be a zero-argument factory of reasoning parsers, "
+                            f"got {type(self.reasoning_gate).__name__}.")
+
+    def check_token_ids(self, vocab_size: int) -> None:
+        """Refuse token ids outside ``[0, vocab_size)`` in every field that holds some.
+
+        ``bad_words`` are checked once tokenized (the engine fills ``_bad_words_ids``).
+
+        Raises:
+            TokenIdError: names the field (``param``) and the first bad id.
+        """
+        fields: tuple[tuple[str, Any], ...] = (
+            ("allowed_token_ids", self.allowed_token_ids or ()),
+            ("stop_token_ids", self.stop_token_ids or ()),
+            ("logit_bias", self.logit_bias or ()),
+            ("bad_words", (t for word in self._bad_words_ids for t in word)),
+        )
+        for param, ids in fields:
+            for token in ids:
+                if not 0 <= token < vocab_size:
+                    raise TokenIdError(param, token, vocab_size)
 
     @property
     def greedy(self) -> bool:

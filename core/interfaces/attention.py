@@ -58,6 +58,10 @@ class AttentionBackend(ABC):
 
     #: the ``--attention-backend`` name
     name: ClassVar[str]
+    #: how eagerly ``--attention-backend auto`` tries this backend: higher first, equal ones in
+    #: name order; ``None`` = never chosen by ``auto``, only when named. The built-in backends
+    #: use 0 for the reference implementation and 100-200 for the fast ones.
+    priority: ClassVar[int | None] = None
 
     @classmethod
     @abstractmethod

@@ -4,8 +4,8 @@ Model plugins build plain ``torch.nn.Linear`` layers. After the weights are in, 
 every one of them to the chosen kernel's :meth:`LinearKernel.convert`, which returns the module
 to use instead (same input and output shapes: ``[T, in] -> [T, out]`` in the model dtype). A
 kernel may repack the weight (a prepacked oneDNN layout), quantize it (weight-only int4/int8),
-or keep it as it is. The ``--linear-kernel`` flag names one; ``auto`` asks each installed kernel,
-in preference order, whether it supports the device and dtype.
+or keep it as it is. The ``--linear-kernel`` flag names one; ``auto`` asks each installed exact kernel
+that declares a :attr:`LinearKernel.priority`, highest first, whether it supports the device and dtype.
 """
 
 from __future__ import annotations
@@ -27,6 +27,10 @@ class LinearKernel(ABC):
     name: ClassVar[str]
     #: whether results equal ``torch.nn.functional.linear`` bit for bit (``auto`` only picks these)
     exact: ClassVar[bool] = False
+    #: how eagerly ``--linear-kernel auto`` tries this kernel (exact kernels only): higher first,
+    #: equal ones in name order; ``None`` = never chosen by ``auto``, only when named. The built-in
+    #: kernels use 0 for plain ``F.linear`` and 100 for faster exact ones.
+    priority: ClassVar[int | None] = None
 
     @classmethod
     @abstractmethod

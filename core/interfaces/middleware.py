@@ -13,7 +13,9 @@ class MiddlewareFactory(Protocol):
     ``MiddlewareProtocol`` class, or an ``AbstractMiddleware`` subclass).
 
     ``settings`` is the resolved server settings object; read what you need (e.g. CORS origins)
-    from it. Middlewares run after the built-in API-key check, in ``--middleware`` order.
+    from it. Middlewares wrap the built-in API-key check and the router, the first name of
+    ``--middleware`` outermost, so they also see 401s and unknown-route 404s; each is called as
+    ``middleware(app=...)`` around the rest of the stack.
     """
 
     def __call__(self, settings: Any) -> Any:

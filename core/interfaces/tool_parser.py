@@ -30,7 +30,17 @@ class ToolParser(ABC):
         self.tools = tools or []
 
     def adjust_request(self, request: Any) -> Any:
-        """Return the request, changed if the format needs it (e.g. keep special tokens)."""
+        """Return the chat request, changed if the format needs it; the default changes nothing.
+
+        The server calls it on a throwaway instance (after the reasoning parser's
+        ``adjust_request``) before it builds the sampling parameters. A format whose markers are
+        special tokens in its model family sets ``request.skip_special_tokens = False``, or the
+        detokenizer strips the markers before :meth:`parse_delta` sees them; the server then
+        hides the special tokens that no parser consumed from ``content`` and ``reasoning``.
+
+        Args:
+            request: the pydantic ``ChatCompletionRequest`` (change it in place or return a copy).
+        """
         return request
 
     def make_call_id(self, index: int, name: str) -> str:

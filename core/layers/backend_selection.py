@@ -1,7 +1,10 @@
 """Choose the attention backend: an operator's explicit name, or ``auto`` = first that fits.
 
-Backends are reached only through the ``attention_backends`` registry; ``auto`` asks each, in
-preference order, whether it supports the model on this device and dtype, and says why it chose.
+Backends are reached only through the ``attention_backends`` registry; ``auto`` asks each that
+declares a ``priority`` (highest first, equal priorities in name order) whether it supports the
+model on this device and dtype, and says why it chose. Core names no backend: the order comes
+from what the plugins declare, and a third-party backend that displaces a built-in one that
+would have served is reported in the log.
 """
 
 from __future__ import annotations
@@ -12,26 +15,25 @@ from typing import Any
 import torch
 
 from heron.interfaces import AttentionBackend
-from heron.plugins import PluginLoadError, registry
+from heron.plugins import registry
+from heron.plugins.ranking import rank, replacement_note
 
-__all__ = ("PREFERRED", "UnsupportedBackendError", "backend_preference", "select_attention_backend")
+__all__ = ("UnsupportedBackendError", "backend_preference", "select_attention_backend")
 
 log = logging.getLogger(__name__)
-
-#: tried first by ``auto``; ``eager`` (the reference implementation) is always tried last
-PREFERRED = ("cpu_paged", "torch_sdpa")
-_LAST = ("eager",)
 
 
 class UnsupportedBackendError(ValueError):
     """The named backend cannot serve this model on this device/dtype."""
 
 
-def backend_preference(names: list[str]) -> list[str]:
-    """``names`` in the order ``auto`` tries them: preferred, then the others sorted, eager last."""
-    first = [n for n in PREFERRED if n in names]
-    last = [n for n in _LAST if n in names]
-    return first + sorted(n for n in names if n not in first and n not in last) + last
+def backend_preference(names: list[str] | None = None) -> list[str]:
+    """The backends ``auto`` tries, in order: declared priority, highest first, ties by name.
+
+    Backends that declare no priority, or fail to load, are not tried. ``names`` restricts the
+    answer to those names (default: every installed or registered backend).
+    """
+    return [c.name for c in rank("attention_backends").candidates if names is None or c.name in names]
 
 
 def select_attention_backend(
@@ -54,9 +56,8 @@ def select_attention_backend(
         UnsupportedBackendError: the named backend does not support the model, or none does.
     """
     device = torch.device(device)
-    reg = registry("attention_backends")
     if name != "auto":
-        cls = reg.load(name)  # UnknownPluginError lists the installed ones
+        cls = registry("attention_backends").load(name)  # UnknownPluginError lists the installed ones
         why_not = cls.supports(device, dtype, head_size, sliding_window, **features)
         if why_not is not None:
             raise UnsupportedBackendError(
@@ -64,22 +65,29 @@ def select_attention_backend(
                 "Pick another with --attention-backend (or 'auto')."
             )
         return cls, f"{name!r} was requested and supports {device.type}/{dtype}"
-    rejected: list[str] = []
-    for candidate in backend_preference(reg.names()):
-        try:
-            cls = reg.load(candidate)
-        except PluginLoadError as err:
-            rejected.append(f"{candidate}: failed to load ({str(err).splitlines()[0]})")
+
+    def fits(cls: Any) -> bool:
+        return cls.supports(device, dtype, head_size, sliding_window, **features) is None
+
+    ranking = rank("attention_backends")
+    rejected = list(ranking.failed)
+    for candidate in ranking.candidates:
+        why_not = candidate.plugin.supports(device, dtype, head_size, sliding_window, **features)
+        if why_not is not None:
+            rejected.append(f"{candidate.name}: {why_not}")
+            log.info("attention backend %r skipped: %s", candidate.name, why_not)
             continue
-        why_not = cls.supports(device, dtype, head_size, sliding_window, **features)
-        if why_not is None:
-            reason = f"auto chose {candidate!r}, the first backend supporting {device.type}/{dtype}, head_size {head_size}"
-            if rejected:
-                reason += f" (skipped {'; '.join(rejected)})"
-            log.info(reason)
-            return cls, reason
-        rejected.append(f"{candidate}: {why_not}")
-        log.info("attention backend %r skipped: %s", candidate, why_not)
+        reason = (f"auto chose {candidate.describe()}, the first backend by priority supporting "
+                  f"{device.type}/{dtype}, head_size {head_size}")
+        if rejected:
+            reason += f" (skipped {'; '.join(rejected)})"
+        note = replacement_note("attention_backends", ranking.candidates, candidate, fits)
+        if note:
+            reason += f"; {note}"
+        log.info(reason)
+        return candidate.plugin, reason
+    if ranking.unranked:
+        rejected.append(f"not tried by auto (no declared priority): {', '.join(ranking.unranked)}")
     raise UnsupportedBackendError(
         "No installed attention backend supports this model: " + ("; ".join(rejected) or "none installed") + "."
     )

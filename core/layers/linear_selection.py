@@ -1,28 +1,27 @@
 """Choose a linear kernel (``--linear-kernel``) and swap it into a loaded model.
 
-Kernels are reached only through the ``linear_kernels`` registry. ``auto`` takes the first
-kernel in :data:`PREFERRED` that supports the device and dtype, then any other installed kernel
-that declares itself ``exact`` (same results as ``F.linear``); quantizing kernels such as
-``int4`` change the numbers, so they run only when named.
+Kernels are reached only through the ``linear_kernels`` registry. ``auto`` tries the installed
+kernels that declare themselves ``exact`` (same results as ``F.linear``) and declare a
+``priority``, highest first (equal priorities in name order), and takes the first that supports
+the device and dtype; quantizing kernels change the numbers, so they run only when named. Core
+names no kernel; a third-party kernel that displaces a built-in one is reported in the log.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 from torch import nn
 
 from heron.interfaces import LinearKernel
-from heron.plugins import PluginLoadError, registry
+from heron.plugins import registry
+from heron.plugins.ranking import rank, replacement_note
 
 __all__ = ("UnsupportedLinearKernelError", "apply_linear_kernel", "select_linear_kernel")
 
 log = logging.getLogger(__name__)
-
-#: tried first by ``auto``; ``dense`` (plain F.linear) is the fallback
-PREFERRED = ("onednn",)
-_LAST = "dense"
 
 
 class UnsupportedLinearKernelError(ValueError):
@@ -32,32 +31,39 @@ class UnsupportedLinearKernelError(ValueError):
 def select_linear_kernel(name: str, device: torch.device | str, dtype: torch.dtype) -> tuple[type[LinearKernel], str]:
     """(kernel class, why it was chosen) for ``name`` (a registered name or ``"auto"``)."""
     device = torch.device(device)
-    reg = registry("linear_kernels")
     if name != "auto":
-        cls = reg.load(name)
+        cls = registry("linear_kernels").load(name)
         why_not = cls.supports(device, dtype)
         if why_not is not None:
             raise UnsupportedLinearKernelError(
                 f"Linear kernel {name!r} cannot run here: {why_not}. Pick another with --linear-kernel (or 'auto')."
             )
         return cls, f"{name!r} was requested"
-    names = reg.names()
-    order = [n for n in PREFERRED if n in names] + sorted(n for n in names if n not in PREFERRED and n != _LAST)
-    skipped: list[str] = []
-    for candidate in [*order, _LAST]:
-        try:
-            cls = reg.load(candidate)
-        except PluginLoadError as err:
-            skipped.append(f"{candidate}: failed to load ({str(err).splitlines()[0]})")
+
+    def fits(cls: Any) -> bool:
+        return bool(cls.exact) and cls.supports(device, dtype) is None
+
+    ranking = rank("linear_kernels")
+    skipped = list(ranking.failed)
+    for candidate in ranking.candidates:
+        if not candidate.plugin.exact:
+            skipped.append(f"{candidate.name}: not exact (auto never picks a kernel that changes the numbers)")
             continue
-        if not cls.exact and candidate != _LAST:
+        why_not = candidate.plugin.supports(device, dtype)
+        if why_not is not None:
+            skipped.append(f"{candidate.name}: {why_not}")
             continue
-        why_not = cls.supports(device, dtype)
-        if why_not is None:
-            return cls, f"auto chose {candidate!r} for {device.type}/{dtype}" + (
-                f" (skipped {'; '.join(skipped)})" if skipped else "")
-        skipped.append(f"{candidate}: {why_not}")
-    raise UnsupportedLinearKernelError("No installed linear kernel runs here: " + "; ".join(skipped) + ".")
+        reason = f"auto chose {candidate.describe()} for {device.type}/{dtype}"
+        if skipped:
+            reason += f" (skipped {'; '.join(skipped)})"
+        note = replacement_note("linear_kernels", ranking.candidates, candidate, fits)
+        if note:
+            reason += f"; {note}"
+        return candidate.plugin, reason
+    if ranking.unranked:
+        skipped.append(f"not tried by auto (no declared priority): {', '.join(ranking.unranked)}")
+    raise UnsupportedLinearKernelError("No installed linear kernel runs here: " + ("; ".join(skipped) or "none installed")
+                                       + ".")
 
 
 def apply_linear_kernel(model: nn.Module, kernel: LinearKernel) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.metadata as md
+import logging
 import threading
 import traceback
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from typing import Any
 from stevedore.named import NamedExtensionManager
 
 __all__ = (
+    "CORE_DISTRIBUTION",
     "GROUPS",
     "PluginInfo",
     "PluginLoadError",
@@ -26,6 +28,11 @@ __all__ = (
     "UnknownPluginError",
     "registry",
 )
+
+log = logging.getLogger(__name__)
+
+#: the distribution that ships heron's core and its built-in plugins
+CORE_DISTRIBUTION = "heron"
 
 #: registry kind -> entry-point group
 GROUPS: dict[str, str] = {
@@ -52,13 +59,22 @@ class UnknownPluginError(LookupError):
 
 
 class PluginLoadError(ImportError):
-    """A plugin that is installed but failed to import or failed its interface check."""
+    """A plugin that is installed but failed to import or failed its interface check.
 
-    def __init__(self, kind: str, name: str, target: str, tb: str) -> None:
-        super().__init__(
-            f"The {kind} plugin {name!r} ({target}) failed to load; fix or uninstall it.\n{tb}"
-        )
+    ``problems`` holds the interface check's findings, one sentence each (empty when the import
+    itself failed; ``traceback`` then holds the real traceback). An interface-check failure reads
+    as one line naming the plugin.
+    """
+
+    def __init__(self, kind: str, name: str, target: str, tb: str, problems: tuple[str, ...] = ()) -> None:
+        if problems:
+            message = (f"The {kind} plugin {name!r} ({target}) failed its interface check: "
+                       f"{'; '.join(problems)} (fix or uninstall it)")
+        else:
+            message = f"The {kind} plugin {name!r} ({target}) failed to load; fix or uninstall it.\n{tb}"
+        super().__init__(message)
         self.kind, self.name, self.target, self.traceback = kind, name, target, tb
+        self.problems = problems
 
 
 @dataclass(slots=True)
@@ -106,6 +122,23 @@ class Registry:
         """All names this registry can load, sorted; imports nothing."""
         return sorted(set(self.entry_points()) | set(self._registered))
 
+    def origin(self, name: str) -> str:
+        """Where plugin ``name`` comes from: ``"dist-name 1.0"`` or ``"registered in-process"``."""
+        if name in self._registered:
+            return "registered in-process"
+        info = self.entry_points().get(name)
+        if info is None or info.distribution is None:
+            return "unknown distribution"
+        return f"{info.distribution} {info.version}"
+
+    def is_builtin(self, name: str) -> bool:
+        """Whether ``name`` is one of heron's own plugins (declared by the ``heron`` distribution)."""
+        if name in self._registered:
+            return False
+        info = self.entry_points().get(name)
+        dist = (info.distribution or "") if info is not None else ""
+        return dist.lower().replace("_", "-") == CORE_DISTRIBUTION
+
     # -- loading ---------------------------------------------------------------------------
     def load(self, name: str) -> Any:
         """Import (once per process) and return the plugin object called ``name``.
@@ -144,13 +177,25 @@ class Registry:
             tb = "".join(traceback.format_exception(type(err), err, err.__traceback__))
             raise self._fail(name, info.target, tb) from err
         obj = next(ext.plugin for ext in manager.extensions if ext.name == name)
+        self._warn_if_shadowed(name, obj)
         problem = self.check(obj) if self.check is not None else None
         if problem:
-            raise self._fail(name, info.target, f"Interface check failed: {problem}")
+            problems = tuple(problem.splitlines())
+            raise self._fail(name, info.target, "Interface check failed: " + "\n".join(problems), problems)
         return obj
 
-    def _fail(self, name: str, target: str, tb: str) -> PluginLoadError:
-        error = PluginLoadError(self.kind, name, target, tb)
+    def _warn_if_shadowed(self, name: str, obj: Any) -> None:
+        # two distributions declaring one name: which loads depends on install order, so say so
+        declared = {(getattr(ep.dist, "name", None), ep.value) for ep in md.entry_points(group=self.group)
+                    if ep.name == name}
+        if len(declared) > 1:
+            listing = ", ".join(f"{value} from {dist or '?'}" for dist, value in sorted(declared, key=str))
+            log.warning("%d distributions declare the %s plugin %r (%s); using %s.%s. Uninstall the one "
+                        "you do not want.", len(declared), self.kind, name, listing,
+                        getattr(obj, "__module__", "?"), getattr(obj, "__qualname__", repr(obj)))
+
+    def _fail(self, name: str, target: str, tb: str, problems: tuple[str, ...] = ()) -> PluginLoadError:
+        error = PluginLoadError(self.kind, name, target, tb, problems)
         self._errors[name] = error
         return error
 
@@ -158,7 +203,7 @@ class Registry:
         """Register ``obj`` under ``name`` in this process; returns a function that undoes it."""
         problem = self.check(obj) if self.check is not None else None
         if problem:
-            raise TypeError(f"Cannot register {self.kind} plugin {name!r}: {problem}")
+            raise TypeError(f"Cannot register {self.kind} plugin {name!r}: {'; '.join(problem.splitlines())}")
         with self._lock:
             self._registered[name] = obj
         return lambda: self.unregister(name)

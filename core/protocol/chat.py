@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from heron.protocol.common import ChatLogprobs, OpenAIModel, UsageInfo
+from heron.protocol.common import ChatLogprobs, OpenAIModel, PromptLogprob, UsageInfo
 from heron.protocol.sampling_fields import SamplingFields
 from heron.protocol.tool_calls import DeltaToolCall, ToolCall
 
@@ -48,6 +48,8 @@ class ChatTool(OpenAIModel):
 
 
 class ChatCompletionRequest(SamplingFields):
+    """A chat completion: OpenAI's fields and vLLM's extras (unknown fields are accepted and logged)."""
+
     messages: list[ChatMessage]
     max_completion_tokens: int | None = None
     logprobs: bool = False
@@ -62,6 +64,14 @@ class ChatCompletionRequest(SamplingFields):
     chat_template: str | None = None
     chat_template_kwargs: dict[str, Any] | None = None
     include_reasoning: bool = True
+    #: passed to the chat template (gpt-oss style templates read it), as vLLM does
+    reasoning_effort: str | None = None
+    #: RAG documents handed to templates that support them (vLLM's ``documents``)
+    documents: list[dict[str, Any]] | None = None
+    # informational: accepted and not used (OpenAI stores nothing here)
+    metadata: dict[str, Any] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
 
 
 class ResponseMessage(BaseModel):
@@ -88,6 +98,8 @@ class ChatCompletionResponse(BaseModel):
     choices: list[ChatChoice]
     usage: UsageInfo
     system_fingerprint: str | None = None
+    #: vLLM's extra: per prompt token (None for the first) ``{token_id: {logprob, rank, decoded_token}}``
+    prompt_logprobs: list[dict[str, PromptLogprob] | None] | None = None
 
 
 class ChatDelta(BaseModel):

@@ -18,6 +18,7 @@ __all__ = (
     "ModelCard",
     "ModelList",
     "OpenAIModel",
+    "PromptLogprob",
     "PromptTokensDetails",
     "ResponseFormat",
     "StreamOptions",
@@ -36,6 +37,11 @@ class OpenAIModel(BaseModel):
 
 
 class ErrorBody(BaseModel):
+    """OpenAI's error object; ``param`` and ``code`` are always sent, ``null`` when they do not apply."""
+
+    # the server always writes all four keys: say so in the response schema
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
     message: str
     type: str
     param: str | None = None
@@ -90,6 +96,14 @@ class StructuredOutputsRequest(OpenAIModel):
     grammar: str | None = None
     json_object: bool | None = None
     disable_any_whitespace: bool = False
+
+
+class PromptLogprob(BaseModel):
+    """One candidate at one prompt position (vLLM's ``prompt_logprobs`` entries)."""
+
+    logprob: float
+    rank: int | None = None
+    decoded_token: str | None = None
 
 
 class ChatTokenLogprob(BaseModel):

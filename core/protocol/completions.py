@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from heron.protocol.common import CompletionLogprobs, OpenAIModel, UsageInfo
+from heron.protocol.common import CompletionLogprobs, OpenAIModel, PromptLogprob, UsageInfo
 from heron.protocol.sampling_fields import SamplingFields
 
 __all__ = (
@@ -23,6 +23,8 @@ __all__ = (
 
 
 class CompletionRequest(SamplingFields):
+    """A text completion of one prompt or a batch (strings or token ids); OpenAI's fields and vLLM's extras."""
+
     prompt: str | list[str] | list[int] | list[list[int]]
     echo: bool = False
     logprobs: int | None = None
@@ -36,7 +38,7 @@ class CompletionChoice(BaseModel):
     logprobs: CompletionLogprobs | None = None
     finish_reason: str | None = None
     stop_reason: int | str | None = None
-    prompt_logprobs: list[dict[int, Any] | None] | None = None
+    prompt_logprobs: list[dict[str, PromptLogprob] | None] | None = None
 
 
 class CompletionResponse(BaseModel):
@@ -59,6 +61,8 @@ class CompletionStreamResponse(BaseModel):
 
 
 class TokenizeRequest(OpenAIModel):
+    """Tokenize exactly one of ``prompt`` (text) or ``messages`` (rendered with the chat template)."""
+
     model: str | None = None
     prompt: str | None = None
     messages: list[dict[str, Any]] | None = None
@@ -75,6 +79,8 @@ class TokenizeResponse(BaseModel):
 
 
 class DetokenizeRequest(OpenAIModel):
+    """Decode token ids back into text."""
+
     model: str | None = None
     tokens: list[int]
 

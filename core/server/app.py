@@ -6,14 +6,11 @@ import logging
 from typing import Any
 
 from litestar import Litestar
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 
-import heron
-from heron.plugins import registry
-from heron.server.auth import api_key_middleware
 from heron.server.errors import exception_handlers
 from heron.server.metrics import ServerMetrics
+from heron.server.middleware_stack import wrap_app
+from heron.server.openapi import openapi_config
 from heron.server.routes.chat import chat_route
 from heron.server.routes.completions import completions_route
 from heron.server.routes.misc import misc_routes
@@ -26,28 +23,24 @@ logger = logging.getLogger("heron.server")
 
 
 def build_app(settings: ServerSettings, engine: Any | None = None, *, chat_template: str | None = None) -> Litestar:
-    """The app: API-key auth first, then ``settings.middleware`` plugins in order, then routes.
+    """The app: ``settings.middleware`` plugins (outermost first), then API-key auth, then routes.
+
+    The middlewares and the key check wrap the whole ASGI handler, so 401s, unknown-route 404s
+    and 405s pass through every middleware too (see :mod:`heron.server.middleware_stack`).
 
     With ``engine=None`` the app starts in the loading state (``/health`` is 503) until
     ``app.state.heron.attach(engine, template)`` is called.
     """
     state = ServerState(settings=settings, engine=engine, chat_template=chat_template, metrics=None,
-                        loading=engine is None)
+                        loading=engine is None, render_limits=settings.render_limits())
     state.metrics = ServerMetrics(settings.model_names[0], state.stats)
-    middleware = [api_key_middleware(settings.api_key)]
-    names = list(settings.middleware)
-    if settings.enable_request_id_headers and "request_id" not in names:
-        names.insert(0, "request_id")  # vLLM's flag: X-Request-Id on every response
-    for name in names:
-        middleware.append(registry("middlewares").load(name)(settings))
     app = Litestar(
         route_handlers=[chat_route(state), completions_route(state), *misc_routes(state)],
-        middleware=middleware,
         exception_handlers=exception_handlers,
-        openapi_config=OpenAPIConfig(title="heron", version=heron.__version__, path="/docs",
-                                     render_plugins=[SwaggerRenderPlugin()]),
+        openapi_config=openapi_config(settings),
         request_max_body_size=settings.max_request_body_bytes,
         debug=False,
     )
     app.state.heron = state
+    wrap_app(app, settings)  # a factory that returns no middleware: PluginLoadError naming it
     return app

@@ -1,4 +1,8 @@
-"""Built-in API-key check: the first middleware, always on when keys are configured."""
+"""Built-in API-key check, always on when keys are configured.
+
+It sits inside the operator's middleware plugins and outside the router (see
+:mod:`heron.server.middleware_stack`), so a 401 carries CORS headers and reaches the access log.
+"""
 
 from __future__ import annotations
 

@@ -30,6 +30,7 @@ def engine_config(settings: ServerSettings) -> Any:
         scheduling_policy=getattr(settings, "scheduling_policy", "fcfs"),
         seed=settings.seed,
         max_logprobs=settings.max_logprobs,
+        structured_limits=settings.structured_limits(),
     )
 
 
@@ -43,4 +44,6 @@ def start_engine(settings: ServerSettings) -> tuple[Any, str | None]:
     template = template or getattr(engine.tokenizer, "chat_template", None)
     if not template:
         log.warning("the model has no chat template: /v1/chat/completions needs --chat-template")
-    return AsyncEngine(engine), template
+    # a backstop behind the server's admission (which counts sequences, so never fewer than these)
+    bound = settings.max_num_seqs + settings.max_waiting_requests + settings.max_sequences_per_request
+    return AsyncEngine(engine, max_open_requests=bound), template

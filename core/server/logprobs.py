@@ -6,7 +6,7 @@ from typing import Any
 
 from heron.protocol.common import ChatLogprob, ChatLogprobs, ChatTokenLogprob, CompletionLogprobs
 
-__all__ = ("chat_logprobs", "completion_logprobs")
+__all__ = ("chat_logprobs", "completion_logprobs", "echo_logprobs", "prompt_logprobs")
 
 
 def _entries(step: Any) -> list[tuple[int, float, str | None]]:
@@ -55,4 +55,29 @@ def completion_logprobs(token_ids: list[int], steps: list[Any], top_n: int, toke
         )
         out.text_offset.append(offset)
         offset += len(text)
+    return out
+
+
+def prompt_logprobs(steps: list[Any] | None, tokenizer: Any) -> list[dict[str, dict[str, Any]] | None]:
+    """vLLM's ``prompt_logprobs``: per prompt token (None for the first), ``{token_id: {"logprob",
+    "rank", "decoded_token"}}`` with the prompt's own token and the top candidates."""
+    out: list[dict[str, dict[str, Any]] | None] = []
+    for step in steps or []:
+        if step is None:
+            out.append(None)
+            continue
+        out.append({
+            str(tid): {"logprob": max(float(getattr(lp, "logprob", lp)), -9999.0), "rank": getattr(lp, "rank", None),
+                       "decoded_token": _text(tokenizer, int(tid), getattr(lp, "decoded_token", None))}
+            for tid, lp in step.items()
+        })
+    return out
+
+
+def echo_logprobs(prompt_ids: list[int], steps: list[Any] | None, top_n: int, tokenizer: Any) -> CompletionLogprobs:
+    """The legacy logprobs object for an echoed prompt: the first token has no logprob, the others
+    their logprob given what precedes them (what lm-evaluation-harness scores)."""
+    steps = list(steps or [])
+    steps += [None] * (len(prompt_ids) - len(steps))
+    out = completion_logprobs(prompt_ids, steps, top_n, tokenizer)
     return out

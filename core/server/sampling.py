@@ -8,7 +8,14 @@ from heron.protocol.sampling_fields import SamplingFields
 from heron.server.errors import APIError
 from heron.structured.params import StructuredOutputError
 
-__all__ = ("build_sampling_params", "check_structured", "refuse_unsupported", "structured_from_request")
+__all__ = (
+    "build_sampling_params",
+    "check_request_limits",
+    "check_structured",
+    "refuse_unsupported",
+    "structured_from_request",
+    "truncate_prompt",
+)
 
 _ALIASES = {"guided_json": "json", "guided_regex": "regex", "guided_choice": "choice", "guided_grammar": "grammar"}
 
@@ -68,14 +75,89 @@ async def check_structured(state: Any, structured: Any, param: str | None) -> No
         raise APIError(400, str(err), param=blame) from err
 
 
+#: OpenAI fields that change generation or the answer and that heron cannot honour: refused, never
+#: silently ignored (informational ones such as ``user``, ``metadata`` and ``store`` are accepted)
+_UNSUPPORTED = {
+    "functions": "the legacy 'functions' field is not supported; send 'tools' instead.",
+    "function_call": "the legacy 'function_call' field is not supported; send 'tool_choice' instead.",
+    "audio": "audio output is not supported.",
+    "prediction": "predicted outputs are not supported.",
+    "web_search_options": "web search is not supported.",
+}
+
+
 def refuse_unsupported(req: SamplingFields, *, chat: bool) -> None:
-    """Known fields the server cannot honour yet are refused, never silently ignored."""
+    """Known fields the server cannot honour are refused with a 400 naming them."""
+    extra = req.model_extra or {}
+    for name, why in _UNSUPPORTED.items():
+        if extra.get(name) is not None:
+            raise APIError(400, f"'{name}': {why}", param=name)
+    modalities = extra.get("modalities")
+    if modalities is not None and list(modalities) != ["text"]:
+        raise APIError(400, "'modalities': only [\"text\"] is supported.", param="modalities")
+    if req.stream and req.prompt_logprobs is not None:
+        raise APIError(400, "'prompt_logprobs' are not available when 'stream' is true.", param="prompt_logprobs")
+    t = req.truncate_prompt_tokens
+    if t is not None and t != -1 and t < 1:
+        raise APIError(400, f"truncate_prompt_tokens must be -1 (the model's length) or at least 1, got {t}.",
+                       param="truncate_prompt_tokens")
     if not chat:
         if getattr(req, "suffix", None):
             raise APIError(400, "'suffix' is not supported.", param="suffix")
         best_of = getattr(req, "best_of", None)
         if best_of is not None and best_of != req.n:
             raise APIError(400, "'best_of' other than n is not supported.", param="best_of")
+
+
+def check_request_limits(settings: Any, req: SamplingFields, *, num_prompts: int = 1) -> None:
+    """The per-request limits of docs/serving.md, each a 400 naming the limit and its flag.
+
+    Cheap checks on the parsed body, made before the request is admitted.
+    """
+    def limit(value: int, most: int, param: str, what: str, flag: str) -> None:
+        if value > most:
+            raise APIError(400, f"{what} ({value}) exceeds this server's limit of {most} ({flag}).",
+                           param=param, code="limit_exceeded")
+
+    limit(num_prompts, settings.max_prompts_per_request, "prompt", "The number of prompts",
+          "--max-prompts-per-request")
+    limit(req.n, settings.max_n, "n", "n", "--max-n")
+    limit(num_prompts * req.n, settings.max_sequences_per_request, "n", "prompts x n",
+          "--max-sequences-per-request")
+    stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+    limit(len(stop), settings.max_stop, "stop", "The number of stop strings", "--max-stop")
+    limit(max((len(s) for s in stop), default=0), settings.max_stop_length, "stop", "A stop string's length",
+          "--max-stop-length")
+    limit(len(req.stop_token_ids or []), settings.max_stop, "stop_token_ids", "The number of stop_token_ids",
+          "--max-stop")
+    limit(len(req.bad_words or []), settings.max_bad_words, "bad_words", "The number of bad_words",
+          "--max-bad-words")
+    limit(max((len(w) for w in req.bad_words or []), default=0), settings.max_stop_length, "bad_words",
+          "A bad word's length", "--max-stop-length")
+    limit(len(req.logit_bias or {}), settings.max_logit_bias, "logit_bias", "The number of logit_bias entries",
+          "--max-logit-bias")
+    tools = getattr(req, "tools", None)
+    if tools:
+        limit(len(tools), settings.max_tools, "tools", "The number of tools", "--max-tools")
+
+
+def truncate_prompt(ids: list[int], req: SamplingFields, max_model_len: int) -> list[int]:
+    """``truncate_prompt_tokens``: keep the last N tokens; -1 keeps as many as the context allows
+    while leaving room for one generated token."""
+    keep = req.truncate_prompt_tokens
+    if keep is None:
+        return ids
+    if keep == -1:
+        keep = max_model_len - 1
+    return ids[-keep:] if len(ids) > keep else ids
+
+
+def check_token_ids(params: Any, vocab_size: int) -> None:
+    """Every token id the request names is in the vocabulary, else a 400 naming the field."""
+    try:
+        params.check_token_ids(vocab_size)
+    except ValueError as err:
+        raise APIError(400, str(err), param=getattr(err, "param", None), code="invalid_token_id") from err
 
 
 def _check(cond: bool, param: str, message: str) -> None:
@@ -94,11 +176,19 @@ def build_sampling_params(
     max_logprobs: int,
     structured: Any = None,
     reasoning_gate: Any = None,
+    vocab_size: int | None = None,
+    allow_zero_tokens: bool = False,
 ) -> Any:
-    """Validate ranges (400 with ``param``) and build ``SamplingParams``; clamps max_tokens to the context."""
+    """Validate ranges (400 with ``param``) and build ``SamplingParams``; clamps max_tokens to the context.
+
+    ``reasoning_gate`` is a factory of reasoning parsers (one per sequence) that holds the output
+    constraint back until reasoning ends. ``allow_zero_tokens``: ``max_tokens: 0`` (completions'
+    echo scoring) is allowed. With ``vocab_size`` every token id of the request is checked.
+    """
     from heron.engine.sampling_params import SamplingParams
 
-    if prompt_len >= max_model_len:
+    scoring_only = allow_zero_tokens and max_tokens == 0  # echo scoring needs no room to generate
+    if prompt_len > max_model_len or (prompt_len == max_model_len and not scoring_only):
         raise APIError(
             400,
             f"This model's maximum context length is {max_model_len} tokens. However, your prompt has "
@@ -108,9 +198,10 @@ def build_sampling_params(
         )
     room = max_model_len - prompt_len
     if max_tokens is not None:
-        _check(max_tokens >= 1, "max_tokens", f"max_tokens must be at least 1, got {max_tokens}.")
+        least = 0 if allow_zero_tokens else 1
+        _check(max_tokens >= least, "max_tokens", f"max_tokens must be at least {least}, got {max_tokens}.")
     max_tokens = room if max_tokens is None else min(max_tokens, room)
-    _check(1 <= req.n <= 128, "n", f"n must be between 1 and 128, got {req.n}.")
+    _check(req.n >= 1, "n", f"n must be at least 1, got {req.n}.")
     temperature = req.temperature if req.temperature is not None else defaults.get("temperature", 1.0)
     _check(0 <= temperature <= 2, "temperature", f"temperature must be between 0 and 2, got {temperature}.")
     top_p = req.top_p if req.top_p is not None else defaults.get("top_p", 1.0)
@@ -159,8 +250,11 @@ def build_sampling_params(
         reasoning_gate=reasoning_gate if structured is not None else None,
     )
     try:
-        return SamplingParams(**kwargs)
+        params = SamplingParams(**kwargs)
     except (ValueError, TypeError) as err:
         message = str(err)
         param = next((k for k in kwargs if k in message), None)
         raise APIError(400, message, param=param) from err
+    if vocab_size is not None:
+        check_token_ids(params, vocab_size)
+    return params

@@ -78,6 +78,45 @@ class ServerSettings:
     max_request_body_bytes: int = 8 * 1024 * 1024
     drain_timeout: float = 30.0
     disable_plugins: list[str] = field(default_factory=list)
+    # per-request limits: each is a 400 naming the limit (docs/serving.md, "Limits")
+    max_prompts_per_request: int = 1024
+    max_n: int = 128
+    max_sequences_per_request: int = 1024
+    max_stop: int = 64
+    max_stop_length: int = 1024
+    max_bad_words: int = 128
+    max_logit_bias: int = 1024
+    max_tools: int = 128
+    max_tools_bytes: int = 1024 * 1024
+    max_json_depth: int = 64
+    # chat-template rendering (heron.chat.RenderLimits)
+    max_chat_template_output_chars: int = 32 * 1024 * 1024
+    chat_template_render_timeout: float = 5.0
+    # structured-output constraints (heron.structured.StructuredLimits; None = its default)
+    max_structured_schema_bytes: int | None = None
+    max_structured_enum_values: int | None = None
+    max_structured_properties: int | None = None
+    max_structured_optional_properties: int | None = None
+    max_structured_object_optional_properties: int | None = None
+    max_structured_literal_chars: int | None = None
+    max_structured_regex_chars: int | None = None
+    max_structured_grammar_chars: int | None = None
+    max_structured_nesting_depth: int | None = None
+    structured_compile_timeout: float | None = None
+
+    def render_limits(self) -> Any:
+        """The chat-template bounds these settings ask for."""
+        from heron.chat import RenderLimits
+
+        return RenderLimits(max_output_chars=self.max_chat_template_output_chars,
+                            timeout_s=self.chat_template_render_timeout)
+
+    def structured_limits(self) -> Any:
+        """The structured-output bounds these settings ask for (unset flags keep the defaults)."""
+        from heron.structured import StructuredLimits
+
+        given = {field: getattr(self, flag) for flag, field in _STRUCTURED_LIMITS.items()}
+        return StructuredLimits(**{k: v for k, v in given.items() if v is not None})
 
     @property
     def model_names(self) -> list[str]:
@@ -85,6 +124,21 @@ class ServerSettings:
         if self.served_model_name:
             return list(self.served_model_name)
         return [self.model or "SmolLM2-135M-Instruct"]
+
+
+#: ``--max-structured-*`` flags -> StructuredLimits fields
+_STRUCTURED_LIMITS = {
+    "max_structured_schema_bytes": "max_schema_bytes",
+    "max_structured_enum_values": "max_enum_values",
+    "max_structured_properties": "max_properties",
+    "max_structured_optional_properties": "max_optional_properties",
+    "max_structured_object_optional_properties": "max_object_optional_properties",
+    "max_structured_literal_chars": "max_literal_chars",
+    "max_structured_regex_chars": "max_regex_chars",
+    "max_structured_grammar_chars": "max_grammar_chars",
+    "max_structured_nesting_depth": "max_nesting_depth",
+    "structured_compile_timeout": "compile_timeout_s",
+}
 
 
 def _csv(text: str) -> list[str]:
@@ -122,7 +176,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduling-policy", choices=["fcfs", "priority"], default=S)
     p.add_argument("--middleware", type=_csv, default=S, help="comma-separated middleware plugin names, applied in order")
     p.add_argument("--max-logprobs", type=int, default=S)
-    p.add_argument("--max-waiting-requests", type=int, default=S, help="queue length past which requests get 503")
+    p.add_argument("--max-waiting-requests", type=int, default=S,
+                   help="sequences (prompts x n) waiting beyond --max-num-seqs past which requests get 503")
     p.add_argument("--request-timeout", type=float, default=S, help="seconds before a request is aborted")
     p.add_argument("--enable-request-id-headers", action="store_true", default=S)
     p.add_argument("--log-requests", action="store_true", default=S)
@@ -130,6 +185,25 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-request-body-bytes", type=parse_size, default=S)
     p.add_argument("--drain-timeout", type=float, default=S, help="seconds SIGTERM waits for in-flight requests")
     p.add_argument("--disable-plugins", type=_csv, default=S, help="hook plugins to disable")
+    lim = p.add_argument_group("request limits", "each one refused with a 400 naming the limit")
+    lim.add_argument("--max-prompts-per-request", type=int, default=S, help="prompts in one /v1/completions request")
+    lim.add_argument("--max-n", type=int, default=S, help="largest n (samples per prompt)")
+    lim.add_argument("--max-sequences-per-request", type=int, default=S, help="prompts x n of one request")
+    lim.add_argument("--max-stop", type=int, default=S, help="stop strings (and stop_token_ids) per request")
+    lim.add_argument("--max-stop-length", type=int, default=S, help="characters of one stop string")
+    lim.add_argument("--max-bad-words", type=int, default=S, help="bad_words entries per request")
+    lim.add_argument("--max-logit-bias", type=int, default=S, help="logit_bias entries per request")
+    lim.add_argument("--max-tools", type=int, default=S, help="tools per chat request")
+    lim.add_argument("--max-tools-bytes", type=parse_size, default=S, help="size of a request's tools as JSON")
+    lim.add_argument("--max-json-depth", type=int, default=S, help="nesting depth of a request body")
+    lim.add_argument("--max-chat-template-output-chars", type=int, default=S,
+                     help="characters one chat-template render may produce (default 32Mi)")
+    lim.add_argument("--chat-template-render-timeout", type=float, default=S,
+                     help="seconds one chat-template render may take (default 5)")
+    for flag, field_name in _STRUCTURED_LIMITS.items():
+        kind = float if field_name.endswith("_s") else int
+        lim.add_argument("--" + flag.replace("_", "-"), type=kind, default=S,
+                         help=f"structured outputs: StructuredLimits.{field_name}")
 
 
 _CONVERT = {
@@ -141,6 +215,7 @@ _CONVERT = {
     "default_chat_template_kwargs": _json_dict,
     "kv_cache_memory_bytes": parse_size,
     "max_request_body_bytes": parse_size,
+    "max_tools_bytes": parse_size,
 }
 
 
@@ -150,9 +225,10 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
             return _CONVERT[name](value)
         if isinstance(default, bool):
             return value.strip().lower() in ("1", "true", "yes", "on")
-        if isinstance(default, int) or name in ("max_model_len", "max_num_batched_tokens", "num_kv_blocks"):
+        if isinstance(default, int) or name in ("max_model_len", "max_num_batched_tokens", "num_kv_blocks") \
+                or (name in _STRUCTURED_LIMITS and name != "structured_compile_timeout"):
             return int(value)
-        if isinstance(default, float) or name == "request_timeout":
+        if isinstance(default, float) or name in ("request_timeout", "structured_compile_timeout"):
             return float(value)
     return value
 

@@ -1,4 +1,9 @@
-"""Per-choice deltas from the engine's cumulative outputs, request timing, disconnect watching."""
+"""Per-choice deltas from the engine's delta outputs, request timing, disconnect watching.
+
+The engine already hands out deltas (only what is new per sample, see
+:mod:`heron.engine.outputs`); :func:`iterate_choices` labels them per choice, adds the running
+token count, and stops reporting a choice once it has finished.
+"""
 
 from __future__ import annotations
 
@@ -17,21 +22,32 @@ __all__ = ("ChoiceDelta", "ChoiceState", "RequestTimer", "iterate_choices", "wat
 class ChoiceState:
     """What has been sent so far for one choice."""
 
-    text_sent: int = 0
-    tokens_sent: int = 0
-    logprobs_sent: int = 0
+    num_tokens: int = 0
     finished: bool = False
 
 
 @dataclass(slots=True)
 class ChoiceDelta:
+    """What is new for one choice (``index``) in one engine output.
+
+    Attributes:
+        text: new visible text.
+        token_ids: new output token ids.
+        logprobs: per new token ``{token_id: Logprob}``, or None when not asked.
+        finish_reason: set on the choice's last delta.
+        stop_reason: the stop string or token id that ended it.
+        num_output_tokens: the choice's output tokens so far (cumulative).
+        cumulative_logprob: sum of the sampled tokens' logprobs so far (when asked).
+    """
+
     index: int
     text: str
     token_ids: list[int]
     logprobs: list[Any] | None
     finish_reason: str | None
     stop_reason: int | str | None
-    output: Any  # the cumulative CompletionOutput
+    num_output_tokens: int
+    cumulative_logprob: float | None = None
 
 
 @dataclass
@@ -63,7 +79,12 @@ class RequestTimer:
 
 
 async def iterate_choices(outputs: AsyncIterator[Any], timer: RequestTimer) -> AsyncIterator[tuple[Any, list[ChoiceDelta]]]:
-    """Yield ``(request_output, deltas)`` where deltas hold only what is new for each choice."""
+    """Yield ``(request_output, deltas)``: one :class:`ChoiceDelta` per choice with something new.
+
+    ``outputs`` are the engine's delta outputs (``AsyncEngine.generate``); the request output is
+    passed along for its request-level fields (``prompt_logprobs`` on the first, ``finished``,
+    ``num_cached_tokens``, ``metrics``).
+    """
     states: dict[int, ChoiceState] = {}
     async for out in outputs:
         deltas = []
@@ -72,18 +93,13 @@ async def iterate_choices(outputs: AsyncIterator[Any], timer: RequestTimer) -> A
             st = states.setdefault(comp.index, ChoiceState())
             if st.finished:
                 continue
-            text = comp.text[st.text_sent :]
-            toks = list(comp.token_ids[st.tokens_sent :])
-            lps = None
-            if comp.logprobs is not None:
-                lps = list(comp.logprobs[st.logprobs_sent :])
-                st.logprobs_sent = len(comp.logprobs)
-            st.text_sent, st.tokens_sent = len(comp.text), len(comp.token_ids)
-            new_tokens = max(new_tokens, len(toks))
+            st.num_tokens += len(comp.token_ids)
+            new_tokens = max(new_tokens, len(comp.token_ids))
             if comp.finish_reason is not None:
                 st.finished = True
-            if text or toks or comp.finish_reason is not None:
-                deltas.append(ChoiceDelta(comp.index, text, toks, lps, comp.finish_reason, comp.stop_reason, comp))
+            if comp.text or comp.token_ids or comp.finish_reason is not None:
+                deltas.append(ChoiceDelta(comp.index, comp.text, comp.token_ids, comp.logprobs, comp.finish_reason,
+                                          comp.stop_reason, st.num_tokens, comp.cumulative_logprob))
         timer.tokens(new_tokens)
         yield out, deltas
 

@@ -1,6 +1,6 @@
 """Structured outputs (constrained decoding): constraints, their xgrammar backend, tool schemas.
 
-``StructuredOutputsParams`` and the tool schemas are plain Python; ``GrammarBackend``,
+``StructuredOutputsParams``, ``StructuredLimits`` and the tool schemas are plain Python; ``GrammarBackend``,
 ``RequestMatcher`` and ``CompiledGrammar`` import xgrammar (about a second), so they load on
 first use.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from heron.structured.limits import StructuredLimits
 from heron.structured.params import StructuredOutputError, StructuredOutputsParams
 from heron.structured.tools import named_tool_schema, required_tools_schema, tool_calls_from_json
 
@@ -19,6 +20,7 @@ __all__ = (
     "CompiledGrammar",
     "GrammarBackend",
     "RequestMatcher",
+    "StructuredLimits",
     "StructuredOutputError",
     "StructuredOutputsParams",
     "named_tool_schema",

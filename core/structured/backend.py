@@ -2,8 +2,10 @@
 
 Built once per engine from the HF tokenizer and the width of the model's logits. Compiling is
 the slow part (milliseconds for small schemas, seconds for large ones with many patterns): it
-runs in C++ without the GIL, is cached by content, and can run in a thread pool
-(:meth:`GrammarBackend.compile_async`) so the engine loop never waits on it. Masking is per step:
+runs in C++ without the GIL, in the backend's thread pool (several compiles run side by side,
+so a slow one never holds up the others), and is cached by content. Its cost is bounded up
+front by :class:`~heron.structured.limits.StructuredLimits` (a Python thread cannot be
+interrupted), and :meth:`GrammarBackend.compile` waits at most ``compile_timeout_s``. Masking is per step:
 :meth:`GrammarBackend.fill` writes one bitmask row per constrained sequence (xgrammar's
 ``BatchGrammarMatcher``, multi-threaded) and :meth:`GrammarBackend.apply_bitmask` sets the
 disallowed logits of those rows to ``-inf`` in one call, leaving unconstrained rows untouched.
@@ -11,6 +13,7 @@ disallowed logits of those rows to ``-inf`` in one call, leaving unconstrained r
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -24,6 +27,7 @@ import numpy as np
 import torch
 import xgrammar as xgr
 
+from heron.structured.limits import StructuredLimits
 from heron.structured.matcher import RequestMatcher
 from heron.structured.params import StructuredOutputError, StructuredOutputsParams
 
@@ -67,7 +71,8 @@ class GrammarBackend:
         stop_token_ids: the ids that end generation (the engine's EOS ids); default: the
             tokenizer's ``eos_token_id``. A complete output allows exactly these next.
         cache_size: how many compiled grammars to keep (least recently used go first).
-        compile_threads: the thread pool size of :meth:`compile_async`.
+        compile_threads: how many compiles may run at once (the thread pool's size).
+        limits: bounds checked before compiling, and the compile timeout (None: defaults).
 
     Thread-safety: ``compile``/``compile_async``/``new_matcher`` may be called from any thread;
     ``fill``/``apply``/``apply_bitmask`` share one bitmask buffer and belong to the engine thread.
@@ -80,7 +85,8 @@ class GrammarBackend:
         *,
         stop_token_ids: Sequence[int] | None = None,
         cache_size: int = 256,
-        compile_threads: int = 1,
+        compile_threads: int = 8,
+        limits: StructuredLimits | None = None,
     ) -> None:
         stops = list(stop_token_ids) if stop_token_ids else None
         self.tokenizer_info = xgr.TokenizerInfo.from_huggingface(
@@ -90,7 +96,12 @@ class GrammarBackend:
         self.vocab_size: int = self.tokenizer_info.vocab_size
         self.stop_token_ids: list[int] = list(self.tokenizer_info.stop_token_ids)
         cpus = os.cpu_count() or 1
-        self._compiler = xgr.GrammarCompiler(self.tokenizer_info, max_threads=min(8, cpus))
+        #: the bounds every constraint is checked against before compiling
+        self.limits = limits or StructuredLimits()
+        # heron caches compiled grammars itself (bounded LRU); xgrammar's own cache is unbounded
+        self._compiler = xgr.GrammarCompiler(
+            self.tokenizer_info, max_threads=min(8, cpus), cache_enabled=False
+        )
         self._batch = xgr.BatchGrammarMatcher(max_threads=max(1, min(8, cpus // 2)))
         width = (self.vocab_size + 31) // 32
         self._stop_row = _bits(self.stop_token_ids, width, set_=True)
@@ -116,19 +127,47 @@ class GrammarBackend:
     def compile(self, params: StructuredOutputsParams) -> CompiledGrammar:
         """The compiled grammar of ``params``, from the cache when the same content was seen.
 
+        Compiles in the backend's thread pool and waits at most ``limits.compile_timeout_s``
+        (the compile itself goes on and is cached; its cost is bounded by ``limits``).
+
         Raises:
-            StructuredOutputError: the schema, regex, choice list or grammar is invalid
-                (``param`` is "structured_outputs"; the server relabels it with ``for_param``).
+            StructuredOutputError: the schema, regex, choice list or grammar is invalid, exceeds
+                a bound of ``limits``, or did not compile within the timeout (``param`` is
+                "structured_outputs"; the server relabels it with ``for_param``).
         """
-        future, mine = self._claim(params)
-        if mine:
-            self._run(future, params)
-        return future.result()
+        future = self.compile_async(params)
+        try:
+            return future.result(timeout=self.limits.compile_timeout_s)
+        except TimeoutError:
+            raise self._timed_out(params) from None
+
+    async def acompile(self, params: StructuredOutputsParams) -> CompiledGrammar:
+        """:meth:`compile` for asyncio: awaits the pool's result without holding a thread
+        (the event loop and the default executor stay free) and with the same timeout."""
+        future = asyncio.wrap_future(self.compile_async(params))
+        try:
+            # shield: a timed-out waiter must not cancel a compile other requests share
+            return await asyncio.wait_for(asyncio.shield(future), self.limits.compile_timeout_s)
+        except TimeoutError:
+            raise self._timed_out(params) from None
+
+    def _timed_out(self, params: StructuredOutputsParams) -> StructuredOutputError:
+        return StructuredOutputError(
+            f"Compiling the {_WHAT[params.kind]} took longer than the compile timeout "
+            f"({self.limits.compile_timeout_s:g} s, compile_timeout_s); simplify it."
+        )
 
     def compile_async(self, params: StructuredOutputsParams) -> Future[CompiledGrammar]:
-        """Like :meth:`compile`, in the backend's thread pool; the future holds the grammar or
-        the StructuredOutputError. Callers asking for the same content share one future (do not
-        cancel it). From asyncio: ``await asyncio.wrap_future(backend.compile_async(p))``."""
+        """Like :meth:`compile`, without waiting: the future holds the grammar or the
+        StructuredOutputError (a bound of ``limits`` exceeded: already set). Callers asking for
+        the same content share one future (do not cancel it). From asyncio:
+        ``await asyncio.wait_for(asyncio.wrap_future(backend.compile_async(p)), timeout)``."""
+        try:
+            self.limits.check(params)
+        except StructuredOutputError as e:
+            refused: Future[CompiledGrammar] = Future()
+            refused.set_exception(e)
+            return refused
         future, mine = self._claim(params)
         if mine:
             self._executor().submit(self._run, future, params)

@@ -14,6 +14,7 @@ from typing import Any
 __all__ = ("StructuredOutputError", "StructuredOutputsParams")
 
 _CONSTRAINTS = ("json", "regex", "choice", "grammar", "json_object")
+_TOO_DEEP = "The JSON schema is nested too deeply to read; flatten it (use $defs and $ref)."
 
 
 class StructuredOutputError(ValueError):
@@ -79,6 +80,8 @@ class StructuredOutputsParams:
         if isinstance(self.json, str):
             try:
                 schema = _json.loads(self.json)
+            except RecursionError:
+                raise StructuredOutputError(_TOO_DEEP) from None
             except ValueError as e:
                 raise StructuredOutputError(f"The JSON schema is not valid JSON: {e}.") from None
         else:
@@ -89,6 +92,8 @@ class StructuredOutputsParams:
             )
         try:
             _json.dumps(schema)
+        except RecursionError:
+            raise StructuredOutputError(_TOO_DEEP) from None
         except (TypeError, ValueError) as e:
             raise StructuredOutputError(f"The JSON schema is not JSON-serializable: {e}.") from None
 

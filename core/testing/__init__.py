@@ -1,6 +1,10 @@
 """Conformance kits that plugin authors (and heron itself) run against every plugin."""
 
-from heron.testing.reasoning_parsers import ReasoningCase, check_reasoning_parser
+from heron.testing.reasoning_parsers import (
+    NoTokenizerWarning,
+    ReasoningCase,
+    check_reasoning_parser,
+)
 from heron.testing.tool_parsers import (
     ToolParserCase,
     ToolStreamChecker,
@@ -9,6 +13,7 @@ from heron.testing.tool_parsers import (
 )
 
 __all__ = (
+    "NoTokenizerWarning",
     "ReasoningCase",
     "ToolParserCase",
     "ToolStreamChecker",

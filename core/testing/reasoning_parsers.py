@@ -10,21 +10,44 @@ also checks ``is_reasoning_end`` on the text's token ids.
 None and "" mean the same: "no reasoning" / "no content". Expected values and ``parse`` results
 are compared after mapping "" to None, and the streamed side is the concatenation of every
 non-None ``reasoning`` (``content``) field of the deltas, None when that concatenation is empty.
+
+A tokenizer is optional for plugin authors calling the kit directly, but without one the kit
+cannot check the one-token-at-a-time chunking nor ``is_reasoning_end``; it then says so with a
+:class:`NoTokenizerWarning` (a test suite can turn it into an error, as heron's own does).
 """
 
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from heron.protocol import DeltaMessage
 
-__all__ = ("Chunking", "ReasoningCase", "check_reasoning_parser", "chunkings", "split_by_tokens")
+__all__ = (
+    "Chunking",
+    "NoTokenizerWarning",
+    "ReasoningCase",
+    "check_reasoning_parser",
+    "chunkings",
+    "split_by_tokens",
+)
 
 Piece = tuple[str, tuple[int, ...]]  # (delta_text, delta_token_ids)
 _MAX_FAILURES = 20
+
+
+class NoTokenizerWarning(UserWarning):
+    """A conformance kit ran without a tokenizer, so the checks that need token ids were skipped."""
+
+
+def _warn_no_tokenizer(parser_cls: type, unchecked: str) -> None:
+    """Say which checks a kit skipped for ``parser_cls`` because it was given no tokenizer."""
+    warnings.warn(NoTokenizerWarning(
+        f"{parser_cls.__name__} was checked without a tokenizer, so {unchecked} went unchecked; "
+        f"pass the model's HF tokenizer to the kit to check them."), stacklevel=3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +95,14 @@ def check_reasoning_parser(
     Args:
         parser_cls: a ReasoningParser subclass, built as ``parser_cls(tokenizer, thinking=...)``
             afresh for every check.
-        tokenizer: a HF tokenizer, or None to skip the token chunking and ``is_reasoning_end``.
+        tokenizer: a HF tokenizer, or None to skip the token chunking and ``is_reasoning_end``
+            (a :class:`NoTokenizerWarning` says so).
         cases: the outputs to check.
         random_splits: how many random chunkings per case.
         seed: makes the random chunkings reproducible (each case also mixes in its name).
     """
+    if tokenizer is None:
+        _warn_no_tokenizer(parser_cls, "the one-token-at-a-time chunking and is_reasoning_end()")
     failures: list[str] = []
     for case in cases:
         failures += _check_case(parser_cls, tokenizer, case, random_splits, seed)

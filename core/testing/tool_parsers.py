@@ -8,7 +8,9 @@ Public API (stable):
 - :func:`check_tool_parser` ``(parser_cls, tokenizer, cases, *, tools=None, random_splits=5,
   seed=0)``: for every case, checks ``parse(text)`` against the expectation, then streams the text
   through ``parse_delta`` + ``finish()`` of a fresh parser in every chunking (one character at a
-  time, one token at a time when a tokenizer is given, ``random_splits`` random cuts, whole) and
+  time, one token at a time when a tokenizer is given (without one a
+  :class:`~heron.testing.reasoning_parsers.NoTokenizerWarning` says that chunking was skipped),
+  ``random_splits`` random cuts, whole) and
   requires the deltas to obey the streaming invariants and to join to exactly what ``parse``
   returned, ids included (``parse`` is called again on the streaming parser, which must hand out
   the ids it streamed). Raises AssertionError naming the case, the chunking (with its pieces) and
@@ -28,7 +30,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from heron.protocol import DeltaMessage, ToolParseResult
-from heron.testing.reasoning_parsers import _cut, _short, _show, chunkings  # shared message helpers
+from heron.testing.reasoning_parsers import (  # shared helpers
+    _cut,
+    _short,
+    _show,
+    _warn_no_tokenizer,
+    chunkings,
+)
 
 __all__ = ("StreamedCall", "ToolParserCase", "ToolStreamChecker", "check_tool_parser", "invariant_errors")
 
@@ -157,12 +165,15 @@ def check_tool_parser(
     Args:
         parser_cls: a ToolParser subclass, built as ``parser_cls(tokenizer, tools)`` afresh for
             every check.
-        tokenizer: a HF tokenizer, or None to skip the one-token-at-a-time chunking.
+        tokenizer: a HF tokenizer, or None to skip the one-token-at-a-time chunking (a
+            ``NoTokenizerWarning`` says so).
         cases: the fixtures.
         tools: the ``tools`` passed to the parser when a case has none of its own.
         random_splits: how many random chunkings to try per case.
         seed: seeds the random chunkings (mixed with the case name).
     """
+    if tokenizer is None:
+        _warn_no_tokenizer(parser_cls, "the one-token-at-a-time chunking")
     failures: list[str] = []
     for case in cases:
         failures += _check_case(parser_cls, tokenizer, case, case.tools or tools, random_splits, seed)

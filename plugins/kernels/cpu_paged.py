@@ -91,6 +91,7 @@ class CpuPagedBackend(TorchSDPABackend):
     """``torch_sdpa`` with a C++ decode kernel that reads K/V in place from the paged cache."""
 
     name = "cpu_paged"
+    priority = 200  # auto's first choice where its C++ decode kernel builds and the dtype fits
 
     @classmethod
     def supports(

@@ -21,6 +21,7 @@ class EagerBackend(AttentionBackend):
     """Per-request explicit attention over the paged cache; any device, any float dtype."""
 
     name = "eager"
+    priority = 0  # the reference: auto's last resort (any device, any float dtype, soft caps)
 
     @classmethod
     def supports(

@@ -150,6 +150,7 @@ class DenseKernel(LinearKernel):
 
     name = "dense"
     exact = True
+    priority = 0  # the fallback that always runs
 
     @classmethod
     def supports(cls, device: torch.device, dtype: torch.dtype) -> str | None:
@@ -164,6 +165,7 @@ class OneDNNKernel(LinearKernel):
 
     name = "onednn"
     exact = True
+    priority = 100
 
     @classmethod
     def supports(cls, device: torch.device, dtype: torch.dtype) -> str | None:
@@ -182,6 +184,7 @@ class Int4Kernel(LinearKernel):
 
     name = "int4"
     exact = False
+    priority = None  # quantizes: never chosen by auto, only when named
     #: layers kept at 8 bits (per output channel) instead of 4
     int8_layers: ClassVar[tuple[str, ...]] = ("lm_head",)
 

@@ -68,6 +68,7 @@ class TorchSDPABackend(AttentionBackend):
     """Batched paged attention with ``torch.nn.functional.scaled_dot_product_attention``."""
 
     name = "torch_sdpa"
+    priority = 100  # the portable fast path
 
     @classmethod
     def supports(

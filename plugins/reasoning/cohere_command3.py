@@ -7,11 +7,12 @@ Tool calls (``<|START_ACTION|>…``) after the thinking stay in the content for 
 from __future__ import annotations
 
 from heron_plugins.reasoning._base import TagReasoningParser
+from heron_plugins.reasoning._special import KeepsSpecialTokens
 
 __all__ = ("CohereCommand3ReasoningParser",)
 
 
-class CohereCommand3ReasoningParser(TagReasoningParser):
+class CohereCommand3ReasoningParser(KeepsSpecialTokens, TagReasoningParser):
     """Thinking markers around reasoning, response markers around the answer."""
 
     starts = ("<|START_THINKING|>",)

@@ -7,11 +7,12 @@ also when thinking is off, since the model still wraps its answer.
 from __future__ import annotations
 
 from heron_plugins.reasoning._base import TagReasoningParser
+from heron_plugins.reasoning._special import KeepsSpecialTokens
 
 __all__ = ("HunyuanA13BReasoningParser",)
 
 
-class HunyuanA13BReasoningParser(TagReasoningParser):
+class HunyuanA13BReasoningParser(KeepsSpecialTokens, TagReasoningParser):
     """``<think>…</think>``; content unwrapped from ``<answer>…</answer>``."""
 
     answer_tags = ("<answer>", "</answer>")

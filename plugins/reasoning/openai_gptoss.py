@@ -21,6 +21,7 @@ from typing import Any
 
 from heron_plugins.reasoning._base import Pieces, StreamingReasoningParser
 from heron_plugins.reasoning._markers import find_marker
+from heron_plugins.reasoning._special import KeepsSpecialTokens
 
 __all__ = ("GptOssReasoningParser",)
 
@@ -29,7 +30,7 @@ CLOSERS = ("<|end|>", "<|return|>", "<|call|>")
 _CHANNEL_NAME = re.compile(r"\s*([A-Za-z_]+)")
 
 
-class GptOssReasoningParser(StreamingReasoningParser):
+class GptOssReasoningParser(KeepsSpecialTokens, StreamingReasoningParser):
     """Harmony channels → reasoning / content; other messages pass through verbatim."""
 
     honours_thinking = False

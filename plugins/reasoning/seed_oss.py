@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from heron_plugins.reasoning._base import TagReasoningParser
+from heron_plugins.reasoning._special import KeepsSpecialTokens
 
 __all__ = ("SeedOssReasoningParser",)
 
 
-class SeedOssReasoningParser(TagReasoningParser):
+class SeedOssReasoningParser(KeepsSpecialTokens, TagReasoningParser):
     """``<seed:think>…</seed:think>``; reasoning only when the output opens the block."""
 
     starts = ("<seed:think>",)

@@ -95,7 +95,8 @@ class BufferedToolParser(ToolParser):
     end_markers: ClassVar[tuple[str, ...]] = ()
     accept_unclosed: ClassVar[bool] = False
     strip_around_calls: ClassVar[bool] = True
-    #: Markers are special tokens in many vocabularies: keep them in the text when tools are on.
+    #: Markers are special tokens in many vocabularies: keep them in the text when tools are on
+    #: (False only for formats without marker tokens, e.g. a bare Python list).
     keep_special_tokens: ClassVar[bool] = True
 
     def __init__(self, tokenizer: Any, tools: list[dict] | None = None) -> None:
@@ -117,15 +118,16 @@ class BufferedToolParser(ToolParser):
     # -- the ToolParser contract ------------------------------------------------------------
 
     def adjust_request(self, request: Any) -> Any:
-        """With tools on (and ``tool_choice`` not "none"), ask for special tokens to be kept."""
+        """With tools on (and ``tool_choice`` not "none"), set ``skip_special_tokens = False``.
+
+        The request is changed in place and returned. The server hides the special tokens
+        that no parser consumed, so the answer's content is the same as with them skipped.
+        """
         wanted = (self.keep_special_tokens and getattr(request, "tools", None)
                   and getattr(request, "tool_choice", None) != "none"
                   and getattr(request, "skip_special_tokens", False))
-        if not wanted:
-            return request
-        if hasattr(request, "model_copy"):
-            return request.model_copy(update={"skip_special_tokens": False})
-        request.skip_special_tokens = False
+        if wanted:
+            request.skip_special_tokens = False
         return request
 
     def parse(self, text: str) -> ToolParseResult:

@@ -15,5 +15,6 @@ class Phi4MiniJsonToolParser(JsonBlockToolParser):
     """Reads ``functools[…]`` JSON arrays."""
 
     start_markers = ("functools",)
+    keep_special_tokens = False  # no marker is a special token in this format
     body_shape = "array"
     json_value_region = True

@@ -17,6 +17,7 @@ class PythonicToolParser(BufferedToolParser):
     """Reads an output that is one Python list of calls."""
 
     anchored_markers = ("[",)
+    keep_special_tokens = False  # no marker is a special token in this format
 
     def parse_region(self, marker: str, body: str) -> list[ParsedCall] | None:
         return pythonic_calls("[" + body)

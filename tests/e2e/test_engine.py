@@ -1,4 +1,5 @@
-"""The engine on the real model: stopping, logprobs, seeds, prefix-cache reporting, aborts, no leaks."""
+"""The engine on the real model: stopping, logprobs, seeds, prefix-cache reporting, aborts, no leaks,
+and ``heron serve`` exiting non-zero when the engine cannot start."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from heron import SamplingParams
 from heron.engine import AsyncEngine
 from heron.engine.block_manager import BlockManager
+from heron.engine.outputs import merge_output
 
 pytestmark = pytest.mark.slow
 
@@ -81,16 +83,19 @@ def test_n_samples_share_prompt_blocks_and_prefix_cache_reporting(llm32):
     prompt = list(range(3000, 3045))  # never seen before: nothing cached
     params = SamplingParams(n=3, temperature=1.0, seed=7, max_tokens=8, ignore_eos=True)
     req = engine.add_request("n3", None, params, prompt_token_ids=prompt)
-    outs = []
+    outs = list(engine.step())  # sample 0 computes the prompt; the siblings join on its blocks
+    first, *siblings = req.seqs
+    assert len(outs) == 1 and all(s.block_table for s in req.seqs)
+    for sib in siblings:  # the full prompt blocks are sample 0's own, not copies
+        assert sib.block_table[:2] == first.block_table[:2]
+        assert sib.num_cached_tokens == 32
     while engine.has_unfinished():
         outs += engine.step()
-        if all(s.block_table for s in req.seqs) and len(outs) == 1:
-            first, *siblings = req.seqs
-            for sib in siblings:  # the full prompt blocks are sample 0's own, not copies
-                assert sib.block_table[:2] == first.block_table[:2]
-                assert sib.num_cached_tokens == 32
-    out = outs[-1]
+    out = outs[0]  # the outputs are deltas: merge them into the cumulative result
+    for delta in outs[1:]:
+        merge_output(out, delta)
     assert out.finished and [c.index for c in out.outputs] == [0, 1, 2]
+    assert [len(c.token_ids) for c in out.outputs] == [8, 8, 8]
     assert len({tuple(c.token_ids) for c in out.outputs}) > 1
     assert out.num_cached_tokens == 0  # sample 0 computed the prompt
     hits = engine.blocks.prefix_hits
@@ -104,7 +109,7 @@ def test_bad_requests_are_refused(llm32):
     engine = llm32.engine
     with pytest.raises(ValueError, match="empty"):
         engine.add_request("e1", None, SamplingParams(), prompt_token_ids=[])
-    with pytest.raises(ValueError, match="token ids"):
+    with pytest.raises(ValueError, match="prompt_token_ids contains"):
         engine.add_request("e2", None, SamplingParams(), prompt_token_ids=[engine.vocab_size + 5])
     with pytest.raises(ValueError, match="max_model_len"):
         engine.add_request("e3", None, SamplingParams(), prompt_token_ids=[1] * engine.max_model_len)
@@ -121,7 +126,15 @@ def test_three_hundred_requests_with_aborts_and_preemption_leak_nothing(llm32, c
     try:
         pending = {}
         finished = {}
+        partial = {}
         aborted = set()
+
+        def collect(outs):
+            for out in outs:
+                merged = partial.pop(out.request_id, None)
+                out = out if merged is None else merge_output(merged, out)
+                (finished if out.finished else partial)[out.request_id] = out
+
         # six long requests outgrow the pool together: preemption is certain
         for i in range(6):
             params = SamplingParams(temperature=0.8, max_tokens=60, ignore_eos=True, seed=i)
@@ -138,16 +151,12 @@ def test_three_hundred_requests_with_aborts_and_preemption_leak_nothing(llm32, c
             pending[rid] = params
             if i % 10 == 9:  # let the engine run a few steps between arrivals, aborting some
                 for _ in range(3):
-                    for out in engine.step():
-                        if out.finished:
-                            finished[out.request_id] = out
+                    collect(engine.step())
                 victim = rng.choice(sorted(k for k in set(pending) - set(finished) - aborted if k.startswith("leak")))
                 engine.abort(victim)
                 aborted.add(victim)
         while engine.has_unfinished():
-            for out in engine.step():
-                if out.finished:
-                    finished[out.request_id] = out
+            collect(engine.step())
         assert set(finished) | aborted == set(pending)
         for rid, out in finished.items():
             params = pending[rid]
@@ -171,14 +180,14 @@ def test_async_engine_streams_aborts_and_survives_bad_requests(llm32, chat_promp
         params = SamplingParams(temperature=0, max_tokens=20, ignore_eos=True)
         seen = []
         async for out in client.generate(chat_prompts[0], params, "a1"):
-            seen.append(len(out.outputs[0].token_ids))
-        assert seen[-1] == 20 and seen == sorted(seen)
+            seen.append(len(out.outputs[0].token_ids))  # deltas: new tokens only
+        assert sum(seen) == 20 and all(n >= 1 for n in seen)
         # a client that walks away mid-stream: the request is aborted and its blocks freed
         agen = client.generate(chat_prompts[1], SamplingParams(max_tokens=200, ignore_eos=True), "a2")
         async for _out in agen:
             break
         await agen.aclose()
-        with pytest.raises(ValueError, match="token ids"):
+        with pytest.raises(ValueError, match="prompt_token_ids contains 1000000000"):
             async for _ in client.generate([10**9], params, "a3"):
                 pass
         # the engine is still alive after a bad request
@@ -198,5 +207,39 @@ def test_async_engine_streams_aborts_and_survives_bad_requests(llm32, chat_promp
 
 
 async def _last(agen):
-    outs = [out async for out in agen]
-    return outs[-1]
+    """The stream's deltas merged into one cumulative output."""
+    merged = None
+    async for out in agen:
+        merged = out if merged is None else merge_output(merged, out)
+    return merged
+
+
+def test_serve_exits_non_zero_when_the_engine_cannot_start(tmp_path):
+    import time
+
+    import httpx
+
+    from tests.e2e.conftest import have_default_model
+    from tests.e2e.server_fixture import START_TIMEOUT_S, ServerProcess
+
+    have_default_model()
+    server = ServerProcess(["--max-model-len", "100000"], tmp_path / "serve.log")  # the model has 8k
+    health = []
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while server.proc.poll() is None and time.monotonic() < deadline:
+            try:
+                r = httpx.get(f"{server.base_url}/health", timeout=2)
+                health.append((r.status_code, r.json().get("reason", "")))
+            except (httpx.TransportError, ValueError):
+                pass
+            time.sleep(0.2)
+        code = server.proc.poll()
+    finally:
+        server.stop()
+    log = server.log_path.read_text(errors="replace")
+    assert code == 1, f"heron serve did not exit with status 1 (got {code}); log:\n{log[-4000:]}"
+    assert "max_model_len 100000 exceeds the model's context length" in log
+    assert "heron serve: the engine failed to start: ValueError" in log
+    assert any(status == 503 and "engine failed to start" in reason and "100000" in reason
+               for status, reason in health), health[-5:]

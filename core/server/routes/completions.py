@@ -1,34 +1,38 @@
-"""``POST /v1/completions``: prompts as a string, strings, token ids or lists of token ids."""
+"""``POST /v1/completions``: prompts as a string, strings, token ids or lists of token ids.
+
+With ``echo`` the prompt comes back in front of each choice's text, and with ``echo`` and
+``logprobs`` its tokens' logprobs come first in the logprobs object (the first token has none):
+``{"echo": true, "logprobs": 1, "max_tokens": 0}`` is how lm-evaluation-harness scores text.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from litestar import Request, Response, post
 from litestar.response import Stream
 
-from heron.engine.errors import RequestRejectedError
-from heron.protocol.common import PromptTokensDetails, UsageInfo
+from heron.protocol.common import CompletionLogprobs, PromptTokensDetails, UsageInfo
 from heron.protocol.completions import CompletionChoice, CompletionRequest, CompletionResponse
-from heron.server.errors import APIError, error_body
-from heron.server.logprobs import completion_logprobs
-from heron.server.routes.chat import sse
+from heron.server.errors import APIError
+from heron.server.logprobs import completion_logprobs, echo_logprobs, prompt_logprobs
+from heron.server.requests import Event, Job, RequestContext, sse
 from heron.server.sampling import (
     build_sampling_params,
+    check_request_limits,
     check_structured,
     refuse_unsupported,
     structured_from_request,
+    truncate_prompt,
 )
-from heron.server.state import ServerState, new_id, read_body
-from heron.server.streams import RequestTimer, iterate_choices, watch_disconnect
+from heron.server.state import ServerState, read_body
 
 __all__ = ("completions_route",)
 
 
-def _prompts(req: CompletionRequest, tok: Any) -> list[tuple[str, list[int]]]:
+def _items(req: CompletionRequest) -> list[Any]:
     p = req.prompt
     if isinstance(p, str):
         items: list[Any] = [p]
@@ -38,198 +42,188 @@ def _prompts(req: CompletionRequest, tok: Any) -> list[tuple[str, list[int]]]:
         items = list(p)
     if not items:
         raise APIError(400, "'prompt' must not be empty.", param="prompt")
-    out = []
-    vocab = len(tok)
-    for item in items:
+    return items
+
+
+def _prepare(state: ServerState, req: CompletionRequest, items: list[Any], structured: Any) -> list[Job]:
+    """Tokenize every prompt and build its params (in a worker thread: prompts can be long)."""
+    tok = state.engine.tokenizer
+    vocab = state.vocab_size
+    # echo + logprobs: the prompt's logprobs are part of the answer
+    scoring = req.echo and req.logprobs is not None
+    jobs = []
+    for i, item in enumerate(items):
         if isinstance(item, str):
-            ids = tok.encode(item, add_special_tokens=True)
-            out.append((item, ids))
+            text, ids = item, tok.encode(item, add_special_tokens=True)
         else:
             if not item or any(not isinstance(t, int) or t < 0 or t >= vocab for t in item):
-                raise APIError(400, f"prompt token ids must be in [0, {vocab}).", param="prompt")
-            out.append((tok.decode(item), list(item)))
-    if req.truncate_prompt_tokens:
-        out = [(t, ids[-req.truncate_prompt_tokens :]) for t, ids in out]
-    return out
+                raise APIError(400, f"prompt token ids must be in [0, {vocab}).", param="prompt",
+                               code="invalid_token_id")
+            text, ids = tok.decode(item), list(item)
+        ids = truncate_prompt(ids, req, state.engine.max_model_len)
+        params = build_sampling_params(
+            req, prompt_len=len(ids), max_model_len=state.engine.max_model_len,
+            max_tokens=req.max_tokens if req.max_tokens is not None else 16, logprobs=req.logprobs,
+            defaults=getattr(state.engine, "generation_defaults", {}) or {},
+            max_logprobs=state.settings.max_logprobs, structured=structured, vocab_size=vocab,
+            allow_zero_tokens=True)
+        if scoring:
+            params = params.clone(prompt_logprobs=max(params.prompt_logprobs or 0, req.logprobs))
+        jobs.append(Job(i, text, ids, params))
+    return jobs
 
 
 def completions_route(state: ServerState):
     @post("/v1/completions", status_code=200, summary="Create a completion")
     async def completions(request: Request) -> Response | Stream:
-        req = await read_body(request, CompletionRequest, state.settings.max_request_body_bytes)
-        state.check_capacity()
+        s = state.settings
+        req = await read_body(request, CompletionRequest, s.max_request_body_bytes, s.max_json_depth)
         state.check_model(req.model)
         refuse_unsupported(req, chat=False)
-        structured, structured_param = structured_from_request(req)
-        await check_structured(state, structured, structured_param)
-        tok = state.engine.tokenizer
-        prompts = _prompts(req, tok)
-        jobs = []
-        base = req.request_id or new_id("cmpl")
-        for i, (text, ids) in enumerate(prompts):
-            params = build_sampling_params(
-                req, prompt_len=len(ids), max_model_len=state.engine.max_model_len, max_tokens=req.max_tokens
-                if req.max_tokens is not None else 16, logprobs=req.logprobs,
-                defaults=getattr(state.engine, "generation_defaults", {}) or {}, max_logprobs=state.settings.max_logprobs, structured=structured)
-            rid = base if len(prompts) == 1 else f"{base}-{i}"
-            jobs.append((i, text, ids, params, rid))
-        timer = RequestTimer()
+        items = _items(req)
+        check_request_limits(s, req, num_prompts=len(items))
+        ctx = RequestContext.open(state, request, req, prefix="cmpl", num_seqs=len(items) * req.n)
+        with ctx.guard():
+            structured, structured_param = structured_from_request(req)
+            await check_structured(state, structured, structured_param)
+            jobs = await ctx.off_loop(_prepare, state, req, items, structured)
+        ctx.submit(jobs)
+        answer = _Answer(ctx, req)
         if req.stream:
-            return Stream(_stream(state, req, base, jobs, timer), media_type="text/event-stream",
-                          headers={"Cache-Control": "no-cache"})
-        return await _whole(state, request, req, base, jobs, timer)
+            return ctx.stream(answer.chunks())
+        return await answer.whole()
 
     return completions
 
 
-async def _run(state, req, job, timer, sink) -> None:
-    i, text, ids, params, rid = job
-    outputs = state.engine.generate(ids, params, rid, priority=req.priority, cache_salt=req.cache_salt)
-    try:
-        async for out, deltas in iterate_choices(outputs, timer):
-            for d in deltas:
-                await sink(i, params.n, text, ids, out, d)
-    finally:
-        state.engine.abort(rid)
+@dataclass
+class _Choice:
+    job: Job
+    index: int
+    texts: list[str] = field(default_factory=list)
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[Any] = field(default_factory=list)
+    prompt_logprobs: list[Any] | None = None
+    tokens: int = 0
+    sent_chars: int = 0  # output characters already streamed (for text_offset)
+    started: bool = False
+    finish_reason: str | None = None
+    stop_reason: int | str | None = None
 
 
-def _queue_time(out: Any) -> float | None:
-    return getattr(getattr(out, "metrics", None), "queue_time", None)
+class _Answer:
+    def __init__(self, ctx: RequestContext, req: CompletionRequest) -> None:
+        self.ctx, self.req = ctx, req
+        self.tok = ctx.state.engine.tokenizer
+        self.choices: dict[int, _Choice] = {}
+        self.cached = 0
 
-
-def _retrieve(task: asyncio.Future) -> None:
-    """Mark a cancelled gather's outcome as seen (else asyncio logs 'exception was never retrieved')."""
-    if not task.cancelled():
-        task.exception()
-
-
-def _choice(state, req, i, n, text, ids, d, body: str, offset: int = 0) -> CompletionChoice:
-    """``offset``: characters of this choice's output already sent (streaming), for ``text_offset``."""
-    lp = None
-    if req.logprobs is not None and d.logprobs is not None:
-        prefix_len = (len(text) if req.echo else 0) + offset
-        lp = completion_logprobs(d.token_ids, d.logprobs, req.logprobs, state.engine.tokenizer, prefix_len)
-    return CompletionChoice(index=i * n + d.index, text=body, logprobs=lp, finish_reason=d.finish_reason,
-                            stop_reason=d.stop_reason)
-
-
-async def _whole(state, request, req, base, jobs, timer) -> Response:
-    texts: dict[int, list[str]] = {}
-    finals: dict[int, tuple] = {}
-    queue_times: dict[int, float | None] = {}
-    usage = UsageInfo()
-    cached = 0
-
-    async def sink(i, n, text, ids, out, d):
-        nonlocal cached
-        key = i * n + d.index
-        texts.setdefault(key, []).append(d.text)
+    def _see(self, ev: Event) -> _Choice:
+        key, d = ev.choice, ev.delta
+        c = self.choices.get(key)
+        if c is None:
+            c = self.choices[key] = _Choice(ev.job, key)
+        c.tokens = d.num_output_tokens
+        if getattr(ev.output, "prompt_logprobs", None) and c.prompt_logprobs is None:
+            c.prompt_logprobs = list(ev.output.prompt_logprobs)
+        self.cached = max(self.cached, getattr(ev.output, "num_cached_tokens", 0) or 0)
         if d.finish_reason is not None:
-            finals[key] = (i, n, text, ids, d)
-            queue_times[key] = _queue_time(out)
-            cached = max(cached, getattr(out, "num_cached_tokens", 0) or 0)
+            c.finish_reason, c.stop_reason = d.finish_reason, d.stop_reason
+        return c
 
-    state.in_flight += 1
-    task = asyncio.ensure_future(asyncio.gather(*[_run(state, req, job, timer, sink) for job in jobs]))
-    watcher = asyncio.ensure_future(watch_disconnect(request))
-    try:
-        done, _ = await asyncio.wait({task, watcher}, timeout=state.settings.request_timeout,
-                                     return_when=asyncio.FIRST_COMPLETED)
-        if task not in done:
-            if watcher in done:
-                return Response(b"", status_code=499)
-            raise APIError(408, f"Request timed out after {state.settings.request_timeout} s.")
-        task.result()
-    finally:
-        watcher.cancel()
-        state.in_flight -= 1
-        if not task.done():  # client gone, timed out, or this handler was cancelled (shutdown)
-            task.cancel()
-            task.add_done_callback(_retrieve)
-            for i, _, _, params, _ in jobs:
-                if any(i * params.n + c not in finals for c in range(params.n)):
-                    state.metrics.observe_aborted(e2e=timer.e2e())
-    choices = []
-    for key in sorted(finals):
-        i, n, text, ids, d = finals[key]
-        comp = d.output
-        body = (text if req.echo else "") + "".join(texts[key])
-        choice = _choice(state, req, i, n, text, ids, d, body)
-        if req.logprobs is not None and comp.logprobs is not None:
-            choice.logprobs = completion_logprobs(list(comp.token_ids), list(comp.logprobs), req.logprobs,
-                                                  state.engine.tokenizer, len(text) if req.echo else 0)
-        choices.append(choice)
-        usage.completion_tokens += len(comp.token_ids)
-        state.metrics.observe_finished(prompt_tokens=len(ids) if d.index == 0 else 0,
-                                       completion_tokens=len(comp.token_ids), finish_reason=d.finish_reason,
-                                       ttft=timer.ttft, e2e=timer.e2e(), queue_time=queue_times[key],
-                                       itls=timer.gaps)
-    usage.prompt_tokens = sum(len(job[2]) for job in jobs)
-    usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
-    usage.prompt_tokens_details = PromptTokensDetails(cached_tokens=cached)
-    request.scope.setdefault("state", {})["usage"] = usage.model_dump()
-    body = CompletionResponse(id=base, model=state.model_name, choices=choices, usage=usage)
-    return Response(body.model_dump(), media_type="application/json")
+    def _usage(self) -> UsageInfo:
+        prompt = sum(len(job.prompt_ids) for job in self.ctx.jobs)
+        completion = sum(c.tokens for c in self.choices.values())
+        return UsageInfo(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
+                         prompt_tokens_details=PromptTokensDetails(cached_tokens=self.cached))
 
+    def _echo_logprobs(self, c: _Choice) -> CompletionLogprobs:
+        """The prompt part of the logprobs object (echo + logprobs)."""
+        return echo_logprobs(c.job.prompt_ids, c.prompt_logprobs, self.req.logprobs or 0, self.tok)
 
-async def _stream(state, req, base, jobs, timer) -> AsyncIterator[bytes]:
-    created, model = int(time.time()), state.model_name
-    queue: asyncio.Queue = asyncio.Queue()
-    echoed: set[int] = set()
-    sent: dict[int, int] = {}  # characters of output text sent per choice
-    unfinished = {i: params.n for i, _, _, params, _ in jobs}
-    completion = 0
+    def _logprobs(self, c: _Choice, token_ids: list[int], steps: list[Any], offset: int,
+                  with_prompt: bool) -> CompletionLogprobs:
+        out = completion_logprobs(token_ids, steps, self.req.logprobs or 0, self.tok, offset)
+        if not with_prompt:
+            return out
+        head = self._echo_logprobs(c)
+        return CompletionLogprobs(text_offset=head.text_offset + out.text_offset,
+                                  token_logprobs=head.token_logprobs + out.token_logprobs,
+                                  tokens=head.tokens + out.tokens, top_logprobs=head.top_logprobs + out.top_logprobs)
 
-    async def sink(i, n, text, ids, out, d):
-        await queue.put((i, n, text, ids, d, _queue_time(out)))
+    def _prompt_logprobs(self, c: _Choice) -> list[Any] | None:
+        if self.req.prompt_logprobs is None:
+            return None
+        return prompt_logprobs(c.prompt_logprobs, self.tok)
 
-    async def run_all():
-        try:
-            await asyncio.gather(*[_run(state, req, job, timer, sink) for job in jobs])
-            await queue.put(None)
-        except Exception as err:  # surfaced as one SSE error event
-            await queue.put(err)
+    # -- whole ------------------------------------------------------------------------------
 
-    state.in_flight += 1
-    task = asyncio.ensure_future(run_all())
-    try:
-        while True:
-            item = await queue.get()
-            if item is None:
-                break
-            if isinstance(item, Exception):
-                raise item
-            i, n, text, ids, d, queue_time = item
-            key = i * n + d.index
-            body = d.text
-            if req.echo and key not in echoed:
-                echoed.add(key)
-                body = text + body
-            choice = _choice(state, req, i, n, text, ids, d, body, sent.get(key, 0))
-            sent[key] = sent.get(key, 0) + len(d.text)
-            if d.finish_reason is not None:
-                unfinished[i] -= 1
-                completion += len(d.output.token_ids)
-                state.metrics.observe_finished(prompt_tokens=len(ids) if d.index == 0 else 0,
-                                               completion_tokens=len(d.output.token_ids), finish_reason=d.finish_reason,
-                                               ttft=timer.ttft, e2e=timer.e2e(), queue_time=queue_time,
-                                               itls=timer.gaps)
-            yield sse({"id": base, "object": "text_completion", "created": created, "model": model,
-                       "choices": [choice.model_dump(exclude={"prompt_logprobs"})]})
-        if req.stream_options and req.stream_options.include_usage:
-            prompt = sum(len(job[2]) for job in jobs)
-            yield sse({"id": base, "object": "text_completion", "created": created, "model": model, "choices": [],
-                       "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                                 "total_tokens": prompt + completion}})
+    async def whole(self) -> Response:
+        want_lp = self.req.logprobs is not None
+
+        def handle(ev: Event) -> None:
+            c, d = self._see(ev), ev.delta
+            c.texts.append(d.text)
+            if want_lp and d.logprobs is not None:
+                c.token_ids.extend(d.token_ids)
+                c.logprobs.extend(d.logprobs)
+
+        gone = await self.ctx.collect(handle)
+        if gone is not None:
+            return gone
+        body = await self.ctx.off_loop(self._body)
+        self.ctx.http.scope.setdefault("state", {})["usage"] = body["usage"]
+        return Response(body, media_type="application/json")
+
+    def _body(self) -> dict[str, Any]:
+        choices = []
+        for key in sorted(self.choices):
+            c = self.choices[key]
+            echo = c.job.text if self.req.echo and c.job.text is not None else ""
+            lp = None
+            if self.req.logprobs is not None:
+                lp = self._logprobs(c, c.token_ids, c.logprobs, len(echo), with_prompt=self.req.echo)
+            choices.append(CompletionChoice(index=key, text=echo + "".join(c.texts), logprobs=lp,
+                                            finish_reason=c.finish_reason, stop_reason=c.stop_reason,
+                                            prompt_logprobs=self._prompt_logprobs(c)))
+        body = CompletionResponse(id=self.ctx.id, created=self.ctx.created, model=self.ctx.state.model_name,
+                                  choices=choices, usage=self._usage())
+        return body.model_dump()
+
+    # -- streamed ---------------------------------------------------------------------------
+
+    def _payload(self, choices: list[dict], usage: dict | None = None) -> bytes:
+        body = {"id": self.ctx.id, "object": "text_completion", "created": self.ctx.created,
+                "model": self.ctx.state.model_name, "choices": choices}
+        if usage is not None:
+            body["usage"] = usage
+        return sse(body)
+
+    def _usage_now(self) -> dict[str, int]:
+        u = self._usage()
+        return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+                "total_tokens": u.total_tokens}
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        opts = self.req.stream_options
+        continuous = bool(opts and opts.include_usage and opts.continuous_usage_stats)
+        async for ev in self.ctx.events():
+            c, d = self._see(ev), ev.delta
+            body, first = d.text, not c.started
+            echo = c.job.text if self.req.echo and first and c.job.text is not None else ""
+            lp = None
+            if self.req.logprobs is not None:
+                steps = list(d.logprobs or [])
+                with_prompt = self.req.echo and first
+                if steps or with_prompt:
+                    offset = (len(c.job.text or "") if self.req.echo else 0) + c.sent_chars
+                    lp = self._logprobs(c, d.token_ids, steps, offset, with_prompt=with_prompt)
+            c.started = True
+            c.sent_chars += len(d.text)
+            choice = CompletionChoice(index=c.index, text=echo + body, logprobs=lp, finish_reason=d.finish_reason,
+                                      stop_reason=d.stop_reason)
+            yield self._payload([choice.model_dump(exclude={"prompt_logprobs"})],
+                                self._usage_now() if continuous else None)
+        if opts and opts.include_usage:
+            yield self._payload([], self._usage_now())
         yield sse("[DONE]")
-    except APIError as err:
-        yield sse(error_body(err.status, err.message, param=err.param, code=err.code))
-    except RequestRejectedError as err:
-        yield sse(error_body(400, str(err)))
-    except Exception as err:
-        yield sse(error_body(500, f"Internal error during generation: {type(err).__name__}: {err}"))
-    finally:
-        task.cancel()
-        state.in_flight -= 1
-        for _ in [i for i, left in unfinished.items() if left]:  # the client left or generation failed
-            state.metrics.observe_aborted(e2e=timer.e2e())

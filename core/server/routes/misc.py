@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from litestar import Request, Response, get, post
 
 import heron
@@ -65,34 +67,40 @@ def misc_routes(state: ServerState) -> list:
 
     @post("/tokenize", status_code=200, summary="Tokenize a prompt or chat messages")
     async def tokenize(request: Request) -> dict:
-        req = await read_body(request, TokenizeRequest, s.max_request_body_bytes)
+        req = await read_body(request, TokenizeRequest, s.max_request_body_bytes, s.max_json_depth)
         state.check_model(req.model)
         tok = state.require_engine().tokenizer
         if (req.prompt is None) == (req.messages is None):
             raise APIError(400, "Give exactly one of 'prompt' or 'messages'.", param="prompt")
-        if req.messages is not None:
-            if not state.chat_template:
-                raise APIError(400, "The model has no chat template.", param="messages")
-            try:
-                text = render_chat(state.chat_template, normalize_messages(req.messages),
-                                   add_generation_prompt=req.add_generation_prompt,
-                                   special_tokens={"bos_token": tok.bos_token or "", "eos_token": tok.eos_token or ""})
-            except (ChatTemplateError, ValueError) as err:
-                raise APIError(400, str(err), param="messages") from err
-            ids = tok.encode(text, add_special_tokens=False)
-        else:
-            ids = tok.encode(req.prompt, add_special_tokens=req.add_special_tokens)
-        strs = tok.convert_ids_to_tokens(ids) if req.return_token_strs else None
+        if req.messages is not None and not state.chat_template:
+            raise APIError(400, "The model has no chat template.", param="messages")
+
+        def run() -> tuple[list[int], list[str] | None]:  # in a worker thread: inputs can be megabytes
+            if req.messages is not None:
+                try:
+                    text = render_chat(state.chat_template, normalize_messages(req.messages),
+                                       add_generation_prompt=req.add_generation_prompt,
+                                       special_tokens={"bos_token": tok.bos_token or "", "eos_token": tok.eos_token or ""},
+                                       limits=state.render_limits)
+                except (ChatTemplateError, ValueError) as err:
+                    raise APIError(400, str(err), param="messages") from err
+                ids = tok.encode(text, add_special_tokens=False)
+            else:
+                ids = tok.encode(req.prompt, add_special_tokens=req.add_special_tokens)
+            return ids, (tok.convert_ids_to_tokens(ids) if req.return_token_strs else None)
+
+        ids, strs = await asyncio.to_thread(run)
         return TokenizeResponse(count=len(ids), max_model_len=state.engine.max_model_len, tokens=ids,
                                 token_strs=strs).model_dump(exclude_none=True)
 
     @post("/detokenize", status_code=200, summary="Turn token ids back into text")
     async def detokenize(request: Request) -> dict:
-        req = await read_body(request, DetokenizeRequest, s.max_request_body_bytes)
+        req = await read_body(request, DetokenizeRequest, s.max_request_body_bytes, s.max_json_depth)
         state.check_model(req.model)
         tok = state.require_engine().tokenizer
         if any(t < 0 or t >= len(tok) for t in req.tokens):
             raise APIError(400, f"token ids must be in [0, {len(tok)}).", param="tokens")
-        return DetokenizeResponse(prompt=tok.decode(req.tokens)).model_dump()
+        text = await asyncio.to_thread(tok.decode, req.tokens)
+        return DetokenizeResponse(prompt=text).model_dump()
 
     return [models, health, ping, version, load, metrics, tokenize, detokenize]

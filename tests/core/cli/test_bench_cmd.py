@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import itertools
 import json
+import string
 import threading
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 
@@ -126,6 +129,7 @@ def test_serve_counts_tokens_and_times_them(fake, capsys):
     assert fake.max_in_flight == 3
     warm, *timed = fake.bodies
     assert warm["max_tokens"] == 5 and len(timed) == 6
+    assert all(b["prompt"].split()[0] != warm["prompt"].split()[0] for b in timed)  # nothing cached to reuse
     for body in timed:
         assert body["stream"] is True and body["ignore_eos"] is True and body["max_tokens"] == 5
         assert body["model"] == "fake-model" and body["stream_options"] == {"include_usage": True}
@@ -185,6 +189,75 @@ def test_synthetic_prompts_are_distinct_and_sized():
     prompts = random_prompts(5, 12, tokenizer=None, seed=1)
     assert len({p.text for p in prompts}) == 5
     assert all(p.num_tokens == 12 and len(p.text.split()) == 12 and p.token_ids is None for p in prompts)
+
+
+class WordTokenizer:
+    """One token per `` word`` (two lowercase letters or more), like the word tokens of a BPE vocabulary."""
+
+    def __init__(self, size: int) -> None:
+        self.words = ["".join(p) for p in itertools.product(string.ascii_lowercase, repeat=3)][:size]
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def decode(self, ids: list[int], **kwargs) -> str:
+        return "".join(" " + self.words[i] for i in ids)
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return [self.words.index(w) for w in text.split()]
+
+
+def _first_blocks(prompts: list, block_size: int) -> list[tuple]:
+    """Each prompt's first full prefix-cache block (any shared block implies a shared first one)."""
+    return [tuple(p.token_ids if p.token_ids is not None else p.text.split())[:block_size] for p in prompts]
+
+
+@pytest.mark.parametrize(("vocab", "n"), [(300, 42), (5, 42), (None, 30), (None, 500)],
+                         ids=["tokenizer, one-token openings", "tokenizer, 3-token openings",
+                              "synthetic, 2-word openings", "synthetic, 3-word openings"])
+@pytest.mark.parametrize("block_size", [3, 16])
+def test_warm_up_and_timed_prompts_share_no_prefix_block(vocab, n, block_size):
+    tok = WordTokenizer(vocab) if vocab else None
+    prompts = random_prompts(2 + n, 20, tok, seed=3)
+    warmup, timed = prompts[:2], prompts[2:]
+    assert all(p.num_tokens == 20 for p in prompts)
+    assert all(tok.encode(p.text) == p.token_ids if tok else p.token_ids is None for p in prompts)
+    warm_blocks = set(_first_blocks(warmup, block_size))
+    assert len(warm_blocks) == 2 and not warm_blocks & set(_first_blocks(timed, block_size))
+    assert len(set(_first_blocks(timed, block_size))) == n  # nor do two timed prompts
+
+
+def test_too_short_prompts_for_distinct_openings_are_refused():
+    with pytest.raises(ValueError, match="need at least 2 tokens each; raise --input-len above 1"):
+        random_prompts(30, 1, tokenizer=None)  # 20 synthetic words: 30 prompts need 2-word openings
+
+
+class FakeLLM:
+    """Records what ``LLM.generate`` is asked; answers ``max_tokens`` tokens per prompt."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[list[int]]] = []
+        self.engine = SimpleNamespace(dtype="torch.float32")
+
+    def get_tokenizer(self) -> WordTokenizer:
+        return WordTokenizer(300)
+
+    def generate(self, inputs: list[dict], params, use_tqdm: bool = True) -> list:
+        self.calls.append([i["prompt_token_ids"] for i in inputs])
+        out = SimpleNamespace(token_ids=[0] * params.max_tokens)
+        return [SimpleNamespace(outputs=[out], prompt_token_ids=i["prompt_token_ids"]) for i in inputs]
+
+
+def test_bench_throughput_warms_up_on_prompts_the_timed_run_does_not_reuse(capsys, monkeypatch):
+    llm = FakeLLM()
+    monkeypatch.setattr(bench_cmd, "_build_llm", lambda args: llm)
+    assert main(["bench", "throughput", "--num-prompts", "5", "--input-len", "16", "--output-len", "3",
+                 "--json", "--no-progress"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    warm, timed = llm.calls
+    assert (len(warm), len(timed), res["num_requests"], res["output_tokens"]) == (2, 5, 5, 15)
+    assert not {tuple(p) for p in warm} & {tuple(p) for p in timed}
+    assert not {p[0] for p in warm} & {p[0] for p in timed}  # not even a first token in common
 
 
 # -- offline, on the real default model ------------------------------------------------------

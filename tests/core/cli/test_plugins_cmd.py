@@ -58,3 +58,46 @@ def test_doctor_reports_real_errors_and_fails(fake_dist, capsys):
     rows = json.loads(capsys.readouterr().out)
     broken = next(r for r in rows if r["name"] == "doctor_broken")
     assert broken["status"] == "error" and "heron_fake_missing_dependency" in broken["error"]
+
+
+def test_doctor_checks_hook_names_arguments_and_middleware_factories(fake_dist, capsys):
+    fake_dist(
+        "heron-fake-doctor-hooks",
+        {"heron.hooks": {"doctor_typos": "heron_fake_doctor_typos"},
+         "heron.middlewares": {"doctor_none": "heron_fake_doctor_mw:returns_none",
+                               "doctor_ok": "heron_fake_doctor_mw:passes_through"}},
+        {"heron_fake_doctor_typos": """
+            from heron.plugins import hookimpl
+
+            @hookimpl
+            def heron_request_finshed(request_id):
+                pass
+
+            @hookimpl
+            def heron_shutdown(reson):
+                pass
+         """,
+         "heron_fake_doctor_mw": """
+            def returns_none(settings):
+                return None
+
+            def passes_through(settings):
+                return lambda app: app
+         """},
+    )
+    assert main(["plugins", "doctor"]) == 1
+    captured = capsys.readouterr()
+    fails = [line for line in captured.err.splitlines() if line.startswith("FAIL")]
+    assert fails == [
+        "FAIL heron.middlewares:doctor_none (heron_fake_doctor_mw:returns_none): with default ServerSettings(), "
+        "the factory returned None; it must return an ASGI middleware, a callable taking app= and returning "
+        "the wrapped ASGI app",
+        "FAIL heron.hooks:doctor_typos (heron_fake_doctor_typos): 'heron_request_finshed' is not a heron hook; "
+        "did you mean 'heron_request_finished'?",
+        "FAIL heron.hooks:doctor_typos (heron_fake_doctor_typos): heron_shutdown() is given no argument 'reson'; "
+        "did you mean 'reason'? (it passes reason)",
+    ]
+    assert "2 failed" in captured.out  # two plugins, three problems; doctor_ok passed
+    assert main(["plugins", "list", "--json", "--group", "hooks"]) == 0
+    row = next(r for r in json.loads(capsys.readouterr().out) if r["name"] == "doctor_typos")
+    assert row["status"] == "error" and len(row["problems"]) == 2

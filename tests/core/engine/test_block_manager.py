@@ -66,3 +66,57 @@ def test_freed_cached_blocks_survive_until_needed_then_lru_evicts():
     bm.free_seq(c)
     assert bm.match_prefix(make_seq(list(range(8)) + [70])) == 0
     assert len(bm.cached) == 4  # c's full blocks
+
+
+# -- prefix-cache keys ---------------------------------------------------------------------
+
+
+def _shares(first, second, bs: int = 4) -> int:
+    """Commit ``first``'s blocks, then return how many tokens ``second`` finds in the cache."""
+    bm = BlockManager(16, bs)
+    assert bm.allocate(first, first.num_tokens)
+    first.num_computed_tokens = first.num_tokens
+    bm.commit(first)
+    return bm.match_prefix(second)
+
+
+def test_prefix_keys_are_sha256_digests_over_parent_tokens_salt_and_extra():
+    import hashlib
+    from array import array
+
+    from heron.engine.block_manager import block_key
+
+    key = block_key(None, [1, 2, 3, 4], "tenant")
+    manual = hashlib.sha256(bytes(32))
+    manual.update((4).to_bytes(8, "little"))
+    manual.update(array("q", [1, 2, 3, 4]).tobytes())
+    manual.update(b"\x01" + (6).to_bytes(8, "little") + b"tenant")
+    manual.update(b"\x00")
+    assert key == manual.digest() and len(key) == 32
+    child = block_key(key, [5, 6, 7, 8], "tenant")
+    assert child != block_key(None, [5, 6, 7, 8], "tenant")  # the parent is part of the key
+    assert block_key(None, [1], None, "a") != block_key(None, [1], "a", None)  # fields do not blur
+    assert block_key(None, [1], "", None) != block_key(None, [1], None, None)
+
+
+def test_different_salts_or_extra_keys_never_share_blocks():
+    tokens = list(range(13))
+    assert _shares(make_seq(tokens, salt="a"), make_seq(tokens, salt="a")) == 12
+    assert _shares(make_seq(tokens, salt="a"), make_seq(tokens, salt="b")) == 0
+    assert _shares(make_seq(tokens), make_seq(tokens, salt="b")) == 0
+    def adapter(name: str | None):
+        seq = make_seq(tokens)
+        seq.request.cache_key_extra = name
+        return seq
+
+    assert _shares(adapter("lora:a"), adapter("lora:b")) == 0
+    assert _shares(adapter(None), adapter("lora:b")) == 0
+    assert _shares(adapter("lora:a"), adapter("lora:a")) == 12
+
+
+def test_a_python_hash_collision_does_not_share_blocks():
+    honest = [1, 2, 3, 1, 9]
+    forged = [1, 2, 3, 2**61, 9]  # hash(2**61) == hash(1): the blocks' token tuples collide under hash()
+    assert hash(tuple(honest[:4])) == hash(tuple(forged[:4])) and honest[:4] != forged[:4]
+    assert _shares(make_seq(honest), make_seq(forged)) == 0
+    assert _shares(make_seq(honest), make_seq(list(honest))) == 4

@@ -1,4 +1,11 @@
-"""A scripted engine client: the server's contract without a model (text comes from a script)."""
+"""A scripted engine client: the server's contract without a model (text comes from a script).
+
+It follows the engine's output contract (:mod:`heron.engine.outputs`): every output is a delta
+(new text, new token ids, new logprobs per choice), text that could still become a stop string
+is held back, ``prompt_logprobs`` come once on the first output, and the last output of a choice
+carries its finish reason. Text is decoded the way the real engine does, honouring
+``skip_special_tokens``.
+"""
 
 from __future__ import annotations
 
@@ -25,10 +32,34 @@ class Output:
     outputs: list[Completion]
     num_cached_tokens: int = 0
     finished: bool = False
+    prompt_logprobs: list[dict[int, float] | None] | None = None
+    error: str | None = None
+
+
+@dataclass
+class _Choice:
+    index: int
+    ids: list[int] = field(default_factory=list)
+    text: str = ""  # the whole text so far (after a stop cut)
+    sent: int = 0  # characters handed out
+    cumulative_logprob: float = 0.0
+    finish_reason: str | None = None
+    stop_reason: int | str | None = None
+
+
+def _hold(text: str, stops: list[str]) -> int:
+    """Characters at the end of ``text`` that could still become a stop string."""
+    hold = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:k]):
+                hold = max(hold, k)
+                break
+    return hold
 
 
 class ScriptedEngine:
-    """Yields cumulative outputs token by token of ``script`` (or ``script(prompt_text)``)."""
+    """Yields delta outputs token by token of ``script`` (or ``script(prompt_text)``)."""
 
     def __init__(self, tokenizer: Any, script: Any = "Hello there, friend.", *, max_model_len: int = 2048,
                  delay: float = 0.0) -> None:
@@ -51,21 +82,34 @@ class ScriptedEngine:
             self.active.discard(request_id)
             self.aborted.append(request_id)
 
-    async def generate(self, prompt_ids, params, request_id, *, priority=0, cache_salt=None):
+    async def generate(self, prompt_ids, params, request_id, *, priority=0, cache_salt=None, cache_key_extra=None):
         self.seen.append((list(prompt_ids), params))
         text = self.script(self.tokenizer.decode(prompt_ids)) if callable(self.script) else self.script
         ids = self.tokenizer.encode(text, add_special_tokens=False)
         self.active.add(request_id)
-        comps = [Completion(i) for i in range(params.n)]
+        choices = [_Choice(i) for i in range(params.n)]
+        prompt_lps = None
+        if getattr(params, "prompt_logprobs", None) is not None:
+            prompt_lps = [None] + [{t: -1.0} for t in prompt_ids[1:]]
+        skip = getattr(params, "skip_special_tokens", True)
         try:
+            if params.max_tokens == 0:
+                comps = [Completion(c.index, finish_reason="length") for c in choices]
+                yield Output(request_id, list(prompt_ids), comps, finished=True, prompt_logprobs=prompt_lps)
+                return
             for step, tid in enumerate(ids):
                 if request_id not in self.active:
                     return
-                for c in comps:
-                    c.token_ids.append(tid)
-                    c.text = self.tokenizer.decode(c.token_ids)
+                comps = []
+                for c in choices:
+                    if c.finish_reason is not None:
+                        continue
+                    c.ids.append(tid)
+                    c.text = self.tokenizer.decode(c.ids, skip_special_tokens=skip)
+                    lps = None
                     if params.logprobs is not None:
-                        c.logprobs = (c.logprobs or []) + [{tid: -0.5, **{(tid + k) % 100: -1.0 - k for k in range(1, params.logprobs + 1)}}]
+                        lps = [{tid: -0.5, **{(tid + k) % 100: -1.0 - k for k in range(1, params.logprobs + 1)}}]
+                        c.cumulative_logprob += -0.5
                     stop = next((s for s in params.stop if s in c.text), None)
                     if stop is not None:
                         c.text = c.text[: c.text.index(stop)] + (stop if params.include_stop_str_in_output else "")
@@ -74,8 +118,14 @@ class ScriptedEngine:
                         c.finish_reason = "length"
                     elif step + 1 == len(ids):
                         c.finish_reason = "stop"
-                done = all(c.finish_reason for c in comps)
-                yield Output(request_id, list(prompt_ids), [Completion(**vars(c)) for c in comps], finished=done)
+                    end = len(c.text) if c.finish_reason else len(c.text) - _hold(c.text, params.stop)
+                    new_text, c.sent = c.text[c.sent : max(end, c.sent)], max(end, c.sent)
+                    comps.append(Completion(c.index, new_text, [tid],
+                                            c.cumulative_logprob if lps is not None else None, lps,
+                                            c.finish_reason, c.stop_reason))
+                done = all(c.finish_reason for c in choices)
+                yield Output(request_id, list(prompt_ids), comps, finished=done,
+                             prompt_logprobs=prompt_lps if step == 0 else None)
                 if done:
                     return
                 await asyncio.sleep(self.delay)

@@ -85,13 +85,36 @@ def test_max_tokens_beyond_context_is_lowered(make_client):
 
 
 def test_full_queue_is_503_with_retry_after(make_client):
-    client = make_client(max_waiting_requests=2)
-    client.engine.waiting = 2
+    """The queue counts sequences admitted beyond --max-num-seqs, including those still being
+    prepared (the engine's own queue would not see a burst in time)."""
+    client = make_client(max_waiting_requests=2, max_num_seqs=1)
+    state = client.app.state.heron
+    state.active_seqs = 3  # one running + two waiting
     resp = client.post(CHAT, json={"messages": MSG})
-    _err(resp, 503)
+    _err(resp, 503, code="queue_full")
     assert resp.headers["retry-after"] == "1"
-    client.engine.waiting = 0
-    assert client.post(CHAT, json={"messages": MSG}).status_code == 200
+    state.active_seqs = 2  # one waiting: room for a request of n=2
+    assert client.post(CHAT, json={"messages": MSG, "n": 2}).status_code == 200
+    assert state.active_seqs == 2  # its room was given back when it finished
+    state.active_seqs = 0
+
+
+def test_admission_counts_sequences_and_releases_once(make_client):
+    client = make_client(max_waiting_requests=2, max_num_seqs=2)
+    state = client.app.state.heron
+    first = state.admit(3)  # n=3 on an idle server: two run, one waits
+    second = state.admit(1)  # one more waiting: the queue (2) is now full
+    from heron.server.errors import APIError
+
+    with pytest.raises(APIError) as info:
+        state.admit(1)
+    assert info.value.status == 503 and info.value.code == "queue_full"
+    second.release()
+    second.release()  # idempotent
+    assert state.active_seqs == 3
+    state.admit(1).release()
+    first.release()
+    assert state.active_seqs == 0
 
 
 def test_unknown_fields_are_accepted(make_client):

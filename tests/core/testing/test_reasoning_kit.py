@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,11 +12,15 @@ import pytest
 from heron.interfaces import ReasoningParser
 from heron.protocol import DeltaMessage
 from heron.testing.reasoning_parsers import (
+    NoTokenizerWarning,
     ReasoningCase,
     check_reasoning_parser,
     chunkings,
     split_by_tokens,
 )
+
+# most checks here run without a tokenizer on purpose; the warning itself is tested below
+pytestmark = pytest.mark.filterwarnings("ignore::heron.testing.NoTokenizerWarning")
 
 CASES = [
     ReasoningCase("split", "abc</think>def", "abc", "def"),
@@ -127,6 +132,14 @@ def fails(parser_cls: type, tokenizer: Any = None) -> str:
 @pytest.mark.parametrize("tokenizer", [None, WordTokenizer()], ids=["no tokenizer", "tokenizer"])
 def test_a_correct_parser_passes(tokenizer):
     check_reasoning_parser(GoodParser, tokenizer, CASES, random_splits=20)
+
+
+def test_without_a_tokenizer_the_kit_says_what_it_did_not_check():
+    with pytest.warns(NoTokenizerWarning, match=r"GoodParser .* one-token-at-a-time chunking and is_reasoning_end"):
+        check_reasoning_parser(GoodParser, None, CASES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NoTokenizerWarning)
+        check_reasoning_parser(GoodParser, WordTokenizer(), CASES)  # no warning with one
 
 
 def test_a_parser_blind_across_deltas_fails_naming_the_chunking():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +19,11 @@ from heron.protocol import (
     ToolCall,
     ToolParseResult,
 )
+from heron.testing import NoTokenizerWarning
 from heron.testing.tool_parsers import ToolParserCase, check_tool_parser, invariant_errors
+
+# most checks here run without a tokenizer on purpose; the warning itself is tested below
+pytestmark = pytest.mark.filterwarnings("ignore::heron.testing.NoTokenizerWarning")
 
 MARK = "\nCALL "
 CASES = [
@@ -124,6 +129,14 @@ def fails(parser_cls: type, tokenizer: Any = None, cases: list[ToolParserCase] =
 @pytest.mark.parametrize("tokenizer", [None, WordTokenizer()], ids=["no tokenizer", "tokenizer"])
 def test_a_correct_parser_passes(tokenizer):
     check_tool_parser(GoodParser, tokenizer, CASES, random_splits=20)
+
+
+def test_without_a_tokenizer_the_kit_says_what_it_did_not_check():
+    with pytest.warns(NoTokenizerWarning, match=r"GoodParser .* one-token-at-a-time chunking went unchecked"):
+        check_tool_parser(GoodParser, None, CASES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NoTokenizerWarning)
+        check_tool_parser(GoodParser, WordTokenizer(), CASES)  # no warning with one
 
 
 def test_a_lost_character_names_the_chunking_and_the_difference():

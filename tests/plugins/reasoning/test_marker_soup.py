@@ -23,13 +23,13 @@ ATOMS = (
 
 
 @pytest.mark.parametrize("name", FORMATS)
-def test_streaming_matches_parse_on_marker_soup(name):
+def test_streaming_matches_parse_on_marker_soup(name, tokenizer):
     cls = load_target(declared()[name])
     rng = random.Random(name)
     cases = []
     for i in range(40):
         text = "".join(rng.choice(ATOMS) for _ in range(rng.randint(0, 10)))
         thinking = i % 4 != 0
-        reasoning, content = cls(None, thinking=thinking).parse(text)
+        reasoning, content = cls(tokenizer, thinking=thinking).parse(text)
         cases.append(ReasoningCase(f"soup {i}", text, reasoning, content, thinking))
-    check_reasoning_parser(cls, None, cases, random_splits=2)
+    check_reasoning_parser(cls, tokenizer, cases, random_splits=2)

@@ -23,8 +23,6 @@ def test_conformance(tokenizer):
 
 
 def test_reasoning_ends_after_the_closing_tag(tokenizer):
-    if tokenizer is None:
-        return
     ids = tokenizer.encode("abc</think>x", add_special_tokens=False)
     parser = P(tokenizer)
     assert not parser.is_reasoning_end(tokenizer.encode("abc</th", add_special_tokens=False))

@@ -38,14 +38,14 @@ def _soup(parser_cls: type, target: str, rng: random.Random) -> str:
 
 
 @pytest.mark.parametrize("name", sorted(declared()))
-def test_streaming_equals_parse_on_marker_soup(name):
+def test_streaming_equals_parse_on_marker_soup(name, tokenizer):
     target = declared()[name]
     parser_cls = load_target(target)
     rng = random.Random(f"soup/{name}")
     cases = []
     for n in range(60):
         text = _soup(parser_cls, target, rng)
-        parsed = parser_cls(None).parse(text)
+        parsed = parser_cls(tokenizer).parse(text)
         calls = [(c.function.name, json.loads(c.function.arguments)) for c in parsed.tool_calls]
         cases.append(ToolParserCase(f"soup #{n} {text!r}", text, parsed.content, calls))
-    check_tool_parser(parser_cls, None, cases, random_splits=3)
+    check_tool_parser(parser_cls, tokenizer, cases, random_splits=3)

@@ -1,0 +1,1 @@
+"""A test-only model plugin that replays exact token sequences, and the checkpoints it reads."""
