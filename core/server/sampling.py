@@ -17,7 +17,8 @@ __all__ = (
     "truncate_prompt",
 )
 
-_ALIASES = {"guided_json": "json", "guided_regex": "regex", "guided_choice": "choice", "guided_grammar": "grammar"}
+_ALIASES = {"guided_json": "json", "guided_regex": "regex", "guided_choice": "choice", "guided_grammar": "grammar",
+            "guided_json_object": "json_object"}
 
 
 def structured_from_request(req: SamplingFields) -> tuple[Any, str | None]:
@@ -48,7 +49,7 @@ def structured_from_request(req: SamplingFields) -> tuple[Any, str | None]:
         found.append(("structured_outputs", fields))
     for alias, key in _ALIASES.items():
         value = getattr(req, alias, None)
-        if value is not None:
+        if value is not None and value is not False:
             found.append((alias, {key: value}))
     if not found:
         return None, None
@@ -139,6 +140,9 @@ def check_request_limits(settings: Any, req: SamplingFields, *, num_prompts: int
     tools = getattr(req, "tools", None)
     if tools:
         limit(len(tools), settings.max_tools, "tools", "The number of tools", "--max-tools")
+    if req.priority != 0 and settings.scheduling_policy != "priority":
+        raise APIError(400, "'priority' has no effect unless the server runs with --scheduling-policy priority.",
+                       param="priority")
 
 
 def truncate_prompt(ids: list[int], req: SamplingFields, max_model_len: int) -> list[int]:

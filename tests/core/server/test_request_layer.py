@@ -180,3 +180,14 @@ def test_continuous_usage_on_completions_stream(make_client):
     assert all("usage" in e for e in chunks)
     counts = [e["usage"]["completion_tokens"] for e in chunks]
     assert counts == sorted(counts) and counts[-1] == chunks[-1]["usage"]["total_tokens"] - chunks[-1]["usage"]["prompt_tokens"]
+
+
+def test_priority_needs_priority_scheduling(make_client):
+    _err(make_client().post(CHAT, json={"messages": MSG, "priority": 3}), 400, param="priority")
+    assert make_client(scheduling_policy="priority").post(CHAT, json={"messages": MSG, "priority": 3}).status_code == 200
+
+
+def test_guided_json_object_constrains(make_client):
+    client = make_client(script='{"a": 1}')
+    assert client.post(CHAT, json={"messages": MSG, "guided_json_object": True}).status_code == 200
+    assert client.engine.seen[-1][1].structured_outputs.json_object

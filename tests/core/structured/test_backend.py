@@ -10,7 +10,6 @@ import jsonschema
 import pytest
 import torch
 
-from heron.loader import ModelNotFoundError, default_model_path, load_checkpoint
 from heron.structured import (
     GrammarBackend,
     StructuredOutputError,
@@ -18,22 +17,12 @@ from heron.structured import (
     required_tools_schema,
     tool_calls_from_json,
 )
-from tests.conftest import need
 
 pytestmark = pytest.mark.slow
 
 SAMPLES = 20  # sequences per constraint, decoded as one batch
 CAP = 160  # tokens per sequence at most
 FREE = 24  # steps of unbiased sampling before steering towards the end
-
-
-@pytest.fixture(scope="module")
-def checkpoint():
-    try:
-        default_model_path()
-    except ModelNotFoundError as e:
-        need(False, str(e))
-    return load_checkpoint(None)
 
 
 @pytest.fixture(scope="module")

@@ -13,25 +13,14 @@ import time
 
 import pytest
 
-from heron.loader import ModelNotFoundError, default_model_path, load_checkpoint
 from heron.structured import (
     GrammarBackend,
     StructuredLimits,
     StructuredOutputError,
     StructuredOutputsParams,
 )
-from tests.conftest import need
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def checkpoint():
-    try:
-        default_model_path()
-    except ModelNotFoundError as e:
-        need(False, str(e))
-    return load_checkpoint(None)
 
 
 def make_backend(checkpoint, **limits) -> GrammarBackend:
