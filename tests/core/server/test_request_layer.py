@@ -191,3 +191,19 @@ def test_guided_json_object_constrains(make_client):
     client = make_client(script='{"a": 1}')
     assert client.post(CHAT, json={"messages": MSG, "guided_json_object": True}).status_code == 200
     assert client.engine.seen[-1][1].structured_outputs.json_object
+
+
+def test_limit_flags_reach_the_template_and_grammar_limits():
+    import argparse
+
+    from heron.server.settings import add_serve_arguments, settings_from_args
+
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    args = parser.parse_args(["--max-structured-enum-values", "10", "--structured-compile-timeout", "2.5",
+                              "--chat-template-render-timeout", "0.5", "--max-json-depth", "8"])
+    s = settings_from_args(args, environ={"HERON_MAX_STRUCTURED_REGEX_CHARS": "99", "HERON_MAX_N": "3"})
+    limits = s.structured_limits()
+    assert (limits.max_enum_values, limits.compile_timeout_s, limits.max_regex_chars) == (10, 2.5, 99)
+    assert limits.max_schema_bytes == type(limits)().max_schema_bytes  # unset flags keep the defaults
+    assert s.render_limits().timeout_s == 0.5 and s.max_json_depth == 8 and s.max_n == 3
