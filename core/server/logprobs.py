@@ -79,5 +79,4 @@ def echo_logprobs(prompt_ids: list[int], steps: list[Any] | None, top_n: int, to
     their logprob given what precedes them (what lm-evaluation-harness scores)."""
     steps = list(steps or [])
     steps += [None] * (len(prompt_ids) - len(steps))
-    out = completion_logprobs(prompt_ids, steps, top_n, tokenizer)
-    return out
+    return completion_logprobs(prompt_ids, steps, top_n, tokenizer)

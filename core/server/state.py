@@ -96,9 +96,6 @@ class ServerState:
         self.active_seqs += num_seqs
         return Admission(self, num_seqs)
 
-    # kept for routes that only need the readiness part
-    check_capacity = check_ready
-
 
 class Admission:
     """Room held for one request's sequences; ``release()`` (idempotent) gives it back."""
