@@ -22,6 +22,12 @@ class EngineConfig:
     kv_cache_memory_bytes: int | None = None  # default: min(512 MiB, a quarter of free RAM)
     num_kv_blocks: int | None = None  # forces the pool size (overrides the memory budget)
     enable_prefix_caching: bool = True
+    #: auto = heron's plugin for the architecture when one is installed, else the transformers
+    #: fallback; heron (alias vllm) = the plugin only; transformers = the fallback only
+    model_impl: str = "auto"
+    #: the quantization method the operator expects (vLLM's ``--quantization``); None = whatever
+    #: the checkpoint holds. Methods heron cannot run are refused at load.
+    quantization: str | None = None
     attention_backend: str = "auto"
     linear_kernel: str = "auto"  # auto = the fastest exact kernel (onednn for bf16 on CPU)
     scheduling_policy: str = "fcfs"  # or "priority"

@@ -38,6 +38,8 @@ from heron.layers import (
     allocate_kv_caches,
     apply_linear_kernel,
     attention_layers,
+    attention_needs,
+    bind_attention_backend,
     select_attention_backend,
     select_linear_kernel,
 )
@@ -67,30 +69,51 @@ class LLMEngine:
         self.tokenizer = checkpoint.tokenizer
         self.generation_defaults = dict(checkpoint.generation_defaults)
         self.dtype = resolve_dtype(config.dtype, device)
-        hf = checkpoint.hf_config
-        head_size = getattr(hf, "head_dim", None) or hf.hidden_size // hf.num_attention_heads
-        backend_cls, why = select_attention_backend(
-            config.attention_backend, device, self.dtype, head_size, getattr(hf, "sliding_window", None)
-        )
-        log.info("attention backend: %s", why)
-        self.backend = backend_cls()
-        ctx = ModelContext(dtype=self.dtype, device=device, attention_backend=self.backend)
+        self._load_model(checkpoint, config, device)
+        self.vocab_size = checkpoint.hf_config.vocab_size
+        self._size_kv_pool(checkpoint, config, device, threads)
+
+        self.eos_token_ids = list(checkpoint.eos_token_ids)
+        bs = config.block_size
+        self.blocks = BlockManager(self.num_kv_blocks, bs, enable_prefix_caching=config.enable_prefix_caching)
+        max_batched = config.max_num_batched_tokens or max(1024, config.max_num_seqs)
+        self.scheduler = Scheduler(self.blocks, max_num_seqs=config.max_num_seqs, max_num_batched_tokens=max_batched,
+                                   max_model_len=self.max_model_len, policy=config.scheduling_policy)
+        self.sampler = Sampler(self.vocab_size, self.eos_token_ids, seed=config.seed)
+        self.runner = ModelRunner(self.model, self.backend, bs, device)
+        self.requests: dict[str, Request] = {}
+        self._seq_ids = itertools.count()
+        self._grammar: Any = None
+        self._grammar_lock = threading.Lock()
+        self.num_generated_tokens = 0
+        self.num_prompt_tokens = 0
+        call_hook("heron_engine_started", engine=self, config=config)
+
+    def _load_model(self, checkpoint: Any, config: EngineConfig, device: torch.device) -> None:
+        """Build the model plugin, then pick the attention backend its layers need and the linear kernel."""
+        ctx = ModelContext(dtype=self.dtype, device=device, attention_backend=None)
         linear_cls, linear_why = select_linear_kernel(config.linear_kernel, device, self.dtype)
-        self.model = build_model(checkpoint, ctx)
+        self.model = build_model(checkpoint, ctx, model_impl=config.model_impl)
+        needs = attention_needs(self.model)
+        self.backend_cls, why = select_attention_backend(config.attention_backend, device, self.dtype, **needs)
+        log.info("attention backend: %s", why)
+        self.backend = self.backend_cls()
+        bind_attention_backend(self.model, self.backend)
         #: the checkpoint's parameter count (tied tensors once), taken before kernels repack them
         self.num_parameters = sum({p.data_ptr(): p.numel() for p in self.model.parameters()}.values())
         converted = apply_linear_kernel(self.model, linear_cls())
         self.linear_kernel = linear_cls.name
         log.info("linear kernel: %s (%d layers converted)", linear_why, converted)
-        self.vocab_size = hf.vocab_size
 
+    def _size_kv_pool(self, checkpoint: Any, config: EngineConfig, device: torch.device, threads: int) -> None:
+        """Size the paged KV pool (a memory budget or a block count), cap ``max_model_len`` to it, allocate."""
         model_len = checkpoint.max_model_len
         if config.max_model_len is not None and config.max_model_len > model_len:
             raise ValueError(f"max_model_len {config.max_model_len} exceeds the model's context length {model_len}.")
         self.max_model_len = config.max_model_len or model_len
         bs = config.block_size
         block_bytes = sum(
-            torch.Size(backend_cls.kv_cache_shape(1, bs, layer.num_kv_heads, layer.head_size)).numel()
+            torch.Size(self.backend_cls.kv_cache_shape(1, bs, layer.num_kv_heads, layer.head_size)).numel()
             for layer in attention_layers(self.model)
         ) * self.dtype.itemsize
         if config.num_kv_blocks is not None:
@@ -106,25 +129,10 @@ class LLMEngine:
             self.max_model_len = num_blocks * bs
         self.num_kv_blocks = num_blocks
         self.kv_cache_bytes = num_blocks * block_bytes
-        allocate_kv_caches(self.model, backend_cls, num_blocks, bs, self.dtype, device)
+        allocate_kv_caches(self.model, self.backend_cls, num_blocks, bs, self.dtype, device)
         release_free_memory()  # loading left freed fp32 tensors and parse buffers in malloc's arenas
         log.info("KV cache: %d blocks x %d tokens (%.1f MiB), dtype %s, %d threads",
                  num_blocks, bs, self.kv_cache_bytes / 2**20, self.dtype, threads)
-
-        self.eos_token_ids = list(checkpoint.eos_token_ids)
-        self.blocks = BlockManager(num_blocks, bs, enable_prefix_caching=config.enable_prefix_caching)
-        max_batched = config.max_num_batched_tokens or max(1024, config.max_num_seqs)
-        self.scheduler = Scheduler(self.blocks, max_num_seqs=config.max_num_seqs, max_num_batched_tokens=max_batched,
-                                   max_model_len=self.max_model_len, policy=config.scheduling_policy)
-        self.sampler = Sampler(self.vocab_size, self.eos_token_ids, seed=config.seed)
-        self.runner = ModelRunner(self.model, self.backend, bs, device)
-        self.requests: dict[str, Request] = {}
-        self._seq_ids = itertools.count()
-        self._grammar: Any = None
-        self._grammar_lock = threading.Lock()
-        self.num_generated_tokens = 0
-        self.num_prompt_tokens = 0
-        call_hook("heron_engine_started", engine=self, config=config)
 
     # -- structured outputs -----------------------------------------------------------------
 

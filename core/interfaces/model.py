@@ -21,7 +21,9 @@ class ModelContext:
 
     dtype: torch.dtype
     device: torch.device
-    attention_backend: AttentionBackend
+    #: the backend instance, or None when the engine chooses it after the model is built (from
+    #: what its attention layers need) and binds it to every :class:`heron.layers.Attention`
+    attention_backend: AttentionBackend | None
     tp_rank: int = 0
     tp_size: int = 1
     extra: dict[str, Any] | None = None  # kernel options (e.g. weight quantization)

@@ -8,7 +8,7 @@ from heron.layers.backend_selection import (
     backend_preference,
     select_attention_backend,
 )
-from heron.layers.kv_cache import allocate_kv_caches, attention_layers
+from heron.layers.kv_cache import allocate_kv_caches, attention_layers, attention_needs, bind_attention_backend
 from heron.layers.linear_selection import (
     UnsupportedLinearKernelError,
     apply_linear_kernel,
@@ -40,6 +40,8 @@ __all__ = (
     "allocate_kv_caches",
     "apply_rotary",
     "attention_layers",
+    "attention_needs",
+    "bind_attention_backend",
     "backend_preference",
     "get_rope",
     "rope_parameters",

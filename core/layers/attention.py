@@ -28,7 +28,9 @@ class Attention(nn.Module):
         head_size: channels per head.
         scale: softmax scale, usually ``head_size ** -0.5``.
         layer_idx: position of this layer in the model; orders the KV caches.
-        backend: the backend instance that computes attention.
+        backend: the backend instance that computes attention; None when the engine picks the
+            backend after the model is built (from what its layers need) and binds it with
+            :func:`heron.layers.bind_attention_backend`.
         sliding_window: attend only to the last ``sliding_window`` tokens (itself included).
         logits_soft_cap: ``cap * tanh(scores / cap)`` before the softmax.
     """
@@ -40,7 +42,7 @@ class Attention(nn.Module):
         head_size: int,
         scale: float,
         layer_idx: int,
-        backend: AttentionBackend,
+        backend: AttentionBackend | None = None,
         sliding_window: int | None = None,
         logits_soft_cap: float | None = None,
     ) -> None:
@@ -67,6 +69,10 @@ class Attention(nn.Module):
         Returns:
             [T, num_heads * head_size]
         """
+        if self.backend is None:
+            raise RuntimeError(
+                f"Attention layer {self.layer_idx} has no backend bound; call heron.layers.bind_attention_backend first."
+            )
         if self.kv_cache is None:
             raise RuntimeError(
                 f"Attention layer {self.layer_idx} has no KV cache bound; call heron.layers.allocate_kv_caches first."

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from heron.interfaces import AttentionBackend
 from heron.layers.attention import Attention
 
-__all__ = ("allocate_kv_caches", "attention_layers")
+__all__ = ("allocate_kv_caches", "attention_layers", "attention_needs", "bind_attention_backend")
 
 # glibc serves allocations above its largest mmap threshold (32 MiB) with fresh, zeroed mmap pages
 _LAZY_BYTES = (32 << 20) + 1
@@ -20,6 +22,31 @@ def attention_layers(model: nn.Module) -> list[Attention]:
     if not layers:
         raise ValueError(f"{type(model).__name__} has no heron.layers.Attention layer to bind a KV cache to.")
     return layers
+
+
+def attention_needs(model: nn.Module) -> dict[str, Any]:
+    """What the model's attention layers ask of a backend, as ``supports`` keyword arguments.
+
+    ``head_size`` is the largest head size (``head_sizes`` lists them all when layers differ);
+    ``sliding_window`` the smallest window any layer uses (None: no layer slides);
+    ``logits_soft_cap`` set when any layer soft-caps its scores.
+    """
+    layers = attention_layers(model)
+    head_sizes = sorted({layer.head_size for layer in layers})
+    windows = [layer.sliding_window for layer in layers if layer.sliding_window]
+    caps = [layer.logits_soft_cap for layer in layers if layer.logits_soft_cap]
+    needs: dict[str, Any] = {"head_size": head_sizes[-1], "sliding_window": min(windows) if windows else None}
+    if caps:
+        needs["logits_soft_cap"] = caps[0]
+    if len(head_sizes) > 1:
+        needs["head_sizes"] = tuple(head_sizes)
+    return needs
+
+
+def bind_attention_backend(model: nn.Module, backend: AttentionBackend) -> None:
+    """Make every attention layer of ``model`` compute with ``backend`` (one instance per engine)."""
+    for layer in attention_layers(model):
+        layer.backend = backend
 
 
 def allocate_kv_caches(

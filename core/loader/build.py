@@ -49,7 +49,7 @@ def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
         torch.set_default_dtype(saved)
 
 
-def build_model(checkpoint: Checkpoint, ctx: ModelContext) -> CausalLM:
+def build_model(checkpoint: Checkpoint, ctx: ModelContext, model_impl: str = "auto") -> CausalLM:
     """Build the model plugin for ``checkpoint``'s ``architectures[0]`` and load its weights.
 
     Parameters are created directly on ``ctx.device`` in ``ctx.dtype`` without random init.

@@ -25,6 +25,8 @@ def engine_config(settings: ServerSettings) -> Any:
         kv_cache_memory_bytes=settings.kv_cache_memory_bytes,
         num_kv_blocks=settings.num_kv_blocks,
         enable_prefix_caching=settings.enable_prefix_caching,
+        model_impl=settings.model_impl,
+        quantization=settings.quantization,
         attention_backend=settings.attention_backend,
         linear_kernel=getattr(settings, "linear_kernel", "auto"),
         scheduling_policy=getattr(settings, "scheduling_policy", "fcfs"),

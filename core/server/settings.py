@@ -57,6 +57,9 @@ class ServerSettings:
     kv_cache_memory_bytes: int | None = None
     num_kv_blocks: int | None = None
     enable_prefix_caching: bool = True
+    model_impl: str = "auto"
+    quantization: str | None = None
+    trust_remote_code: bool = False
     attention_backend: str = "auto"
     linear_kernel: str = "auto"
     seed: int = 0
@@ -161,6 +164,13 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kv-cache-memory-bytes", type=parse_size, default=S, help="KV cache size, e.g. 2GiB")
     p.add_argument("--num-kv-blocks", type=int, default=S)
     p.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=S)
+    p.add_argument("--model-impl", choices=["auto", "heron", "transformers", "vllm"], default=S,
+                   help="auto: heron's plugin for the architecture, else the transformers fallback; "
+                        "heron (alias vllm): the plugin only; transformers: the fallback only")
+    p.add_argument("--quantization", "-q", default=S,
+                   help="the checkpoint's quantization method; heron refuses methods it cannot run")
+    p.add_argument("--trust-remote-code", action="store_true", default=S,
+                   help="accepted for vLLM command lines; heron never runs a checkpoint's own code")
     p.add_argument("--attention-backend", default=S)
     p.add_argument("--linear-kernel", default=S,
                    help="how projections multiply: auto (onednn for bf16 on CPU, else dense), dense, onednn, int4")

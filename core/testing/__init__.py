@@ -1,4 +1,8 @@
-"""Conformance kits that plugin authors (and heron itself) run against every plugin."""
+"""Conformance kits that plugin authors (and heron itself) run against every plugin.
+
+Model plugins are checked against transformers with :mod:`heron.testing.models` (imported on
+its own: it needs torch and transformers).
+"""
 
 from heron.testing.reasoning_parsers import (
     NoTokenizerWarning,

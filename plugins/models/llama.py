@@ -77,10 +77,13 @@ class LlamaDecoderLayer(nn.Module):
     def __init__(self, config: Any, ctx: ModelContext, layer_idx: int, qkv_bias: bool) -> None:
         super().__init__()
         self.self_attn = LlamaAttention(config, ctx, layer_idx, qkv_bias)
-        mlp_bias = bool(getattr(config, "mlp_bias", False))
-        self.mlp = GatedMLP(config.hidden_size, config.intermediate_size, bias=mlp_bias)
+        self.mlp = self.build_mlp(config, ctx, layer_idx)
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def build_mlp(self, config: Any, ctx: ModelContext, layer_idx: int) -> nn.Module:
+        """The feed-forward block of layer ``layer_idx`` (subclasses swap in e.g. a mixture of experts)."""
+        return GatedMLP(config.hidden_size, config.intermediate_size, bias=bool(getattr(config, "mlp_bias", False)))
 
     def forward(self, hidden: torch.Tensor, rope: RotaryTables, batch: ForwardBatch) -> torch.Tensor:
         hidden = hidden + self.self_attn(self.input_layernorm(hidden), rope, batch)
@@ -90,12 +93,12 @@ class LlamaDecoderLayer(nn.Module):
 class LlamaModel(nn.Module):
     """Embeddings, decoder layers, final norm."""
 
-    def __init__(self, config: Any, ctx: ModelContext, qkv_bias: bool) -> None:
+    def __init__(
+        self, config: Any, ctx: ModelContext, qkv_bias: bool, layer_cls: type[LlamaDecoderLayer] = LlamaDecoderLayer
+    ) -> None:
         super().__init__()
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList(
-            LlamaDecoderLayer(config, ctx, i, qkv_bias) for i in range(config.num_hidden_layers)
-        )
+        self.layers = nn.ModuleList(layer_cls(config, ctx, i, qkv_bias) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = get_rope(config, self.layers[0].self_attn.head_size)
 
@@ -112,6 +115,8 @@ class LlamaForCausalLM(nn.Module, CausalLM):
 
     #: q/k/v projections always carry a bias (Qwen2), whatever ``attention_bias`` says
     qkv_bias: bool = False
+    #: the decoder layer class (subclasses override ``build_mlp`` for other feed-forward blocks)
+    decoder_layer_cls: type[LlamaDecoderLayer] = LlamaDecoderLayer
 
     # HF name fragment -> (fused parameter fragment, shard index)
     _stacked = {
@@ -125,7 +130,7 @@ class LlamaForCausalLM(nn.Module, CausalLM):
     def __init__(self, config: Any, ctx: ModelContext) -> None:
         super().__init__()
         self.config = config
-        self.model = LlamaModel(config, ctx, self.qkv_bias)
+        self.model = LlamaModel(config, ctx, self.qkv_bias, self.decoder_layer_cls)
         self.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", False))
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if self.tie_word_embeddings:
