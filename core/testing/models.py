@@ -40,6 +40,7 @@ __all__ = (
     "hf_reference_logits",
     "make_batch",
     "run_plan",
+    "save_tiny_tokenizer",
     "tiny_checkpoint",
     "tiny_config",
 )
@@ -105,6 +106,33 @@ def tiny_checkpoint(config: Any, path: Path | str, seed: int = 0) -> Any:
                 p.normal_(1.0 if p.abs().mean() > 0.5 else 0.0, 0.2)  # keep 1-centred norms 1-centred
     model.save_pretrained(str(path))
     return model.eval()
+
+
+def save_tiny_tokenizer(path: Path | str, vocab: int = VOCAB) -> Any:
+    """Write a byte-level tokenizer of exactly 256 tokens (one per byte, no merges) to ``path``.
+
+    With it a tiny checkpoint runs through ``LLM`` and ``heron serve``: any text encodes, and
+    every id decodes. Token 0 (byte 0x00) doubles as the end-of-sequence token.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    if vocab != 256:
+        raise ValueError("the byte-level tiny tokenizer has exactly 256 tokens")
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    # the byte-to-unicode table GPT-2 uses: printable bytes map to themselves
+    table = [chr(b) for b in range(256)]
+    shifted = 0
+    for b in range(256):
+        if table[b] not in alphabet:
+            table[b] = chr(256 + shifted)
+            shifted += 1
+    core = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(table)}, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, eos_token=table[0])
+    tokenizer.save_pretrained(str(path))
+    return tokenizer
 
 
 def make_batch(
