@@ -62,7 +62,7 @@ class LLMEngine:
         threads = config.num_threads or physical_cores()
         torch.set_num_threads(threads)
         device = torch.device(config.device)
-        checkpoint = load_checkpoint(config.model)
+        checkpoint = load_checkpoint(config.model, quantization=config.quantization)
         if checkpoint.tokenizer is None:
             raise ValueError(f"{checkpoint.path} has no tokenizer; heron needs one to serve text.")
         self.checkpoint = checkpoint

@@ -169,7 +169,7 @@ def _open_gguf(file: Path) -> Checkpoint:
     )
 
 
-def load_checkpoint(model: str | None) -> Checkpoint:
+def load_checkpoint(model: str | None, quantization: str | None = None) -> Checkpoint:
     """Open ``model`` (see :func:`heron.loader.resolve_model`): an HF directory with config.json
     and safetensors, a ``.gguf`` file, or a directory holding exactly one ``.gguf`` file.
 
