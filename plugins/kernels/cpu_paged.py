@@ -104,8 +104,6 @@ class CpuPagedBackend(TorchSDPABackend):
     ) -> str | None:
         # The cheap checks go first: the build (a minute or two, once per machine) is tried
         # only for a model this backend could otherwise serve.
-        if features.get("logits_soft_cap"):
-            return f"{cls.name} cannot apply a logits soft cap (use 'eager')"
         why_not = super().supports(device, dtype, head_size, sliding_window, **features)
         if why_not is not None:
             return why_not
@@ -135,7 +133,7 @@ class CpuPagedBackend(TorchSDPABackend):
         layer: AttentionLayerInfo,
     ) -> torch.Tensor:
         md = metadata
-        if not md.decode_only:
+        if not md.decode_only or layer.logits_soft_cap:  # the C++ kernel does not cap scores
             return super().forward(q, k, v, kv_cache, md, layer)
         cache = self.write_kv(kv_cache, k, v, md.slot_mapping)  # [2, Hkv, num_slots, D]
         out = load_extension().paged_decode(

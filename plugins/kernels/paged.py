@@ -33,11 +33,15 @@ def slots_of(block_table: torch.Tensor, positions: torch.Tensor, block_size: int
     return blocks * block_size + positions % block_size
 
 
+#: ``supports`` features every built-in backend handles (``head_sizes``: layers of several head sizes)
+_KNOWN_FEATURES = frozenset({"logits_soft_cap", "head_sizes"})
+
+
 def check_dtype(name: str, dtype: torch.dtype, features: dict[str, Any]) -> str | None:
     """Common ``supports`` checks of the built-in backends: float dtypes, no unknown features."""
     if not dtype.is_floating_point:
         return f"{name} computes attention in floating point, not {dtype}"
-    unknown = sorted(k for k, v in features.items() if v and k != "logits_soft_cap")
+    unknown = sorted(k for k, v in features.items() if v and k not in _KNOWN_FEATURES)
     if unknown:
         return f"{name} does not implement {', '.join(unknown)}"
     return None

@@ -8,6 +8,8 @@ every request's tokens padded to ``[num_reqs, max_seq]``, the flat index of ever
 queries padded to ``[num_reqs, max_q]``, and where each real query row lands back in the flat
 output. Steps made only of decodes skip SDPA for two grouped batched matmuls (faster on CPU for
 single-token queries); a prompt computed from scratch attends to its own K/V with a causal SDPA.
+Layers with a logits soft cap (Gemma 2) compute their scores explicitly in float32, since SDPA
+cannot cap them.
 No Python loop over requests runs in the hot path.
 """
 
@@ -79,8 +81,6 @@ class TorchSDPABackend(AttentionBackend):
         sliding_window: int | None = None,
         **features: Any,
     ) -> str | None:
-        if features.get("logits_soft_cap"):
-            return "torch_sdpa cannot apply a logits soft cap (use 'eager')"
         return check_dtype(cls.name, dtype, features)
 
     @classmethod
@@ -125,7 +125,7 @@ class TorchSDPABackend(AttentionBackend):
         hkv, d = layer.num_kv_heads, layer.head_size
         cache = self.write_kv(kv_cache, k, v, md.slot_mapping)
         gqa = layer.num_heads != layer.num_kv_heads
-        if md.fresh_prefill and not layer.sliding_window:
+        if md.fresh_prefill and not layer.sliding_window and not layer.logits_soft_cap:
             # One prompt from scratch: its own k/v are the whole context.
             out = F.scaled_dot_product_attention(
                 q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None],
@@ -138,10 +138,14 @@ class TorchSDPABackend(AttentionBackend):
         if md.decode_only:
             return self._decode(q, keys, values, md, layer)
         queries = q[md.q_index].transpose(1, 2)  # [R, H, Q, D]
-        out = F.scaled_dot_product_attention(
-            queries, keys.transpose(0, 1).to(q.dtype), values.transpose(0, 1).to(q.dtype),
-            attn_mask=md.mask(layer.sliding_window), scale=layer.scale, enable_gqa=gqa,
-        )  # [R, H, Q, D]
+        keys, values = keys.transpose(0, 1).to(q.dtype), values.transpose(0, 1).to(q.dtype)  # [R, Hkv, S, D]
+        mask = md.mask(layer.sliding_window)
+        if layer.logits_soft_cap:
+            out = self._soft_capped(queries, keys, values, mask, layer)
+        else:
+            out = F.scaled_dot_product_attention(
+                queries, keys, values, attn_mask=mask, scale=layer.scale, enable_gqa=gqa
+            )  # [R, H, Q, D]
         r, h, q_max, _ = out.shape
         return out.transpose(1, 2).reshape(r * q_max, h, d)[md.out_index]  # [T, H, D]
 
@@ -153,6 +157,23 @@ class TorchSDPABackend(AttentionBackend):
         cache[0].index_copy_(1, slot_mapping, k.transpose(0, 1).to(cache.dtype))
         cache[1].index_copy_(1, slot_mapping, v.transpose(0, 1).to(cache.dtype))
         return cache
+
+    @staticmethod
+    def _soft_capped(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
+                     layer: AttentionLayerInfo) -> torch.Tensor:
+        """Attention with ``cap * tanh(scores / cap)`` (SDPA has no soft cap): explicit fp32 scores.
+
+        queries [R, H, Q, D]; keys, values [R, Hkv, S, D]; mask [R, 1, Q, S]. Returns [R, H, Q, D].
+        """
+        r, h, q_max, d = queries.shape
+        hkv = keys.shape[1]
+        grouped = queries.reshape(r, hkv, (h // hkv) * q_max, d).float()  # [R, Hkv, G*Q, D]
+        scores = torch.matmul(grouped, keys.float().transpose(-1, -2)).mul_(layer.scale)  # [R, Hkv, G*Q, S]
+        cap = layer.logits_soft_cap
+        scores = torch.tanh(scores.div_(cap)).mul_(cap).view(r, h, q_max, -1)
+        probs = torch.softmax(scores.masked_fill_(~mask, float("-inf")), dim=-1)
+        out = torch.matmul(probs.view(r, hkv, -1, probs.shape[-1]), values.float())  # [R, Hkv, G*Q, D]
+        return out.view(r, h, q_max, d).to(queries.dtype)
 
     @staticmethod
     def _decode(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, md: SDPAMetadata,
@@ -169,7 +190,11 @@ class TorchSDPABackend(AttentionBackend):
         grouped = q.view(r, hkv, -1, d).transpose(0, 1).to(mm_dtype)  # [Hkv, R, G, D]; head h uses kv head h // G
         keys, values = keys.to(mm_dtype), values.to(mm_dtype)
         scores = torch.matmul(grouped, keys.transpose(-1, -2)).float()  # [Hkv, R, G, S]
-        scores = scores.mul_(layer.scale).add_(md.bias(layer.sliding_window))
+        scores = scores.mul_(layer.scale)
+        if layer.logits_soft_cap:
+            cap = layer.logits_soft_cap
+            scores = torch.tanh(scores.div_(cap)).mul_(cap)
+        scores = scores.add_(md.bias(layer.sliding_window))
         probs = torch.softmax(scores, dim=-1).to(mm_dtype)
         out = torch.matmul(probs, values)  # [Hkv, R, G, D]
         return out.transpose(0, 1).reshape(r, layer.num_heads, d).to(q.dtype)  # [T, H, D]

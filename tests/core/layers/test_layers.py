@@ -90,15 +90,15 @@ def test_auto_prefers_cpu_paged_then_torch_sdpa_and_eager_last():
     assert cls.name == "cpu_paged" and "auto chose" in why  # its C++ kernel builds here (and in CI)
     cls, why = select_attention_backend("auto", "cpu", torch.float16, 64, None)
     assert cls.name == "torch_sdpa" and "float16" in why  # the kernel reads fp32/bf16 caches only
-    cls, why = select_attention_backend("auto", "cpu", torch.bfloat16, 64, 4096, logits_soft_cap=30.0)
-    assert cls.name == "eager" and "soft cap" in why  # says why the others were skipped
+    cls, why = select_attention_backend("auto", "cpu", torch.float16, 64, 4096, logits_soft_cap=30.0)
+    assert cls.name == "torch_sdpa" and "cpu_paged" in why  # says why the others were skipped
 
 
 def test_explicit_backend_errors():
     cls, _ = select_attention_backend("eager", "cpu", torch.float32, 64, None)
     assert cls.name == "eager"
-    with pytest.raises(UnsupportedBackendError, match="'torch_sdpa' cannot serve this model: .*soft cap"):
-        select_attention_backend("torch_sdpa", "cpu", torch.float32, 64, None, logits_soft_cap=30.0)
+    with pytest.raises(UnsupportedBackendError, match="'torch_sdpa' cannot serve this model: .*alibi"):
+        select_attention_backend("torch_sdpa", "cpu", torch.float32, 64, None, alibi=True)
     with pytest.raises(UnknownPluginError, match="Installed: .*eager"):
         select_attention_backend("flashy", "cpu", torch.float32, 64, None)
     with pytest.raises(UnsupportedBackendError, match="No installed attention backend"):

@@ -100,8 +100,9 @@ def test_builtin_supports_reasons():
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
         assert eager.supports(cpu, dtype, 64, 4096) is None
         assert sdpa.supports(cpu, dtype, 64, 4096) is None
-    assert "soft cap" in sdpa.supports(cpu, torch.float32, 64, logits_soft_cap=30.0)
+    assert sdpa.supports(cpu, torch.float32, 64, logits_soft_cap=30.0) is None
     assert eager.supports(cpu, torch.float32, 64, logits_soft_cap=30.0) is None
+    assert sdpa.supports(cpu, torch.float32, 64, head_sizes=(64, 128)) is None
     assert "floating point" in eager.supports(cpu, torch.int8, 64)
     assert "alibi" in sdpa.supports(cpu, torch.float32, 64, alibi=True)
 

@@ -68,7 +68,7 @@ def test_extension_builds_and_is_supported():
 
 
 def test_supports_reasons(monkeypatch):
-    assert "soft cap" in CpuPagedBackend.supports(CPU, torch.float32, 64, logits_soft_cap=30.0)
+    assert CpuPagedBackend.supports(CPU, torch.float32, 64, logits_soft_cap=30.0) is None  # capped decodes use torch
     assert "CPU only" in CpuPagedBackend.supports(torch.device("cuda"), torch.float32, 64)
     assert "float16" in CpuPagedBackend.supports(CPU, torch.float16, 64)
     assert "floating point" in CpuPagedBackend.supports(CPU, torch.int8, 64)
