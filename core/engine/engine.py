@@ -75,7 +75,8 @@ class LLMEngine:
 
         self.eos_token_ids = list(checkpoint.eos_token_ids)
         bs = config.block_size
-        self.blocks = BlockManager(self.num_kv_blocks, bs, enable_prefix_caching=config.enable_prefix_caching)
+        self.blocks = BlockManager(self.num_kv_blocks, bs, enable_prefix_caching=config.enable_prefix_caching,
+                                   sliding_window=self.sliding_window)
         max_batched = config.max_num_batched_tokens or max(1024, config.max_num_seqs)
         self.scheduler = Scheduler(self.blocks, max_num_seqs=config.max_num_seqs, max_num_batched_tokens=max_batched,
                                    max_model_len=self.max_model_len, policy=config.scheduling_policy)
@@ -124,7 +125,14 @@ class LLMEngine:
                 free = available_memory_bytes()
                 budget = min(_DEFAULT_KV_BYTES, free // 4) if free else _DEFAULT_KV_BYTES
             num_blocks = max(1, budget // block_bytes)
-        if num_blocks * bs < self.max_model_len:
+        #: every layer slides: blocks out of the window are freed, so a sequence needs only the window's
+        self.sliding_window = BlockManager.sliding_window_of(attention_layers(self.model))
+        if self.sliding_window is not None:
+            needed = -(-self.sliding_window // bs) + 2  # the window's blocks, a partial one, the null block
+            if num_blocks < needed:
+                raise ValueError(f"The KV cache has {num_blocks} blocks; this sliding-window model needs at least "
+                                 f"{needed} (raise --kv-cache-memory-bytes or --num-kv-blocks).")
+        elif num_blocks * bs < self.max_model_len:
             log.warning("KV cache holds %d tokens; max_model_len lowered from %d", num_blocks * bs, self.max_model_len)
             self.max_model_len = num_blocks * bs
         self.num_kv_blocks = num_blocks

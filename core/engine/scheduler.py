@@ -4,7 +4,9 @@ Every step the scheduler hands the model one flat batch: one token for each runn
 prefill chunks, within ``max_num_seqs`` sequences and ``max_num_batched_tokens`` tokens. Running
 sequences go first (in policy order); when the KV pool is full, the sequence that would be
 scheduled last is preempted (its blocks freed, its tokens recomputed later, partly from the
-prefix cache). Waiting sequences are admitted only in steps that preempted nothing.
+prefix cache). Waiting sequences are admitted only in steps that preempted nothing. When the
+block manager frees out-of-window blocks (sliding-window models), a chunk shrinks to what the
+pool holds, so a sequence far longer than the pool still runs (and is recomputed) in pieces.
 """
 
 from __future__ import annotations
@@ -97,11 +99,11 @@ class Scheduler:
     def add(self, seq: Sequence) -> None:
         if seq.num_tokens > self.max_model_len:
             raise ValueError(f"The prompt ({seq.num_tokens} tokens) exceeds max_model_len ({self.max_model_len}).")
-        total_blocks = -(-min(self.max_model_len, seq.num_tokens + 1) // self.blocks.block_size)
-        if total_blocks > self.blocks.num_blocks:
+        total_blocks = self.blocks.min_blocks(min(self.max_model_len, seq.num_tokens + 1))
+        if total_blocks > self.blocks.num_usable_blocks:
             raise ValueError(
                 f"The prompt ({seq.num_tokens} tokens) needs {total_blocks} KV blocks but the cache has only "
-                f"{self.blocks.num_blocks}; raise kv_cache_memory_bytes or shorten the prompt."
+                f"{self.blocks.num_usable_blocks}; raise kv_cache_memory_bytes or shorten the prompt."
             )
         self.waiting.push(seq)
 
@@ -126,6 +128,14 @@ class Scheduler:
         out.preempted.append(seq)
         self.waiting.push(seq, front=True)
 
+    def _chunk(self, seq: Sequence, budget: int, least: int) -> int:
+        """The tokens of ``seq`` to compute this step; in window mode no more than the pool holds
+        now (but at least ``least``: a running sequence preempts others for one token)."""
+        n = min(seq.num_tokens - seq.num_computed_tokens, budget)
+        if self.blocks.sliding_window:
+            n = min(n, max(least, self.blocks.make_room(seq)))
+        return n
+
     def schedule(self) -> SchedulerOutput:
         out = SchedulerOutput()
         budget = self.max_num_batched_tokens
@@ -135,7 +145,7 @@ class Scheduler:
         i = 0
         while i < len(self.running) and budget > 0:
             seq = self.running[i]
-            n = min(seq.num_tokens - seq.num_computed_tokens, budget)
+            n = self._chunk(seq, budget, 1)
             while not self.blocks.allocate(seq, n):
                 victim = self.running[-1]
                 self._preempt(victim, out)
@@ -156,8 +166,8 @@ class Scheduler:
                     self.blocks.match_prefix(seq)
                     if seq.num_cached_tokens < 0:
                         seq.num_cached_tokens = seq.num_computed_tokens
-                n = min(seq.num_tokens - seq.num_computed_tokens, budget)
-                if not self.blocks.allocate(seq, n):
+                n = self._chunk(seq, budget, 0)
+                if n == 0 or not self.blocks.allocate(seq, n):
                     self.blocks.free_seq(seq)  # do not hold prefix blocks while waiting
                     break
                 self.waiting.pop()

@@ -1,20 +1,27 @@
 """Torch building blocks for model plugins: norms, rotary embeddings, gated MLPs, the attention
-layer that hands work to the chosen backend, KV-cache allocation and backend selection."""
+layer that hands work to the chosen backend, mixture-of-experts blocks, KV-cache allocation and
+backend selection."""
 
-from heron.layers.activation import GatedMLP, SiluAndMul
+from heron.layers.activation import ActAndMul, GatedMLP, GeluAndMul, SiluAndMul, get_act_fn
 from heron.layers.attention import Attention
 from heron.layers.backend_selection import (
     UnsupportedBackendError,
     backend_preference,
     select_attention_backend,
 )
-from heron.layers.kv_cache import allocate_kv_caches, attention_layers, attention_needs, bind_attention_backend
+from heron.layers.kv_cache import (
+    allocate_kv_caches,
+    attention_layers,
+    attention_needs,
+    bind_attention_backend,
+)
 from heron.layers.linear_selection import (
     UnsupportedLinearKernelError,
     apply_linear_kernel,
     select_linear_kernel,
 )
-from heron.layers.norm import RMSNorm
+from heron.layers.moe import MixtureOfExperts, StackedExperts, load_expert_weights
+from heron.layers.norm import GemmaRMSNorm, LayerNorm, RMSNorm
 from heron.layers.rotary import (
     ROPE_TYPES,
     RotaryEmbedding,
@@ -28,12 +35,18 @@ from heron.layers.rotary import (
 
 __all__ = (
     "ROPE_TYPES",
+    "ActAndMul",
     "Attention",
     "GatedMLP",
+    "GeluAndMul",
+    "GemmaRMSNorm",
+    "LayerNorm",
+    "MixtureOfExperts",
     "RMSNorm",
     "RotaryEmbedding",
     "RotaryTables",
     "SiluAndMul",
+    "StackedExperts",
     "UnsupportedBackendError",
     "UnsupportedLinearKernelError",
     "apply_linear_kernel",
@@ -42,8 +55,10 @@ __all__ = (
     "attention_layers",
     "attention_needs",
     "bind_attention_backend",
+    "get_act_fn",
     "backend_preference",
     "get_rope",
+    "load_expert_weights",
     "rope_parameters",
     "rotary_tables",
     "rotate_heads",

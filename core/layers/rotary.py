@@ -1,9 +1,10 @@
-"""Rotary position embeddings with the HF rope scaling types: default, linear, dynamic, llama3, yarn.
+"""Rotary position embeddings with the HF rope scaling types: default, linear, dynamic, llama3, yarn, longrope.
 
 Inverse frequencies and the attention scaling are computed the way transformers computes them, so
 a heron model matches its transformers counterpart. Positions come per token as a flat tensor
 (tokens of many requests mixed); ``cos``/``sin`` are computed once per forward and shared by all
-layers through :func:`apply_rotary`.
+layers through :func:`apply_rotary`. Configs whose ``rope_parameters`` are keyed by layer type
+(Gemma 3: local rope for sliding layers, global rope for full ones) give one table per layer type.
 """
 
 from __future__ import annotations
@@ -28,13 +29,40 @@ __all__ = (
     "rotate_heads",
 )
 
-ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn")
+ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn", "longrope")
 
 
 def _base_inv_freq(base: float, dim: int) -> torch.Tensor:
     # [dim // 2] float32, built on the CPU whatever device context the model is built under
     exps = torch.arange(0, dim, 2, dtype=torch.int64, device="cpu").to(torch.float32) / dim
     return 1.0 / (base**exps)
+
+
+def _longrope(base: float, dim: int, p: dict[str, Any], max_pos: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(short inv_freq, long inv_freq, attention factor) of Phi-3's LongRoPE, as transformers computes them."""
+    need = ("short_factor", "long_factor", "original_max_position_embeddings")
+    if any(p.get(k) is None for k in need):
+        raise ValueError(f"longrope needs {', '.join(need)} in the rope parameters; got {sorted(p)}.")
+    orig = p["original_max_position_embeddings"]
+    factor = p.get("factor") or max_pos / orig
+    attention_factor = p.get("attention_factor")
+    if attention_factor is None:
+        attention_factor = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(orig))
+    exps = torch.arange(0, dim, 2, dtype=torch.int64).float() / dim
+
+    def scaled(factors: list[float]) -> torch.Tensor:
+        return 1.0 / (torch.tensor(factors, dtype=torch.float32) * base**exps)
+
+    return scaled(p["short_factor"]), scaled(p["long_factor"]), float(attention_factor)
+
+
+def _token_seq_lens(positions: torch.Tensor, batch: ForwardBatch | None) -> torch.Tensor:
+    """[T] length of each token's request after this step (the longest position + 1 without a batch)."""
+    if batch is not None:
+        q_lens = torch.tensor(batch.query_lens, device=positions.device)
+        return torch.repeat_interleave(batch.seq_lens_tensor.to(positions.device), q_lens)
+    seq_len = positions.max() + 1 if positions.numel() else positions
+    return seq_len.expand_as(positions)
 
 
 def _llama3_inv_freq(inv_freq: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
@@ -110,6 +138,9 @@ class RotaryEmbedding(nn.Module):
             inv_freq = _llama3_inv_freq(inv_freq, p)
         elif rope_type == "yarn":
             inv_freq, self.attention_scaling = _yarn_inv_freq(base, rotary_dim, p, max_position)
+        elif rope_type == "longrope":
+            inv_freq, self.long_inv_freq, self.attention_scaling = _longrope(base, rotary_dim, p, max_position)
+            self.original_max_position = int(p["original_max_position_embeddings"])
         # A plain attribute, not a buffer: it survives meta-device construction + ``to_empty``.
         self.inv_freq = inv_freq  # [rotary_dim // 2] float32
 
@@ -129,23 +160,24 @@ class RotaryEmbedding(nn.Module):
         Args:
             positions: [T] int64 position of each token in its sequence.
             batch: the step's batch; "dynamic" scaling uses each request's current length, as
-                transformers does when it grows its cache one step at a time.
+                transformers does when it grows its cache one step at a time; "longrope" takes the
+                long factors for a request longer than ``original_max_position_embeddings`` (its
+                cached keys keep the factors they were written with, as in transformers).
         Returns:
             (cos, sin), each [T, rotary_dim] float32, already multiplied by the attention scaling.
         """
         pos = positions.to(torch.float32)
         if self.rope_type == "dynamic":
-            if batch is not None:
-                q_lens = torch.tensor(batch.query_lens, device=positions.device)
-                seq_lens = torch.repeat_interleave(batch.seq_lens_tensor.to(positions.device), q_lens)
-            else:
-                seq_lens = positions.max() + 1 if positions.numel() else positions
-                seq_lens = seq_lens.expand_as(positions)
-            freqs = pos[:, None] * self._dynamic_inv_freq(seq_lens)  # [T, rd/2]
+            freqs = pos[:, None] * self._dynamic_inv_freq(_token_seq_lens(positions, batch))  # [T, rd/2]
         else:
             if self.inv_freq.device != positions.device:
                 self.inv_freq = self.inv_freq.to(positions.device)
-            freqs = pos[:, None] * self.inv_freq[None, :]  # [T, rd/2]
+            inv_freq = self.inv_freq[None, :]  # [1, rd/2]
+            if self.rope_type == "longrope":
+                self.long_inv_freq = self.long_inv_freq.to(positions.device)
+                is_long = _token_seq_lens(positions, batch) > self.original_max_position  # [T]
+                inv_freq = torch.where(is_long[:, None], self.long_inv_freq[None, :], inv_freq)  # [T, rd/2]
+            freqs = pos[:, None] * inv_freq  # [T, rd/2]
         emb = torch.cat((freqs, freqs), dim=-1)  # [T, rd]
         return emb.cos() * self.attention_scaling, emb.sin() * self.attention_scaling
 
@@ -210,19 +242,44 @@ def rotate_heads(x: torch.Tensor, tables: RotaryTables) -> torch.Tensor:
     return torch.cat((xr * tables.cos + xr.roll(rd // 2, dims=-1) * tables.sin, x[..., rd:]), dim=-1)
 
 
-def rope_parameters(config: Any) -> dict[str, Any]:
-    """The rope settings of an HF config (transformers 5 ``rope_parameters`` or 4.x ``rope_scaling``)."""
+def _per_layer_type(params: dict[str, Any]) -> bool:
+    """Whether ``rope_parameters`` maps layer types (``"full_attention"``, ...) to rope settings."""
+    return bool(params) and all(isinstance(v, dict) or v is None for v in params.values())
+
+
+def rope_parameters(config: Any, layer_type: str | None = None) -> dict[str, Any]:
+    """The rope settings of an HF config (transformers 5 ``rope_parameters`` or 4.x ``rope_scaling``).
+
+    Args:
+        config: the HF (text) config.
+        layer_type: for configs whose ``rope_parameters`` are keyed by layer type, the type whose
+            settings to return (``"sliding_attention"``, ...); ``None`` means ``"full_attention"``.
+    Raises:
+        ValueError: the config has per-layer-type settings but none for ``layer_type``.
+    """
     params = getattr(config, "rope_parameters", None)
-    if not params:
+    if params and _per_layer_type(params):
+        key = layer_type or "full_attention"
+        if params.get(key) is None:
+            raise ValueError(f"The config has no rope parameters for layer type {key!r}; it has {sorted(params)}.")
+        params = params[key]
+    elif not params:
         params = dict(getattr(config, "rope_scaling", None) or {})
         params.setdefault("rope_theta", getattr(config, "rope_theta", 10000.0))
     params = dict(params)
     params["rope_type"] = params.get("rope_type") or params.get("type") or "default"
+    if params["rope_type"] in ("su", "longrope"):  # "su" is Phi-3's old name for it
+        params["rope_type"] = "longrope"
+        orig = getattr(config, "original_max_position_embeddings", None) or config.max_position_embeddings
+        params.setdefault("original_max_position_embeddings", orig)
     return params
 
 
-def get_rope(config: Any, head_size: int) -> RotaryEmbedding:
-    """Build the rotary embedding an HF ``config`` describes for heads of ``head_size``."""
-    p = rope_parameters(config)
+def get_rope(config: Any, head_size: int, layer_type: str | None = None) -> RotaryEmbedding:
+    """Build the rotary embedding an HF ``config`` describes for heads of ``head_size``.
+
+    ``layer_type`` picks per-layer-type settings (see :func:`rope_parameters`).
+    """
+    p = rope_parameters(config, layer_type)
     rotary_dim = int(head_size * p.get("partial_rotary_factor", getattr(config, "partial_rotary_factor", 1.0)))
     return RotaryEmbedding(rotary_dim, float(p["rope_theta"]), config.max_position_embeddings, p["rope_type"], p)

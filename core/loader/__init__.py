@@ -3,6 +3,7 @@
 from heron.loader.build import build_model, skip_init
 from heron.loader.checkpoint import GENERATION_KEYS, Checkpoint, load_checkpoint
 from heron.loader.gguf_file import GGUFFile, gguf_to_hf_name, unpermute_qk
+from heron.loader.model_impl import MODEL_IMPLS, RemoteCodeError
 from heron.loader.resolve import (
     DEFAULT_GGUF,
     ModelNotFoundError,
@@ -17,7 +18,9 @@ __all__ = (
     "GENERATION_KEYS",
     "Checkpoint",
     "GGUFFile",
+    "MODEL_IMPLS",
     "ModelNotFoundError",
+    "RemoteCodeError",
     "build_model",
     "cpu_has_native_bf16",
     "default_model_path",

@@ -1,8 +1,9 @@
-"""Instantiate the model plugin a checkpoint's architecture names, and load its weights."""
+"""Instantiate the model plugin that serves a checkpoint (see :mod:`heron.loader.model_impl`), and load its weights."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,9 +12,12 @@ from torch import nn
 
 from heron.interfaces import CausalLM, ModelContext
 from heron.loader.checkpoint import Checkpoint
+from heron.loader.model_impl import choose_model_impl
 from heron.plugins import registry
 
 __all__ = ("build_model", "skip_init")
+
+log = logging.getLogger("heron.loader")
 
 _INIT_FUNCTIONS = (
     "uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
@@ -50,18 +54,21 @@ def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
 
 
 def build_model(checkpoint: Checkpoint, ctx: ModelContext, model_impl: str = "auto") -> CausalLM:
-    """Build the model plugin for ``checkpoint``'s ``architectures[0]`` and load its weights.
+    """Build the model that serves ``checkpoint`` and load its weights.
 
-    Parameters are created directly on ``ctx.device`` in ``ctx.dtype`` without random init.
+    ``model_impl`` picks the implementation: ``auto`` (heron's plugin for ``architectures[0]`` when one is
+    registered, else the transformers fallback), ``heron`` (alias ``vllm``) or ``transformers``. Parameters are
+    created directly on ``ctx.device`` in ``ctx.dtype`` without random init.
 
     Raises:
+        ValueError: an unknown ``model_impl``, or a config that names no architecture.
+        RemoteCodeError: the transformers fallback would need code shipped with the checkpoint.
         UnknownPluginError: no installed model plugin serves the architecture (lists those that do).
     """
     config = checkpoint.hf_config
-    archs = getattr(config, "architectures", None) or []
-    if not archs:
-        raise ValueError(f"The config of {checkpoint.path} names no architecture; heron cannot pick a model.")
-    cls = registry("models").load(archs[0])
+    name, why = choose_model_impl(config, model_impl, checkpoint.path)
+    cls = registry("models").load(name)
+    log.info("model implementation: %s.%s (%s)", cls.__module__, cls.__qualname__, why)
     with torch.device(ctx.device), _default_dtype(ctx.dtype), skip_init():
         model = cls(config, ctx)
     model.load_weights(checkpoint.weights())

@@ -25,11 +25,22 @@ from heron.layers import (
     rotate_heads,
 )
 
-__all__ = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
+__all__ = (
+    "LlamaAttention",
+    "LlamaDecoderLayer",
+    "LlamaForCausalLM",
+    "LlamaModel",
+    "MistralForCausalLM",
+    "Qwen2ForCausalLM",
+)
 
 
 class LlamaAttention(nn.Module):
-    """Fused qkv projection, rotary, paged attention, output projection."""
+    """Fused qkv projection, rotary, paged attention, output projection.
+
+    Extension points for variants: :meth:`project_qk` (e.g. q/k norms), :meth:`softmax_scale`
+    and the ``use_rope`` attribute (layers without positional rotation).
+    """
 
     def __init__(self, config: Any, ctx: ModelContext, layer_idx: int, qkv_bias: bool) -> None:
         super().__init__()
@@ -38,6 +49,8 @@ class LlamaAttention(nn.Module):
         self.head_size = getattr(config, "head_dim", None) or config.hidden_size // self.num_heads
         self.q_size = self.num_heads * self.head_size
         self.kv_size = self.num_kv_heads * self.head_size
+        #: rotate q/k with rope (False for NoPE layers)
+        self.use_rope = True
         bias = bool(getattr(config, "attention_bias", False))
         self.qkv_proj = nn.Linear(config.hidden_size, self.q_size + 2 * self.kv_size, bias=bias or qkv_bias)
         self.o_proj = nn.Linear(self.q_size, config.hidden_size, bias=bias)
@@ -45,18 +58,27 @@ class LlamaAttention(nn.Module):
             self.num_heads,
             self.num_kv_heads,
             self.head_size,
-            self.head_size**-0.5,
+            self.softmax_scale(config),
             layer_idx,
             ctx.attention_backend,
             sliding_window=_sliding_window(config, layer_idx),
         )
 
+    def softmax_scale(self, config: Any) -> float:
+        """The scale applied to q·k before the softmax (``head_size ** -0.5`` unless a variant says otherwise)."""
+        return self.head_size**-0.5
+
+    def project_qk(self, qkv: torch.Tensor) -> torch.Tensor:
+        """[T, q_size + 2 * kv_size] fused projection -> q and k heads side by side, before rope: [T, H + Hkv, D]."""
+        return qkv[:, : self.q_size + self.kv_size].view(qkv.shape[0], -1, self.head_size)
+
     def forward(self, hidden: torch.Tensor, rope: RotaryTables, batch: ForwardBatch) -> torch.Tensor:
         """[T, hidden] -> [T, hidden]."""
-        t = hidden.shape[0]
         qkv = self.qkv_proj(hidden)
         # q and k sit side by side in the fused output: rotate both heads in one pass
-        qk = rotate_heads(qkv[:, : self.q_size + self.kv_size].view(t, -1, self.head_size), rope)
+        qk = self.project_qk(qkv)
+        if self.use_rope:
+            qk = rotate_heads(qk, rope)
         q, k = qk[:, : self.num_heads], qk[:, self.num_heads :]
         v = qkv[:, self.q_size + self.kv_size :]
         return self.o_proj(self.attn(q, k, v, batch))
@@ -74,16 +96,21 @@ def _sliding_window(config: Any, layer_idx: int) -> int | None:
 class LlamaDecoderLayer(nn.Module):
     """Pre-norm attention block then pre-norm gated MLP block, each with a residual."""
 
+    #: the attention block class (variants add q/k norms, another softmax scale, NoPE layers)
+    attention_cls: type[LlamaAttention] = LlamaAttention
+
     def __init__(self, config: Any, ctx: ModelContext, layer_idx: int, qkv_bias: bool) -> None:
         super().__init__()
-        self.self_attn = LlamaAttention(config, ctx, layer_idx, qkv_bias)
+        self.self_attn = self.attention_cls(config, ctx, layer_idx, qkv_bias)
         self.mlp = self.build_mlp(config, ctx, layer_idx)
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
     def build_mlp(self, config: Any, ctx: ModelContext, layer_idx: int) -> nn.Module:
         """The feed-forward block of layer ``layer_idx`` (subclasses swap in e.g. a mixture of experts)."""
-        return GatedMLP(config.hidden_size, config.intermediate_size, bias=bool(getattr(config, "mlp_bias", False)))
+        bias = bool(getattr(config, "mlp_bias", False))
+        act = getattr(config, "hidden_act", None) or "silu"
+        return GatedMLP(config.hidden_size, config.intermediate_size, bias=bias, activation=act)
 
     def forward(self, hidden: torch.Tensor, rope: RotaryTables, batch: ForwardBatch) -> torch.Tensor:
         hidden = hidden + self.self_attn(self.input_layernorm(hidden), rope, batch)
@@ -102,8 +129,12 @@ class LlamaModel(nn.Module):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = get_rope(config, self.layers[0].self_attn.head_size)
 
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """[T] token ids -> [T, hidden] input embeddings (variants scale them)."""
+        return self.embed_tokens(input_ids)
+
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
-        hidden = self.embed_tokens(input_ids)  # [T, hidden]
+        hidden = self.embed(input_ids)  # [T, hidden]
         rope = rotary_tables(*self.rotary_emb(positions, batch), hidden.dtype)  # once, shared by every layer
         for layer in self.layers:
             hidden = layer(hidden, rope, batch)
@@ -117,6 +148,8 @@ class LlamaForCausalLM(nn.Module, CausalLM):
     qkv_bias: bool = False
     #: the decoder layer class (subclasses override ``build_mlp`` for other feed-forward blocks)
     decoder_layer_cls: type[LlamaDecoderLayer] = LlamaDecoderLayer
+    #: the decoder stack class (variants override :meth:`LlamaModel.embed`)
+    model_cls: type[LlamaModel] = LlamaModel
 
     # HF name fragment -> (fused parameter fragment, shard index)
     _stacked = {
@@ -130,7 +163,7 @@ class LlamaForCausalLM(nn.Module, CausalLM):
     def __init__(self, config: Any, ctx: ModelContext) -> None:
         super().__init__()
         self.config = config
-        self.model = LlamaModel(config, ctx, self.qkv_bias, self.decoder_layer_cls)
+        self.model = self.model_cls(config, ctx, self.qkv_bias, self.decoder_layer_cls)
         self.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", False))
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if self.tie_word_embeddings:

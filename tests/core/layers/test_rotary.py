@@ -22,6 +22,8 @@ PARAMS = {
     "dynamic": {"factor": 2.0},
     "llama3": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16},
     "yarn": {"factor": 4.0, "original_max_position_embeddings": 32, "beta_fast": 16},
+    "longrope": {"short_factor": [1.0 + i / 16 for i in range(16)], "long_factor": [2.0 + i for i in range(16)],
+                 "original_max_position_embeddings": 32},
 }
 
 
@@ -97,5 +99,5 @@ def test_legacy_rope_scaling_and_unknown_type():
 
     legacy = SimpleNamespace(rope_scaling={"type": "linear", "factor": 2.0}, rope_theta=500.0)
     assert rope_parameters(legacy) == {"type": "linear", "factor": 2.0, "rope_theta": 500.0, "rope_type": "linear"}
-    with pytest.raises(ValueError, match="Unsupported rope type 'longrope'"):
-        RotaryEmbedding(16, 10000.0, 64, "longrope")
+    with pytest.raises(ValueError, match="Unsupported rope type 'made_up'"):
+        RotaryEmbedding(16, 10000.0, 64, "made_up")
