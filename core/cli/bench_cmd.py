@@ -73,6 +73,8 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-num-batched-tokens", type=int, default=None)
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--num-threads", type=int, default=None, help="torch threads (default: physical cores)")
+    p.add_argument("--model-impl", choices=["auto", "heron", "transformers", "vllm"], default="auto",
+                   help="heron's plugin for the architecture or the transformers fallback (auto: plugin if any)")
     p.add_argument("--attention-backend", default="auto")
     p.add_argument("--linear-kernel", default="auto", help="auto, dense, onednn or int4")
 
@@ -82,7 +84,7 @@ def _build_llm(args: argparse.Namespace) -> Any:
 
     return LLM(model=args.model, dtype=args.dtype, max_num_seqs=args.max_num_seqs,
                max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
-               num_threads=args.num_threads, attention_backend=args.attention_backend,
+               num_threads=args.num_threads, model_impl=args.model_impl, attention_backend=args.attention_backend,
                linear_kernel=args.linear_kernel, seed=args.seed)
 
 

@@ -1,5 +1,6 @@
-"""Open a checkpoint (an HF directory or a single GGUF file): config, tokenizer, generation
-defaults, stop tokens, and a lazy stream of HF-named weight tensors."""
+"""Open a checkpoint (an HF directory, a GGUF file or split GGUF set): config, tokenizer, generation
+defaults, stop tokens, and a lazy stream of HF-named weight tensors. Quantized checkpoints heron
+cannot run are refused here, before any weight is read."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from heron.loader.gguf_file import GGUFFile
+from heron.loader.gguf_config import gguf_config, gguf_tokenizer
+from heron.loader.gguf_file import GGUFFile, gguf_shards, gguf_tensors
+from heron.loader.model_impl import RemoteCodeError
+from heron.loader.quantization import check_quantization, hf_quantization_method
 from heron.loader.resolve import resolve_model
 
 __all__ = ("GENERATION_KEYS", "Checkpoint", "load_checkpoint")
@@ -121,10 +125,22 @@ def _count_dir_tensors(folder: Path) -> int | None:
     return total or None
 
 
-def _open_dir(folder: Path) -> Checkpoint:
+def _open_dir(folder: Path, quantization: str | None) -> Checkpoint:
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(str(folder))
+    raw = json.loads((folder / "config.json").read_text())
+    check_quantization(quantization, hf_quantization_method(raw), str(folder))
+    try:  # never run (or ask to run) code shipped with the checkpoint
+        config = AutoConfig.from_pretrained(str(folder), trust_remote_code=False)
+    except ValueError as err:
+        if "auto_map" in raw:
+            arch = (raw.get("architectures") or [raw.get("model_type")])[0]
+            raise RemoteCodeError(
+                f"{folder} needs remote code: its architecture {arch} (model_type {raw.get('model_type')!r}) exists "
+                "only as code shipped with the checkpoint, and heron never runs checkpoint code "
+                "(whatever --trust-remote-code says)."
+            ) from err
+        raise
     _fill_architectures(config)
     has_tokenizer = any((folder / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
     tokenizer = _load_tokenizer(str(folder)) if has_tokenizer else None
@@ -141,23 +157,32 @@ def _open_dir(folder: Path) -> Checkpoint:
     )
 
 
-def _open_gguf(file: Path) -> Checkpoint:
-    from transformers import AutoConfig
-
-    # The reader's parsed metadata (every vocabulary string as its own array) costs ~150 MiB for
-    # a 49k-token vocabulary: read what is needed now and let it go; the weights reopen the file.
-    gguf = GGUFFile(str(file))
+def _open_gguf(file: Path, quantization: str | None) -> Checkpoint:
+    check_quantization(quantization, "gguf", str(file))
+    shards = gguf_shards(file)
+    file = shards[0]  # metadata (config, tokenizer) lives in the first shard
+    # GGUFFile reads metadata and the tensor table only (milliseconds); the weights reopen the files
+    gguf = GGUFFile(file)
     template = gguf.field("tokenizer.chat_template")
-    num_tensors = gguf.num_tensors()
+    declared = int(gguf.field("split.count", 1))
+    block_count = gguf.field(f"{gguf.architecture}.block_count")
+    num_tensors = gguf.field("split.tensors.count") or gguf.num_tensors()
     del gguf
-    folder, name = str(file.parent), file.name
-    config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    if declared != len(shards):
+        raise ValueError(f"{file.name} says its checkpoint has {declared} shards, but its name says {len(shards)}.")
+    for shard in shards:
+        GGUFFile(shard).check_tensor_types()
+    config = gguf_config(str(file))
     _fill_architectures(config)
-    tokenizer = _load_tokenizer(folder, gguf_file=name)
+    try:
+        tokenizer = gguf_tokenizer(str(file), config)
+    except Exception as err:  # noqa: BLE001 - transformers raises anything on metadata it cannot use
+        log.warning("No tokenizer loaded from %s: %s", file, err)
+        tokenizer = None
     if tokenizer is not None and template and not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = template
-    heads = config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    files = [str(s) for s in shards]
+    layers = int(block_count) if block_count else None
     return Checkpoint(
         path=str(file),
         hf_config=config,
@@ -165,27 +190,41 @@ def _open_gguf(file: Path) -> Checkpoint:
         generation_defaults={},
         eos_token_ids=_eos_ids(config.eos_token_id, getattr(tokenizer, "eos_token_id", None)),
         max_model_len=_max_model_len(config),
-        _weights=lambda: _progress(GGUFFile(str(file)).tensors(heads, kv_heads), num_tensors),
+        _weights=lambda: _progress(gguf_tensors(files, config, layers), int(num_tensors)),
     )
+
+
+def _gguf_sets(folder: Path) -> list[Path]:
+    """The GGUF checkpoints in ``folder``: single files, and the first shard of each split set."""
+    firsts = {gguf_shards(g)[0] if "-of-" in g.name else g for g in folder.glob("*.gguf")}
+    return sorted(firsts)
 
 
 def load_checkpoint(model: str | None, quantization: str | None = None) -> Checkpoint:
     """Open ``model`` (see :func:`heron.loader.resolve_model`): an HF directory with config.json
-    and safetensors, a ``.gguf`` file, or a directory holding exactly one ``.gguf`` file.
+    and safetensors, a ``.gguf`` file (any shard of a split set), or a directory holding exactly
+    one GGUF checkpoint (a single file or one split set).
+
+    Args:
+        model: the checkpoint (None = the bundled default model).
+        quantization: the method the operator expects (``--quantization``): ``"gguf"``, or None
+            for whatever the checkpoint holds.
 
     Raises:
         ModelNotFoundError: ``model`` cannot be found locally.
-        ValueError: the path is not a checkpoint heron can read.
+        ValueError: the path is not a checkpoint heron can read, it is quantized in a way heron
+            cannot run, or ``quantization`` is not a method heron has or the checkpoint holds.
     """
     path = Path(resolve_model(model))
     if path.is_file() and path.suffix == ".gguf":
-        return _open_gguf(path)
+        return _open_gguf(path, quantization)
     if path.is_dir() and (path / "config.json").is_file():
-        return _open_dir(path)
-    ggufs = sorted(path.glob("*.gguf")) if path.is_dir() else []
+        return _open_dir(path, quantization)
+    ggufs = _gguf_sets(path) if path.is_dir() else []
     if len(ggufs) == 1:
-        return _open_gguf(ggufs[0])
+        return _open_gguf(ggufs[0], quantization)
     raise ValueError(
         f"{path} is not a checkpoint heron can read: give a directory with config.json and "
-        "*.safetensors, or one .gguf file" + (f" (found several: {[g.name for g in ggufs]})" if ggufs else "") + "."
+        "*.safetensors, or one .gguf checkpoint" + (f" (found several: {[g.name for g in ggufs]})" if ggufs else "")
+        + "."
     )

@@ -124,3 +124,14 @@ def test_an_architecture_nobody_knows_is_unknown(llama):
             choose_model_impl(llama.hf_config, "transformers", llama.path)
     finally:
         llama.hf_config.architectures = ["LlamaForCausalLM"]
+
+
+def test_a_config_only_remote_code_defines_is_refused_at_load_without_a_prompt(tmp_path, monkeypatch):
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "my_custom", "architectures": ["MyCustomForCausalLM"],
+        "auto_map": {"AutoConfig": "configuration_custom.MyConfig",
+                     "AutoModelForCausalLM": "modeling_custom.MyCustomForCausalLM"}}))
+    # transformers asks on stdin whether to run the code unless told not to: no answer must be needed
+    monkeypatch.setattr("builtins.input", lambda *a: pytest.fail("asked whether to run remote code"))
+    with pytest.raises(RemoteCodeError, match=r"needs remote code: its architecture MyCustomForCausalLM .*never runs"):
+        load_checkpoint(str(tmp_path))
