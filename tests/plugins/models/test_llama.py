@@ -12,15 +12,18 @@ import random
 import pytest
 import torch
 
+from heron.plugins import registry
 from tests.helpers_model import (
     VOCAB,
     PagedRunner,
+    greedy_tokens,
+    hf_greedy_tokens,
     hf_reference_logits,
     tiny_checkpoint,
     tiny_config,
 )
 
-BACKENDS = ("eager", "torch_sdpa")
+BACKENDS = tuple(registry("attention_backends").names())  # every installed backend (none declines Llama)
 LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
           "original_max_position_embeddings": 8, "rope_theta": 10000.0}
 YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16, "rope_theta": 10000.0}
@@ -74,6 +77,12 @@ def test_logits_match_transformers(case, backend):
         want = hf_reference_logits(hf_model, chunks[rid])
         assert got.dtype == torch.float32
         torch.testing.assert_close(got, want, atol=1e-4, rtol=0, msg=lambda m, rid=rid: f"request {rid}: {m}")
+
+
+def test_greedy_matches_transformers_generate(case):
+    path, hf_model = case
+    prompt = [5, 17, 99, 3, 250, 42, 7]
+    assert greedy_tokens(PagedRunner.load(path, "eager"), prompt, 32) == hf_greedy_tokens(hf_model, prompt, 32)
 
 
 def test_bfloat16_stays_close(case):
