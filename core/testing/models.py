@@ -35,6 +35,7 @@ __all__ = (
     "MIXED_PLAN",
     "PagedRunner",
     "check_against_transformers",
+    "check_on_every_backend",
     "greedy_tokens",
     "hf_greedy_tokens",
     "hf_reference_logits",
@@ -284,6 +285,29 @@ def check_against_transformers(
         want = hf_reference_logits(hf_model, chunks[rid])
         worst = max(worst, float((got.float() - want).abs().max()))
     return worst
+
+
+def check_on_every_backend(
+    path: Path | str, hf_model: Any, model_impl: str = "auto", atol: float = 1e-4
+) -> dict[str, float]:
+    """:func:`check_against_transformers` on every installed attention backend that accepts the model.
+
+    A backend that declines must say so by name (``UnsupportedBackendError("<name>: why")``).
+
+    Returns:
+        backend name -> largest absolute logit difference.
+    Raises:
+        AssertionError: no backend accepted the model, or one differs by ``atol`` or more.
+    """
+    diffs: dict[str, float] = {}
+    for backend in registry("attention_backends").names():
+        try:
+            diffs[backend] = check_against_transformers(path, hf_model, backend, model_impl=model_impl)
+        except UnsupportedBackendError as err:
+            assert str(err).startswith(f"{backend}: "), err
+    assert diffs, f"{path}: no attention backend accepted the model"
+    assert max(diffs.values()) < atol, f"{path}: max |logit diff| per backend {diffs}"
+    return diffs
 
 
 def greedy_tokens(runner: PagedRunner, prompt: list[int], max_new_tokens: int, rid: str = "g") -> list[int]:

@@ -7,18 +7,17 @@ compares every new token's logits with transformers fed the same chunks through 
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
 
 from heron.plugins import registry
 from tests.helpers_model import (
-    VOCAB,
+    MIXED_PLAN,
     PagedRunner,
     greedy_tokens,
     hf_greedy_tokens,
     hf_reference_logits,
+    run_plan,
     tiny_checkpoint,
     tiny_config,
 )
@@ -40,28 +39,6 @@ CASES = {
     "rope-yarn": ("llama", {"max_position_embeddings": 64, "rope_parameters": YARN}),
 }
 
-# request -> chunks fed per step (None = not scheduled); decode tokens are teacher-forced
-PLAN = [
-    {"b": 7, "c": 5},
-    {"a": 6, "b": 1, "c": 1},  # a prefill chunk mixed with two decodes
-    {"a": 5, "b": 1, "c": 1},
-    {"a": 1, "b": 1, "c": 1},
-    {"a": 1},
-]
-
-
-def run_plan(runner: PagedRunner, seed: int = 0) -> tuple[dict[str, list[list[int]]], dict[str, torch.Tensor]]:
-    rng = random.Random(seed)
-    chunks: dict[str, list[list[int]]] = {}
-    logits: dict[str, list[torch.Tensor]] = {}
-    for step in PLAN:
-        new = {rid: [rng.randrange(VOCAB) for _ in range(n)] for rid, n in step.items()}
-        for rid, out in runner.step(new).items():
-            chunks.setdefault(rid, []).append(new[rid])
-            logits.setdefault(rid, []).append(out)
-    return chunks, {rid: torch.cat(parts) for rid, parts in logits.items()}
-
-
 @pytest.fixture(scope="module", params=list(CASES))
 def case(request, tmp_path_factory):
     kind, overrides = CASES[request.param]
@@ -72,7 +49,7 @@ def case(request, tmp_path_factory):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_logits_match_transformers(case, backend):
     path, hf_model = case
-    chunks, logits = run_plan(PagedRunner.load(path, backend))
+    chunks, logits = run_plan(PagedRunner.load(path, backend), MIXED_PLAN)
     for rid, got in logits.items():
         want = hf_reference_logits(hf_model, chunks[rid])
         assert got.dtype == torch.float32
