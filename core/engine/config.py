@@ -25,6 +25,12 @@ class EngineConfig:
     #: auto = heron's plugin for the architecture when one is installed, else the transformers
     #: fallback; heron (alias vllm) = the plugin only; transformers = the fallback only
     model_impl: str = "auto"
+    #: generate (text) or pooling (embeddings, classification); auto decides from the checkpoint
+    runner: str = "auto"
+    #: how a pooling runner uses the model: embed, classify, or none; auto decides from the checkpoint
+    convert: str = "auto"
+    #: overrides of the checkpoint's pooling settings (``pooling_type``, ``normalize``, ...)
+    pooler_config: dict[str, Any] | None = None
     #: the quantization method the operator expects (vLLM's ``--quantization``); None = whatever
     #: the checkpoint holds. Methods heron cannot run are refused at load.
     quantization: str | None = None

@@ -4,6 +4,7 @@ from heron.loader.build import build_model, skip_init
 from heron.loader.checkpoint import GENERATION_KEYS, Checkpoint, load_checkpoint
 from heron.loader.gguf_file import GGUFFile, gguf_to_hf_name, unpermute_qk
 from heron.loader.model_impl import MODEL_IMPLS, RemoteCodeError
+from heron.loader.pooling_config import PoolerConfig, resolve_pooler
 from heron.loader.resolve import (
     DEFAULT_GGUF,
     ModelNotFoundError,
@@ -20,6 +21,7 @@ __all__ = (
     "GGUFFile",
     "MODEL_IMPLS",
     "ModelNotFoundError",
+    "PoolerConfig",
     "RemoteCodeError",
     "build_model",
     "cpu_has_native_bf16",
@@ -27,6 +29,7 @@ __all__ = (
     "gguf_to_hf_name",
     "load_checkpoint",
     "resolve_dtype",
+    "resolve_pooler",
     "resolve_model",
     "skip_init",
     "unpermute_qk",

@@ -58,6 +58,9 @@ class ServerSettings:
     num_kv_blocks: int | None = None
     enable_prefix_caching: bool = True
     model_impl: str = "auto"
+    runner: str = "auto"
+    convert: str = "auto"
+    pooler_config: dict[str, Any] = field(default_factory=dict)
     quantization: str | None = None
     trust_remote_code: bool = False
     attention_backend: str = "auto"
@@ -167,6 +170,12 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-impl", choices=["auto", "heron", "transformers", "vllm"], default=S,
                    help="auto: heron's plugin for the architecture, else the transformers fallback; "
                         "heron (alias vllm): the plugin only; transformers: the fallback only")
+    p.add_argument("--runner", choices=["auto", "generate", "pooling"], default=S,
+                   help="generate text, or pool (embeddings, classification, scores); auto decides from the checkpoint")
+    p.add_argument("--convert", choices=["auto", "embed", "classify", "none"], default=S,
+                   help="how a pooling runner uses the model (auto: classify for *ForSequenceClassification, else embed)")
+    p.add_argument("--pooler-config", type=_json_dict, default=S,
+                   help='JSON overrides of the pooling settings, e.g. \'{"pooling_type": "MEAN", "normalize": false}\'')
     p.add_argument("--quantization", "-q", default=S,
                    help="the checkpoint's quantization method; heron refuses methods it cannot run")
     p.add_argument("--trust-remote-code", action="store_true", default=S,
