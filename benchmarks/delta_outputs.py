@@ -48,7 +48,7 @@ def _fake_execute(vocab: int) -> Any:
 
     row = torch.randn(1, vocab, generator=torch.Generator().manual_seed(0))
 
-    def execute(sched: Any, full_logits_for: set[int]) -> Any:
+    def execute(sched: Any, full_logits_for: set[int], hidden_for: frozenset[int] = frozenset()) -> Any:
         rows = sum(1 for item in sched.scheduled if item.samples)
         return StepLogits(row.expand(rows, vocab).clone(), {})
 
@@ -74,8 +74,8 @@ def measure(engine: Any, prompt_ids: list[int], max_tokens: int, logprobs: int, 
     from heron.server.streams import RequestTimer, iterate_choices
 
     forward, building = [0.0], [0.0]
-    real_execute, real_output = engine.runner.execute, Request.output
-    engine.runner.execute = _timed(_fake_execute(engine.vocab_size) if fake_forward else real_execute, forward)
+    real_execute, real_output = engine.model_runner.execute, Request.output
+    engine.model_runner.execute = _timed(_fake_execute(engine.vocab_size) if fake_forward else real_execute, forward)
     Request.output = _timed(real_output, building)
     params = SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True, logprobs=logprobs)
     counts = {"steps": 0, "items": 0, "consumer": 0.0, "step_total": 0.0}
@@ -105,7 +105,7 @@ def measure(engine: Any, prompt_ids: list[int], max_tokens: int, logprobs: int, 
         tokens = asyncio.run(consume())
         e2e, cpu = time.perf_counter() - start, _cpu() - cpu_start
     finally:
-        engine.runner.execute, Request.output = real_execute, real_output
+        engine.model_runner.execute, Request.output = real_execute, real_output
     steps = counts["steps"]
     return {
         "tokens": tokens,

@@ -2,7 +2,7 @@
 
 The core is small: engine, protocol models, Litestar app. Parsers, model architectures,
 attention backends, middlewares and lifecycle hooks are plugins found through entry points
-(see :mod:`heron.plugins`). ``LLM`` and ``SamplingParams`` are imported lazily so that
+(see :mod:`heron.plugins`). ``LLM``, ``SamplingParams`` and ``PoolingParams`` are imported lazily so that
 ``import heron`` stays cheap for the CLI and for plugin discovery.
 """
 
@@ -16,10 +16,11 @@ try:
 except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ("LLM", "SamplingParams", "StructuredOutputsParams", "__version__")
+__all__ = ("LLM", "PoolingParams", "SamplingParams", "StructuredOutputsParams", "__version__")
 
 _LAZY = {
     "LLM": "heron.engine.llm",
+    "PoolingParams": "heron.engine.pooling_params",
     "SamplingParams": "heron.engine.sampling_params",
     "StructuredOutputsParams": "heron.engine.sampling_params",
 }

@@ -1,4 +1,4 @@
-"""``heron bench throughput|latency|serve``: measure the offline engine or any OpenAI-compatible server.
+"""``heron bench throughput|latency|serve|embed``: measure the offline engine or any OpenAI-compatible server.
 
 The measuring lives in :mod:`heron.bench`; this module only parses flags and prints results,
 as a table or, with ``--json``, as one JSON object on stdout (progress bars go to stderr).
@@ -52,6 +52,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     srv.add_argument("--warmup", type=int, default=1, help="short untimed requests first (default 1)")
     srv.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
     srv.set_defaults(func=_serve)
+
+    emb = bsub.add_parser("embed", help="embedding texts/s: offline LLM.embed, or a server's /v1/embeddings")
+    emb.add_argument("--num-texts", type=int, default=512, help="texts embedded (default 512)")
+    emb.add_argument("--words", type=int, default=24, help="average words per text (default 24)")
+    emb.add_argument("--base-url", default=None, help="measure this server's /v1 URL instead of the offline engine")
+    emb.add_argument("--served-model", default=None, help="model name to request (server runs; default: --model)")
+    emb.add_argument("--concurrency", type=int, default=16, help="requests in flight (server runs; default 16)")
+    emb.add_argument("--batch", type=int, default=1, help="texts per request (server runs; default 1)")
+    emb.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"), help="bearer key (env OPENAI_API_KEY)")
+    emb.add_argument("--seed", type=int, default=0)
+    emb.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    _engine_args(emb)
+    emb.set_defaults(func=_embed)
 
 
 def _workload_args(p: argparse.ArgumentParser, *, num_prompts: int | None, output_len: int) -> None:
@@ -173,6 +186,35 @@ def _serve(args: argparse.Namespace) -> int:
     for err in res.error_samples:
         print(f"error: {err}", file=sys.stderr)
     return 1 if res.errors == res.num_requests else 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from heron.bench import run_embed_offline, run_embed_serve, sentence_texts
+
+    texts = sentence_texts(args.num_texts + 8, args.words, seed=args.seed)
+    warmup, texts = texts[:8], texts[8:]
+    if args.base_url:
+        model = args.served_model or args.model
+        if not model:
+            print("heron bench embed: name the served model with --served-model", file=sys.stderr)
+            return 2
+        res = run_embed_serve(args.base_url.rstrip("/"), model, texts, concurrency=args.concurrency,
+                              batch=args.batch, api_key=args.api_key, warmup=warmup)
+        where = f"{args.base_url}, concurrency {args.concurrency}, {args.batch} text(s) a request"
+    else:
+        from heron import LLM
+
+        llm = LLM(model=args.model, runner="pooling", dtype=args.dtype, max_num_seqs=args.max_num_seqs,
+                  max_num_batched_tokens=args.max_num_batched_tokens, num_threads=args.num_threads,
+                  model_impl=args.model_impl, attention_backend=args.attention_backend,
+                  linear_kernel=args.linear_kernel, seed=args.seed)
+        res = run_embed_offline(llm, texts, warmup=warmup)
+        where = f"offline, dtype {str(llm.engine.dtype).removeprefix('torch.')}, {_threads()} threads"
+    if args.json:
+        return _print_json({"kind": "embed", "where": where, **asdict(res)})
+    print(f"{res.num_texts} texts of ~{args.words} words, {where}")
+    _rows([("seconds", res.seconds, ".2f"), ("texts/s", res.texts_per_s, ".1f"), ("errors", res.errors, "d")])
+    return 1 if res.errors else 0
 
 
 def _threads() -> int:

@@ -18,22 +18,42 @@ from heron.engine.outputs import (
     RequestOutput,
     merge_output,
 )
+from heron.engine.pooling_outputs import (
+    ClassificationOutput,
+    ClassificationRequestOutput,
+    EmbeddingOutput,
+    EmbeddingRequestOutput,
+    PoolingOutput,
+    PoolingRequestOutput,
+    ScoringOutput,
+    ScoringRequestOutput,
+)
+from heron.engine.pooling_params import PoolingParams
 from heron.engine.sampling_params import SamplingParams, StructuredOutputsParams
 
 __all__ = (
     "LLM",
     "AsyncEngine",
+    "ClassificationOutput",
+    "ClassificationRequestOutput",
     "CompletionOutput",
+    "EmbeddingOutput",
+    "EmbeddingRequestOutput",
     "EngineBusyError",
     "EngineConfig",
     "EngineDeadError",
     "LLMEngine",
     "Logprob",
+    "PoolingOutput",
+    "PoolingParams",
+    "PoolingRequestOutput",
     "RequestMetrics",
     "RequestOutput",
     "RequestFailedError",
     "RequestRejectedError",
     "SamplingParams",
+    "ScoringOutput",
+    "ScoringRequestOutput",
     "StructuredOutputsParams",
     "TokenIdError",
     "merge_output",

@@ -4,7 +4,9 @@ One ``step()`` = schedule, one batched forward over every scheduled token, one b
 then bookkeeping (detokenize, stop checks, free finished sequences). Everything that varies by
 model or hardware comes from a registry: the model class from ``heron.models`` by
 ``architectures[0]``, the attention backend from ``heron.attention_backends``, the linear kernel from
-``heron.linear_kernels``.
+``heron.linear_kernels``. An engine either generates (``runner == "generate"``) or pools
+(``runner == "pooling"``: embeddings and classification, requests with :class:`PoolingParams`,
+prefill only, one :class:`PoolingRequestOutput` each).
 """
 
 from __future__ import annotations
@@ -28,12 +30,15 @@ from heron.engine.detokenizer import IncrementalDetokenizer
 from heron.engine.errors import TokenIdError
 from heron.engine.model_runner import ModelRunner
 from heron.engine.outputs import CompletionOutput, Logprob, RequestOutput
+from heron.engine.pooling import PoolingSetup, PoolingState, pooling_setup
+from heron.engine.pooling_outputs import PoolingRequestOutput
+from heron.engine.pooling_params import PoolingParams
 from heron.engine.request import Request, Sequence, SequenceStatus
 from heron.engine.rows import append_token, record_prompt_logprobs
 from heron.engine.sampler import Sampler
 from heron.engine.sampling_params import SamplingParams
 from heron.engine.scheduler import Scheduler
-from heron.interfaces import ModelContext
+from heron.interfaces import ModelContext, PoolingModel
 from heron.layers import (
     allocate_kv_caches,
     apply_linear_kernel,
@@ -44,6 +49,7 @@ from heron.layers import (
     select_linear_kernel,
 )
 from heron.loader import build_model, load_checkpoint, resolve_dtype
+from heron.loader.pooling_config import resolve_pooler
 from heron.plugins import call_hook
 
 __all__ = ("LLMEngine",)
@@ -70,6 +76,7 @@ class LLMEngine:
         self.generation_defaults = dict(checkpoint.generation_defaults)
         self.dtype = resolve_dtype(config.dtype, device)
         self._load_model(checkpoint, config, device)
+        self._resolve_runner(checkpoint, config)
         self.vocab_size = checkpoint.hf_config.vocab_size
         self._size_kv_pool(checkpoint, config, device, threads)
 
@@ -81,7 +88,7 @@ class LLMEngine:
         self.scheduler = Scheduler(self.blocks, max_num_seqs=config.max_num_seqs, max_num_batched_tokens=max_batched,
                                    max_model_len=self.max_model_len, policy=config.scheduling_policy)
         self.sampler = Sampler(self.vocab_size, self.eos_token_ids, seed=config.seed)
-        self.runner = ModelRunner(self.model, self.backend, bs, device)
+        self.model_runner = ModelRunner(self.model, self.backend, bs, device)
         self.requests: dict[str, Request] = {}
         self._seq_ids = itertools.count()
         self._grammar: Any = None
@@ -92,7 +99,9 @@ class LLMEngine:
 
     def _load_model(self, checkpoint: Any, config: EngineConfig, device: torch.device) -> None:
         """Build the model plugin, then pick the attention backend its layers need and the linear kernel."""
-        ctx = ModelContext(dtype=self.dtype, device=device, attention_backend=None)
+        # token ids a model may need from the tokenizer (BERT derives segment ids from [SEP])
+        special = {"sep_token_id": getattr(checkpoint.tokenizer, "sep_token_id", None)}
+        ctx = ModelContext(dtype=self.dtype, device=device, attention_backend=None, extra=special)
         linear_cls, linear_why = select_linear_kernel(config.linear_kernel, device, self.dtype)
         self.model = build_model(checkpoint, ctx, model_impl=config.model_impl)
         needs = attention_needs(self.model)
@@ -105,6 +114,21 @@ class LLMEngine:
         converted = apply_linear_kernel(self.model, linear_cls())
         self.linear_kernel = linear_cls.name
         log.info("linear kernel: %s (%d layers converted)", linear_why, converted)
+
+    def _resolve_runner(self, checkpoint: Any, config: EngineConfig) -> None:
+        """Decide generate or pooling (``--runner``, ``--convert``, ``--pooler-config``, the checkpoint)."""
+        pooler = resolve_pooler(checkpoint, config.runner, config.convert, config.pooler_config)
+        if pooler.runner == "generate" and isinstance(self.model, PoolingModel):
+            raise ValueError(f"{type(self.model).__name__} is a pooling model (embeddings, classification): "
+                             "serve it with --runner pooling.")
+        #: "generate" or "pooling"
+        self.runner: str = pooler.runner
+        self.pooler = pooler
+        hidden_size = getattr(checkpoint.hf_config, "hidden_size", None) or 1 << 30
+        self.pooling: PoolingSetup | None = (
+            pooling_setup(self.model, pooler, hidden_size) if pooler.runner == "pooling" else None
+        )
+        log.info("runner: %s", pooler.why or pooler.runner)
 
     def _size_kv_pool(self, checkpoint: Any, config: EngineConfig, device: torch.device, threads: int) -> None:
         """Size the paged KV pool (a memory budget or a block count), cap ``max_model_len`` to it, allocate."""
@@ -170,7 +194,7 @@ class LLMEngine:
         self,
         request_id: str,
         prompt: str | list[int] | None,
-        params: SamplingParams | None = None,
+        params: SamplingParams | PoolingParams | None = None,
         *,
         prompt_token_ids: list[int] | None = None,
         priority: int = 0,
@@ -180,6 +204,9 @@ class LLMEngine:
     ) -> Request:
         """Queue a request. ``prompt`` is text (tokenized here) or token ids.
 
+        ``params`` is a :class:`SamplingParams` on a generate engine and a :class:`PoolingParams`
+        (None: the defaults) on a pooling engine.
+
         ``cache_salt`` and ``cache_key_extra`` (anything else that changes the KV, e.g. a LoRA
         adapter) are part of the prefix-cache keys: requests that differ in them share no block.
 
@@ -188,6 +215,12 @@ class LLMEngine:
             ValueError: duplicate id, empty or too long prompt, an invalid structured-output
                 constraint.
         """
+        if isinstance(params, PoolingParams) or (params is None and self.pooling is not None):
+            return self._add_pooling(request_id, prompt, params or PoolingParams(), prompt_token_ids, priority=priority,
+                                     cache_salt=cache_salt, cache_key_extra=cache_key_extra, arrival_time=arrival_time)
+        if self.pooling is not None:
+            raise ValueError("This engine serves a pooling model (runner pooling): it embeds and classifies but "
+                             "cannot generate text; start it with --runner generate.")
         params = params or SamplingParams()
         for name in ("logprobs", "prompt_logprobs"):
             value = getattr(params, name)
@@ -211,6 +244,37 @@ class LLMEngine:
             req.seqs.append(self._new_sequence(req, i, compiled))
         self.scheduler.add(req.seqs[0])
         req.siblings_pending = req.seqs[1:]
+        self.requests[request_id] = req
+        self.num_prompt_tokens += len(ids)
+        return req
+
+    def _add_pooling(self, request_id: str, prompt: str | list[int] | None, params: PoolingParams,
+                     token_ids: list[int] | None, **kwargs: Any) -> Request:
+        """Queue a pooling request: prefill only; pooled and finished once its prompt is read."""
+        setup = self.pooling
+        if setup is None:
+            raise ValueError("This engine generates text (runner generate); start it with --runner pooling "
+                             "to embed, classify or score.")
+        if request_id in self.requests:
+            raise ValueError(f"Request id {request_id!r} is already in use.")
+        params = setup.resolve(params)
+        limit = setup.pooler.max_seq_length
+        if token_ids is None and isinstance(prompt, str):
+            token_ids = (self.tokenizer.encode(prompt, truncation=True, max_length=limit) if limit
+                         else self.tokenizer.encode(prompt))
+        keep = params.truncate_prompt_tokens
+        if keep is not None and (token_ids is not None or prompt is not None):
+            ids = list(token_ids if token_ids is not None else prompt)
+            token_ids = ids[-(self.max_model_len if keep == -1 else keep):]
+        ids = self._prompt_ids(prompt, token_ids, prefill_only=True)
+        req = Request(request_id, prompt if isinstance(prompt, str) else None, ids, SamplingParams(max_tokens=0),
+                      priority=kwargs["priority"], cache_salt=kwargs["cache_salt"],
+                      cache_key_extra=kwargs["cache_key_extra"], arrival_time=kwargs["arrival_time"] or time.time())
+        req.pooling = PoolingState(params, setup.pooler.pooling_type or "LAST", setup.pooler.step_tag_id)
+        req.use_prefix_cache = setup.use_prefix_cache(params.task)
+        req.whole_prompt = not setup.is_causal
+        req.seqs.append(self._new_sequence(req, 0, None))
+        self.scheduler.add(req.seqs[0])
         self.requests[request_id] = req
         self.num_prompt_tokens += len(ids)
         return req
@@ -262,7 +326,7 @@ class LLMEngine:
                     found.append(ids)
         return found
 
-    def abort(self, request_id: str) -> RequestOutput | None:
+    def abort(self, request_id: str) -> RequestOutput | PoolingRequestOutput | None:
         """Stop a request now and free its blocks; unknown or finished ids are ignored."""
         req = self.requests.pop(request_id, None)
         if req is None:
@@ -309,7 +373,7 @@ class LLMEngine:
 
     # -- the step ---------------------------------------------------------------------------
 
-    def step(self) -> list[RequestOutput]:
+    def step(self) -> list[RequestOutput | PoolingRequestOutput]:
         """Run one iteration; return the delta outputs of the requests that changed.
 
         Fault isolation: an exception while handling one request's row (its prompt logprobs,
@@ -328,7 +392,8 @@ class LLMEngine:
             if item.seq.index == 0 and item.seq.request.prompt_logprobs is not None
             and item.seq.num_computed_tokens < item.seq.num_prompt_tokens
         }
-        logits = self.runner.execute(sched, full_for)
+        pool_for = {item.seq.seq_id for item in sched.scheduled if item.seq.request.pooling is not None}
+        logits = self.model_runner.execute(sched, full_for, pool_for)
         touched: dict[str, Request] = {}
         for item in sched.scheduled:
             seq = item.seq
@@ -338,14 +403,20 @@ class LLMEngine:
                 except Exception as err:  # noqa: BLE001 - that request alone fails
                     self._fail(seq.request, err, "computing prompt logprobs")
                     touched[seq.request.request_id] = seq.request
+            if seq.seq_id in pool_for and not seq.finished:
+                seq.request.pooling.keep(logits.hidden[seq.seq_id], seq.num_computed_tokens, item.samples)
             if not seq.finished:
                 seq.num_computed_tokens += item.num_new_tokens
                 self.blocks.commit(seq)
-        rows = [(j, item.seq) for j, item in enumerate(x for x in sched.scheduled if x.samples)]
-        for _, seq in rows:
-            if seq.params.max_tokens == 0 and not seq.finished:  # prefill only: nothing to sample
-                self._finish_all(seq.request, "length")
+        for item in sched.scheduled:
+            seq = item.seq
+            if item.samples and seq.params.max_tokens == 0 and not seq.finished:  # prefill only: nothing to sample
+                if seq.request.pooling is not None:
+                    self._pool(seq.request)
+                else:
+                    self._finish_all(seq.request, "length")
                 touched[seq.request.request_id] = seq.request
+        rows = [(j, item.seq) for j, item in enumerate(x for x in sched.scheduled if x.needs_logits)]
         rows = [(j, seq) for j, seq in rows if not seq.finished]
         if rows:
             now = time.time()
@@ -364,7 +435,16 @@ class LLMEngine:
                 touched[req.request_id] = req
         return [self._output(req) for req in touched.values()]
 
-    def _output(self, req: Request) -> RequestOutput:
+    def _pool(self, req: Request) -> None:
+        """``req``'s prompt is read: pool its kept rows, then end it (its blocks are freed)."""
+        try:
+            req.pooling.data = req.pooling.result(self.model, req.prompt_token_ids)
+        except Exception as err:  # noqa: BLE001 - that request alone fails
+            self._fail(req, err, "pooling")
+            return
+        self._finish_all(req, "stop")
+
+    def _output(self, req: Request) -> RequestOutput | PoolingRequestOutput:
         if not req.finished:
             try:
                 return req.output()

@@ -1,8 +1,12 @@
-"""Runs one scheduled step through the model: one flat batch, one forward, logits only where needed."""
+"""Runs one scheduled step through the model: one flat batch, one forward, logits only where needed.
+
+Pooling requests get no logits: the rows of their chunk of the step's hidden states are handed
+back as views (no copy); the model's LM head only runs on the rows that sample.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -18,6 +22,8 @@ class StepLogits:
     sample: torch.Tensor
     #: seq_id -> [chunk tokens, vocab] logits of every token of the chunk (prompt_logprobs requests)
     full: dict[int, torch.Tensor]
+    #: seq_id -> [chunk tokens, hidden] views of the step's hidden states (pooling requests)
+    hidden: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
 class ModelRunner:
@@ -76,18 +82,24 @@ class ModelRunner:
         return torch.tensor(ids, dtype=torch.int64), torch.tensor(positions, dtype=torch.int64), batch
 
     @torch.inference_mode()
-    def execute(self, sched: SchedulerOutput, full_logits_for: set[int]) -> StepLogits:
-        """Forward the step; logits for sampling rows, and whole-chunk logits for ``full_logits_for``."""
+    def execute(self, sched: SchedulerOutput, full_logits_for: set[int],
+                hidden_for: set[int] | frozenset[int] = frozenset()) -> StepLogits:
+        """Forward the step; logits for sampling rows, whole-chunk logits for ``full_logits_for``
+        and the chunk's hidden rows for ``hidden_for`` (seq ids)."""
         input_ids, positions, batch = self.prepare(sched)
         batch.attn_metadata = self.backend.build_batch(batch)
-        hidden = self.model(input_ids, positions, batch)
+        hidden = self.model(input_ids, positions, batch)  # [num_tokens, H]
         starts = batch.query_start_loc.tolist()
-        sample_rows = [starts[i + 1] - 1 for i, item in enumerate(sched.scheduled) if item.samples]
+        sample_rows = [starts[i + 1] - 1 for i, item in enumerate(sched.scheduled) if item.needs_logits]
         full: dict[int, torch.Tensor] = {}
-        if full_logits_for:
+        rows: dict[int, torch.Tensor] = {}
+        if full_logits_for or hidden_for:
             for i, item in enumerate(sched.scheduled):
-                if item.seq.seq_id in full_logits_for:
-                    full[item.seq.seq_id] = self.model.compute_logits(hidden[starts[i]:starts[i + 1]]).float()
+                sid = item.seq.seq_id
+                if sid in full_logits_for:
+                    full[sid] = self.model.compute_logits(hidden[starts[i]:starts[i + 1]]).float()
+                if sid in hidden_for:
+                    rows[sid] = hidden[starts[i]:starts[i + 1]]
         if sample_rows:
             if len(sample_rows) == hidden.shape[0]:
                 sample = self.model.compute_logits(hidden)
@@ -95,4 +107,4 @@ class ModelRunner:
                 sample = self.model.compute_logits(hidden[torch.tensor(sample_rows)])
         else:
             sample = hidden.new_empty((0, 0))
-        return StepLogits(sample, full)
+        return StepLogits(sample, full, rows)

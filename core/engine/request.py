@@ -13,13 +13,17 @@ import time
 from collections.abc import Iterator
 from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import torch
 
 from heron.engine.detokenizer import IncrementalDetokenizer
 from heron.engine.outputs import CompletionOutput, Logprob, RequestMetrics, RequestOutput
+from heron.engine.pooling_outputs import PoolingOutput, PoolingRequestOutput
 from heron.engine.sampling_params import SamplingParams
+
+if TYPE_CHECKING:
+    from heron.engine.pooling import PoolingState
 
 __all__ = ("OutputIds", "Request", "Sequence", "SequenceStatus")
 
@@ -176,6 +180,12 @@ class Request:
     error: str | None = None
     #: the n > 1 siblings join once sample 0 has computed the prompt, sharing its full blocks
     siblings_pending: list[Sequence] = field(default_factory=list)
+    #: a pooling request (prefill only, ``params.max_tokens == 0``): its parameters and kept rows
+    pooling: PoolingState | None = None
+    #: False: never match its prompt in the prefix cache (it needs every row computed)
+    use_prefix_cache: bool = True
+    #: the whole prompt must run in one step (a bidirectional encoder: no chunked prefill)
+    whole_prompt: bool = False
 
     def __post_init__(self) -> None:
         if self.metrics is None:
@@ -185,11 +195,16 @@ class Request:
     def finished(self) -> bool:
         return all(s.finished for s in self.seqs)
 
-    def output(self) -> RequestOutput:
+    def output(self) -> RequestOutput | PoolingRequestOutput:
         """The delta since the previous call: only the samples with something new.
 
-        ``prompt_logprobs`` come once, on the first output (the prompt is complete by then).
+        ``prompt_logprobs`` come once, on the first output (the prompt is complete by then). A
+        pooling request has one output, a :class:`PoolingRequestOutput`, once it is finished.
         """
+        if self.pooling is not None:
+            return PoolingRequestOutput(self.request_id, PoolingOutput(self.pooling.data), self.prompt_token_ids,
+                                        finished=self.finished, num_cached_tokens=self._num_cached(),
+                                        error=self.error)
         prompt_lps = None
         if self.prompt_logprobs is not None and not self.prompt_logprobs_sent:
             prompt_lps, self.prompt_logprobs_sent = self.prompt_logprobs, True
@@ -200,8 +215,11 @@ class Request:
             prompt_token_ids=self.prompt_token_ids,
             outputs=outputs,
             finished=self.finished,
-            num_cached_tokens=max(0, min((s.num_cached_tokens for s in self.seqs), default=0)),
+            num_cached_tokens=self._num_cached(),
             prompt_logprobs=prompt_lps,
             metrics=self.metrics,
             error=self.error,
         )
+
+    def _num_cached(self) -> int:
+        return max(0, min((s.num_cached_tokens for s in self.seqs), default=0))

@@ -7,6 +7,8 @@ scheduled last is preempted (its blocks freed, its tokens recomputed later, part
 prefix cache). Waiting sequences are admitted only in steps that preempted nothing. When the
 block manager frees out-of-window blocks (sliding-window models), a chunk shrinks to what the
 pool holds, so a sequence far longer than the pool still runs (and is recomputed) in pieces.
+A request marked ``whole_prompt`` (a bidirectional encoder) is admitted only when all of its
+prompt fits in the step, and one marked ``use_prefix_cache=False`` never matches the prefix cache.
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ class ScheduledSeq:
     num_new_tokens: int
     #: the chunk reaches the end of the sequence's tokens, so a token is sampled after it
     samples: bool
+
+    @property
+    def needs_logits(self) -> bool:
+        """A token is sampled after this chunk (prefill-only and pooling requests sample none)."""
+        return self.samples and self.seq.params.max_tokens != 0
 
 
 @dataclass(slots=True)
@@ -99,6 +106,10 @@ class Scheduler:
     def add(self, seq: Sequence) -> None:
         if seq.num_tokens > self.max_model_len:
             raise ValueError(f"The prompt ({seq.num_tokens} tokens) exceeds max_model_len ({self.max_model_len}).")
+        if seq.request.whole_prompt and seq.num_tokens > self.max_num_batched_tokens:
+            raise ValueError(f"The prompt ({seq.num_tokens} tokens) exceeds max_num_batched_tokens "
+                             f"({self.max_num_batched_tokens}); this model reads a prompt in one step: shorten it "
+                             "or raise --max-num-batched-tokens.")
         total_blocks = self.blocks.min_blocks(min(self.max_model_len, seq.num_tokens + 1))
         if total_blocks > self.blocks.num_usable_blocks:
             raise ValueError(
@@ -163,11 +174,13 @@ class Scheduler:
             while len(self.waiting) and budget > 0 and len(self.running) < self.max_num_seqs:
                 seq = self.waiting.peek()
                 if seq.num_computed_tokens == 0 and not seq.block_table:
-                    self.blocks.match_prefix(seq)
+                    if seq.request.use_prefix_cache:
+                        self.blocks.match_prefix(seq)
                     if seq.num_cached_tokens < 0:
                         seq.num_cached_tokens = seq.num_computed_tokens
                 n = self._chunk(seq, budget, 0)
-                if n == 0 or not self.blocks.allocate(seq, n):
+                short = seq.request.whole_prompt and n < seq.num_tokens - seq.num_computed_tokens
+                if n == 0 or short or not self.blocks.allocate(seq, n):
                     self.blocks.free_seq(seq)  # do not hold prefix blocks while waiting
                     break
                 self.waiting.pop()

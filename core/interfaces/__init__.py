@@ -4,6 +4,7 @@ from heron.interfaces.attention import AttentionBackend, AttentionLayerInfo, For
 from heron.interfaces.linear import LinearKernel
 from heron.interfaces.middleware import MiddlewareFactory
 from heron.interfaces.model import CausalLM, ModelContext
+from heron.interfaces.pooling import POOLING_TASKS, PoolingModel
 from heron.interfaces.reasoning_parser import ReasoningParser
 from heron.interfaces.tool_parser import ToolParser
 
@@ -15,6 +16,8 @@ __all__ = (
     "LinearKernel",
     "MiddlewareFactory",
     "ModelContext",
+    "POOLING_TASKS",
+    "PoolingModel",
     "ReasoningParser",
     "ToolParser",
 )

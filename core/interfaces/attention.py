@@ -51,6 +51,10 @@ class AttentionLayerInfo:
     scale: float
     sliding_window: int | None
     logits_soft_cap: float | None
+    #: False for bidirectional (encoder) layers: each new token attends to every position of its
+    #: own request (all positions < ``seq_lens[i]``), not only to those before it. Backends read
+    #: it with ``getattr(layer, "causal", True)`` so layers that predate it stay causal.
+    causal: bool
 
 
 class AttentionBackend(ABC):
@@ -103,7 +107,7 @@ class AttentionBackend(ABC):
             k, v: [num_tokens, num_kv_heads, head_size]
             kv_cache: this layer's cache, shaped as :meth:`kv_cache_shape` says.
             metadata: this step's :meth:`build_batch` result.
-            layer: the calling layer (heads, scale, sliding window, soft cap).
+            layer: the calling layer (heads, scale, sliding window, soft cap, causal).
         Returns:
             [num_tokens, num_heads, head_size]
         """

@@ -22,6 +22,7 @@ from heron.layers.linear_selection import (
 )
 from heron.layers.moe import MixtureOfExperts, StackedExperts, load_expert_weights
 from heron.layers.norm import GemmaRMSNorm, LayerNorm, RMSNorm
+from heron.layers.pooler import POOLING_TYPES, pool_hidden, rows_needed
 from heron.layers.rotary import (
     ROPE_TYPES,
     RotaryEmbedding,
@@ -34,6 +35,7 @@ from heron.layers.rotary import (
 )
 
 __all__ = (
+    "POOLING_TYPES",
     "ROPE_TYPES",
     "ActAndMul",
     "Attention",
@@ -59,9 +61,11 @@ __all__ = (
     "backend_preference",
     "get_rope",
     "load_expert_weights",
+    "pool_hidden",
     "rope_parameters",
     "rotary_tables",
     "rotate_heads",
+    "rows_needed",
     "select_attention_backend",
     "select_linear_kernel",
 )

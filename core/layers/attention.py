@@ -33,6 +33,9 @@ class Attention(nn.Module):
             :func:`heron.layers.bind_attention_backend`.
         sliding_window: attend only to the last ``sliding_window`` tokens (itself included).
         logits_soft_cap: ``cap * tanh(scores / cap)`` before the softmax.
+        causal: False for a bidirectional (encoder) layer: every new token attends to all of its
+            request's positions. Encoders get a request's whole prompt in one step, so this is
+            full attention over the prompt.
     """
 
     def __init__(
@@ -45,10 +48,13 @@ class Attention(nn.Module):
         backend: AttentionBackend | None = None,
         sliding_window: int | None = None,
         logits_soft_cap: float | None = None,
+        causal: bool = True,
     ) -> None:
         super().__init__()
         if num_heads % num_kv_heads:
             raise ValueError(f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads}).")
+        if not causal and sliding_window:
+            raise ValueError("A sliding window needs causal attention; heron has no bidirectional windowed attention.")
         self.num_heads = num_heads
         self.num_kv_heads = num_kv_heads
         self.head_size = head_size
@@ -57,6 +63,7 @@ class Attention(nn.Module):
         self.backend = backend
         self.sliding_window = sliding_window
         self.logits_soft_cap = logits_soft_cap
+        self.causal = causal
         self.kv_cache: torch.Tensor | None = None  # bound by the engine
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
@@ -87,6 +94,6 @@ class Attention(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"layer_idx={self.layer_idx}, heads={self.num_heads}, kv_heads={self.num_kv_heads}, "
-            f"head_size={self.head_size}, sliding_window={self.sliding_window}, "
+            f"head_size={self.head_size}, sliding_window={self.sliding_window}, causal={self.causal}, "
             f"backend={getattr(self.backend, 'name', type(self.backend).__name__)}"
         )

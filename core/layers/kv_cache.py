@@ -29,7 +29,8 @@ def attention_needs(model: nn.Module) -> dict[str, Any]:
 
     ``head_size`` is the largest head size (``head_sizes`` lists them all when layers differ);
     ``sliding_window`` the smallest window any layer uses (None: no layer slides);
-    ``logits_soft_cap`` set when any layer soft-caps its scores.
+    ``logits_soft_cap`` set when any layer soft-caps its scores;
+    ``non_causal`` set (True) when any layer attends bidirectionally (an encoder).
     """
     layers = attention_layers(model)
     head_sizes = sorted({layer.head_size for layer in layers})
@@ -38,6 +39,8 @@ def attention_needs(model: nn.Module) -> dict[str, Any]:
     needs: dict[str, Any] = {"head_size": head_sizes[-1], "sliding_window": min(windows) if windows else None}
     if caps:
         needs["logits_soft_cap"] = caps[0]
+    if any(not layer.causal for layer in layers):
+        needs["non_causal"] = True
     if len(head_sizes) > 1:
         needs["head_sizes"] = tuple(head_sizes)
     return needs

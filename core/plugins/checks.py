@@ -16,13 +16,17 @@ from typing import Any
 __all__ = ("CHECKS", "middleware_from")
 
 
-def _subclass_of(path: str, attr: str, *, ranked: bool = False) -> Callable[[Any], str | None]:
+def _subclass_of(path: str, attr: str, *, ranked: bool = False, alt: tuple[str, str] | None = None
+                 ) -> Callable[[Any], str | None]:
+    """A check that the plugin is a concrete subclass of ``path.attr`` (or of ``alt``, another (path, attr))."""
+
     def check(obj: Any) -> str | None:
         import importlib
 
-        base = getattr(importlib.import_module(path), attr)
-        if not (inspect.isclass(obj) and issubclass(obj, base)):
-            return f"{obj!r} is not a subclass of {base.__module__}.{base.__qualname__}"
+        bases = [getattr(importlib.import_module(p), a) for p, a in ((path, attr), *([alt] if alt else []))]
+        if not (inspect.isclass(obj) and issubclass(obj, tuple(bases))):
+            names = " or ".join(f"{base.__module__}.{base.__qualname__}" for base in bases)
+            return f"{obj!r} is not a subclass of {names}"
         if inspect.isabstract(obj):
             missing = ", ".join(sorted(obj.__abstractmethods__))
             return f"{obj.__qualname__} leaves abstract methods unimplemented: {missing}"
@@ -86,7 +90,7 @@ def _hook_module(obj: Any) -> str | None:
 CHECKS: dict[str, Callable[[Any], str | None]] = {
     "tool_parsers": _subclass_of("heron.interfaces.tool_parser", "ToolParser"),
     "reasoning_parsers": _subclass_of("heron.interfaces.reasoning_parser", "ReasoningParser"),
-    "models": _subclass_of("heron.interfaces.model", "CausalLM"),
+    "models": _subclass_of("heron.interfaces.model", "CausalLM", alt=("heron.interfaces.pooling", "PoolingModel")),
     "attention_backends": _subclass_of("heron.interfaces.attention", "AttentionBackend", ranked=True),
     "linear_kernels": _subclass_of("heron.interfaces.linear", "LinearKernel", ranked=True),
     "middlewares": _middleware_factory,

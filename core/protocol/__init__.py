@@ -13,6 +13,14 @@ from heron.protocol.completions import (
     DetokenizeRequest,
     TokenizeRequest,
 )
+from heron.protocol.pooling import (
+    ClassificationRequest,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    PoolingRequest,
+    RerankRequest,
+    ScoreRequest,
+)
 from heron.protocol.tool_calls import (
     DeltaFunctionCall,
     DeltaMessage,
@@ -29,6 +37,12 @@ __all__ = (
     "ChatCompletionRequest",
     "ChatCompletionResponse",
     "ChatMessage",
+    "ClassificationRequest",
+    "EmbeddingRequest",
+    "EmbeddingResponse",
+    "PoolingRequest",
+    "RerankRequest",
+    "ScoreRequest",
     "CompletionRequest",
     "CompletionResponse",
     "DetokenizeRequest",

@@ -32,6 +32,18 @@ from heron.protocol.completions import (
     TokenizeRequest,
     TokenizeResponse,
 )
+from heron.protocol.pooling import (
+    ClassificationRequest,
+    ClassificationResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    PoolingRequest,
+    PoolingResponse,
+    RerankRequest,
+    RerankResponse,
+    ScoreRequest,
+    ScoreResponse,
+)
 from heron.protocol.server_info import HealthStatus, ServerLoad, VersionInfo
 from heron.server.auth import OPEN_PATHS
 from heron.server.settings import ServerSettings
@@ -84,6 +96,16 @@ ROUTES: dict[tuple[str, str], RouteDoc] = {
                                                (*_JSON_BODY_ERRORS, 408), operation_id="createChatCompletion"),
     ("POST", "/v1/completions"): RouteDoc(CompletionRequest, CompletionResponse, CompletionStreamResponse,
                                           (*_JSON_BODY_ERRORS, 408), operation_id="createCompletion"),
+    ("POST", "/v1/embeddings"): RouteDoc(EmbeddingRequest, EmbeddingResponse, errors=(*_JSON_BODY_ERRORS, 408),
+                                         operation_id="createEmbedding"),
+    ("POST", "/pooling"): RouteDoc(PoolingRequest, PoolingResponse, errors=(*_JSON_BODY_ERRORS, 408),
+                                   operation_id="pooling"),
+    ("POST", "/classify"): RouteDoc(ClassificationRequest, ClassificationResponse, errors=(*_JSON_BODY_ERRORS, 408),
+                                    operation_id="classify"),
+    **{("POST", path): RouteDoc(ScoreRequest, ScoreResponse, errors=(*_JSON_BODY_ERRORS, 408), operation_id=op)
+       for path, op in (("/score", "score"), ("/v1/score", "scoreV1"))},
+    **{("POST", path): RouteDoc(RerankRequest, RerankResponse, errors=(*_JSON_BODY_ERRORS, 408), operation_id=op)
+       for path, op in (("/rerank", "rerank"), ("/v1/rerank", "rerankV1"), ("/v2/rerank", "rerankV2"))},
     ("POST", "/tokenize"): RouteDoc(TokenizeRequest, TokenizeResponse, errors=_JSON_BODY_ERRORS,
                                     operation_id="tokenize"),
     ("POST", "/detokenize"): RouteDoc(DetokenizeRequest, DetokenizeResponse, errors=_JSON_BODY_ERRORS,

@@ -37,7 +37,7 @@ from heron.server.errors import APIError, error_body
 from heron.server.state import Admission, ServerState, new_id
 from heron.server.streams import ChoiceDelta, RequestTimer, iterate_choices, watch_disconnect
 
-__all__ = ("Event", "Job", "RequestContext", "sse")
+__all__ = ("Event", "Job", "RequestContext", "served_runner", "sse")
 
 logger = logging.getLogger("heron.server")
 
@@ -49,25 +49,72 @@ class Job:
     index: int  # the prompt's position in the request
     text: str | None  # the prompt text (for echo), when there is one
     prompt_ids: list[int]
-    params: Any  # SamplingParams
+    params: Any  # SamplingParams, or PoolingParams for the pooling endpoints
     engine_id: str = ""  # filled by submit(): unique per job, never the client's id
+
+    @property
+    def generates(self) -> bool:
+        """Whether the job generates text (SamplingParams) rather than pooling the prompt."""
+        return hasattr(self.params, "n")
+
+    @property
+    def num_choices(self) -> int:
+        """Sequences the job yields: ``n`` samples, or one pooled result."""
+        return getattr(self.params, "n", 1)
 
 
 @dataclass(slots=True)
 class Event:
-    """Something new for one choice of one job."""
+    """Something new for one choice of one job (a pooling job has one event: its result)."""
 
     job: Job
-    output: Any  # the engine's RequestOutput (a delta)
+    output: Any  # the engine's RequestOutput (a delta), or its PoolingRequestOutput
     delta: ChoiceDelta
 
     @property
     def choice(self) -> int:
         """The choice index in the response: prompts in order, each with its ``n`` samples."""
-        return self.job.index * self.job.params.n + self.delta.index
+        return self.job.index * self.job.num_choices + self.delta.index
+
+    @property
+    def pooled(self) -> Any:
+        """A pooling job's result: the pooled tensor (fp32) the engine returned."""
+        return self.output.outputs.data
 
 
 _DONE = object()
+
+
+async def _pooled(outputs: AsyncIterator[Any], timer: RequestTimer) -> AsyncIterator[tuple[Any, list[ChoiceDelta]]]:
+    """A pooling request's one output as a finished choice (so admission, metrics and aborts work alike)."""
+    async for out in outputs:
+        if out.finished:
+            timer.tokens(1)  # the result is its "first token": time to first token = time to the result
+            yield out, [ChoiceDelta(0, "", [], None, "stop", None, 0)]
+
+
+def served_runner(engine: Any) -> str:
+    """``"pooling"`` when the engine serves a pooling model (its ``pooler`` says so), else ``"generate"``."""
+    for obj in (engine, getattr(engine, "engine", None)):
+        pooler = getattr(obj, "pooler", None) or getattr(getattr(obj, "pooling", None), "pooler", None)
+        if pooler is not None:
+            return pooler.runner
+    return "generate"
+
+
+_RUNNER_ROUTES = {"generate": "/v1/chat/completions and /v1/completions",
+                  "pooling": "/v1/embeddings, /pooling, /classify, /score and /rerank"}
+
+
+def _check_runner(state: ServerState, http: Request, wanted: str) -> None:
+    """A route of the other runner is a 400 that says which ``--runner`` serves it."""
+    if state.engine is None:
+        return  # admission answers 503 (loading / failed)
+    runner = served_runner(state.engine)
+    if runner != wanted:
+        raise APIError(400, f"The model '{state.model_name}' runs with --runner {runner}, which serves "
+                            f"{_RUNNER_ROUTES.get(runner, runner)}, not {http.url.path}; start the server with "
+                            f"--runner {wanted} to use it.", param="model", code="wrong_runner")
 
 
 def sse(payload: Any) -> bytes:
@@ -109,8 +156,11 @@ class RequestContext:
         state.in_flight += 1
 
     @classmethod
-    def open(cls, state: ServerState, http: Request, body: Any, *, prefix: str, num_seqs: int) -> RequestContext:
-        """Check readiness, admit ``num_seqs`` sequences (503 when the queue is full) and open."""
+    def open(cls, state: ServerState, http: Request, body: Any, *, prefix: str, num_seqs: int,
+             runner: str = "generate") -> RequestContext:
+        """Check the runner serves the route (400), readiness, admit ``num_seqs`` sequences (503 when
+        the queue is full) and open."""
+        _check_runner(state, http, runner)
         admission = state.admit(num_seqs)
         ctx = cls(state, http, body, prefix=prefix)
         ctx.admission = admission
@@ -136,7 +186,7 @@ class RequestContext:
         """Give each job a fresh engine id; generation starts when the answer is consumed."""
         for job in jobs:
             job.engine_id = new_id("req")
-            self._unfinished[job.index] = job.params.n
+            self._unfinished[job.index] = job.num_choices
         self.jobs = jobs
 
     # -- generating -------------------------------------------------------------------------
@@ -163,7 +213,8 @@ class RequestContext:
                 outputs = engine.generate(job.prompt_ids, job.params, job.engine_id,
                                           priority=getattr(self.body, "priority", 0),
                                           cache_salt=getattr(self.body, "cache_salt", None))
-                async for out, deltas in iterate_choices(outputs, self.timer):
+                labelled = iterate_choices(outputs, self.timer) if job.generates else _pooled(outputs, self.timer)
+                async for out, deltas in labelled:
                     for d in deltas:
                         queue.put_nowait(Event(job, out, d))
                 queue.put_nowait(_DONE)

@@ -4,7 +4,8 @@
 step, and that copy is a large share of a batched decode step. Here steps made only of decodes
 go to a small C++ kernel (``csrc/paged_decode.cpp``) that walks each request's cache slots
 directly: one task per (request, KV head), fp32 scores and softmax, no copy of the histories.
-Everything else (cache layout, batch indexes, prefill and mixed steps) is ``torch_sdpa``'s.
+Everything else (cache layout, batch indexes, prefill and mixed steps, soft-capped and
+bidirectional encoder layers) is ``torch_sdpa``'s.
 
 The kernel is compiled with ``torch.utils.cpp_extension`` on first use (``-O3 -march=native``),
 once per machine: later processes load it from torch's extension cache (~/.cache/torch_extensions).
@@ -133,7 +134,8 @@ class CpuPagedBackend(TorchSDPABackend):
         layer: AttentionLayerInfo,
     ) -> torch.Tensor:
         md = metadata
-        if not md.decode_only or layer.logits_soft_cap:  # the C++ kernel does not cap scores
+        # the C++ kernel neither caps scores nor knows of bidirectional layers
+        if not md.decode_only or layer.logits_soft_cap or not getattr(layer, "causal", True):
             return super().forward(q, k, v, kv_cache, md, layer)
         cache = self.write_kv(kv_cache, k, v, md.slot_mapping)  # [2, Hkv, num_slots, D]
         out = load_extension().paged_decode(

@@ -1,8 +1,8 @@
 """The reference attention backend: plain, obviously-correct, one request at a time.
 
 It writes the step's K/V into the paged cache, then for each request gathers its tokens
-through the block table and computes softmax attention explicitly in float32 (causal mask,
-optional sliding window and logits soft cap). Slow; use it to check faster backends.
+through the block table and computes softmax attention explicitly in float32 (causal mask, or
+none for bidirectional encoder layers; optional sliding window and logits soft cap). Slow; use it to check faster backends.
 """
 
 from __future__ import annotations
@@ -69,11 +69,12 @@ class EagerBackend(AttentionBackend):
             scores = torch.einsum("qhd,khd->hqk", qi, keys) * layer.scale  # [H, Q, S]
             if layer.logits_soft_cap:
                 scores = layer.logits_soft_cap * torch.tanh(scores / layer.logits_soft_cap)
-            q_pos = torch.arange(seq_len - q_len, seq_len, device=q.device)
-            allowed = k_pos[None, :] <= q_pos[:, None]  # [Q, S] causal
-            if layer.sliding_window:
-                allowed &= k_pos[None, :] > q_pos[:, None] - layer.sliding_window
-            scores = scores.masked_fill(~allowed, float("-inf"))
+            if getattr(layer, "causal", True):  # non-causal: every position < seq_len, no mask
+                q_pos = torch.arange(seq_len - q_len, seq_len, device=q.device)
+                allowed = k_pos[None, :] <= q_pos[:, None]  # [Q, S] causal
+                if layer.sliding_window:
+                    allowed &= k_pos[None, :] > q_pos[:, None] - layer.sliding_window
+                scores = scores.masked_fill(~allowed, float("-inf"))
             probs = torch.softmax(scores, dim=-1)
             out[start : start + q_len] = torch.einsum("hqk,khd->qhd", probs, values).to(q.dtype)
             start += q_len

@@ -33,8 +33,9 @@ def slots_of(block_table: torch.Tensor, positions: torch.Tensor, block_size: int
     return blocks * block_size + positions % block_size
 
 
-#: ``supports`` features every built-in backend handles (``head_sizes``: layers of several head sizes)
-_KNOWN_FEATURES = frozenset({"logits_soft_cap", "head_sizes"})
+#: ``supports`` features every built-in backend handles (``head_sizes``: layers of several head sizes;
+#: ``non_causal``: bidirectional encoder layers attending to all of their request's positions)
+_KNOWN_FEATURES = frozenset({"logits_soft_cap", "head_sizes", "non_causal"})
 
 
 def check_dtype(name: str, dtype: torch.dtype, features: dict[str, Any]) -> str | None:

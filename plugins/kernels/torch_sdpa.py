@@ -8,6 +8,8 @@ every request's tokens padded to ``[num_reqs, max_seq]``, the flat index of ever
 queries padded to ``[num_reqs, max_q]``, and where each real query row lands back in the flat
 output. Steps made only of decodes skip SDPA for two grouped batched matmuls (faster on CPU for
 single-token queries); a prompt computed from scratch attends to its own K/V with a causal SDPA.
+Bidirectional (encoder) layers use the same paths without the causal mask: their queries see
+every position of their own request.
 Layers with a logits soft cap (Gemma 2) compute their scores explicitly in float32, since SDPA
 cannot cap them.
 No Python loop over requests runs in the hot path.
@@ -42,22 +44,32 @@ class SDPAMetadata:
     out_index: torch.Tensor  # [T] int64 padded row (r * Q + j) of each flat token
     fresh_prefill: bool  # one request, nothing cached before: plain causal attention on k/v
     decode_only: bool  # every request has exactly one new token
-    masks: dict[int | None, torch.Tensor] = field(default_factory=dict)  # window -> [R, 1, Q, S]
+    masks: dict[tuple[int | None, bool], torch.Tensor] = field(default_factory=dict)  # -> [R, 1, Q, S]
     biases: dict[int | None, torch.Tensor] = field(default_factory=dict)  # window -> [R, 1, 1, S]
 
-    def mask(self, window: int | None) -> torch.Tensor:
-        """The boolean attention mask for ``window`` (None = full causal), built on first use."""
-        found = self.masks.get(window)
+    def mask(self, window: int | None, causal: bool = True) -> torch.Tensor:
+        """The boolean attention mask for ``window`` (None = full causal), built on first use.
+
+        Non-causal (encoder) rows allow every real key of their request: positions up to the
+        last query's (padding query rows repeat the last query, so ``q_pos[:, -1]`` is
+        ``seq_len - 1``).
+        """
+        found = self.masks.get((window, causal))
         if found is None:
             k_pos = torch.arange(self.kv_slots.shape[1], device=self.q_pos.device)
-            allowed = k_pos[None, None, :] <= self.q_pos[:, :, None]  # [R, Q, S]
+            limit = self.q_pos if causal else self.q_pos[:, -1:].expand_as(self.q_pos)  # [R, Q]
+            allowed = k_pos[None, None, :] <= limit[:, :, None]  # [R, Q, S]
             if window:
                 allowed &= k_pos[None, None, :] > self.q_pos[:, :, None] - window
-            found = self.masks[window] = allowed.unsqueeze(1)
+            found = self.masks[(window, causal)] = allowed.unsqueeze(1)
         return found
 
     def bias(self, window: int | None) -> torch.Tensor:
-        """The mask as an additive float32 bias (0 or -inf), ``[R, 1, S]``, for decode-only steps."""
+        """The mask as an additive float32 bias (0 or -inf), ``[R, 1, S]``, for decode-only steps.
+
+        A request's single query is its last position, so the causal bias also serves
+        non-causal layers (both allow every position < seq_len).
+        """
         found = self.biases.get(window)
         if found is None:
             allowed = self.mask(window)[:, 0]  # [R, 1, S] (one query row per request)
@@ -125,11 +137,12 @@ class TorchSDPABackend(AttentionBackend):
         hkv, d = layer.num_kv_heads, layer.head_size
         cache = self.write_kv(kv_cache, k, v, md.slot_mapping)
         gqa = layer.num_heads != layer.num_kv_heads
+        causal = getattr(layer, "causal", True)
         if md.fresh_prefill and not layer.sliding_window and not layer.logits_soft_cap:
             # One prompt from scratch: its own k/v are the whole context.
             out = F.scaled_dot_product_attention(
                 q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None],
-                is_causal=True, scale=layer.scale, enable_gqa=gqa,
+                is_causal=causal, scale=layer.scale, enable_gqa=gqa,
             )  # [1, H, T, D]
             return out[0].transpose(0, 1)
         r, s_max = md.kv_slots.shape
@@ -139,7 +152,7 @@ class TorchSDPABackend(AttentionBackend):
             return self._decode(q, keys, values, md, layer)
         queries = q[md.q_index].transpose(1, 2)  # [R, H, Q, D]
         keys, values = keys.transpose(0, 1).to(q.dtype), values.transpose(0, 1).to(q.dtype)  # [R, Hkv, S, D]
-        mask = md.mask(layer.sliding_window)
+        mask = md.mask(layer.sliding_window, causal)
         if layer.logits_soft_cap:
             out = self._soft_capped(queries, keys, values, mask, layer)
         else:

@@ -16,6 +16,8 @@ from heron.protocol.completions import (
     TokenizeResponse,
 )
 from heron.server.errors import APIError
+from heron.server.requests import served_runner
+from heron.server.routes.pooling import capabilities
 from heron.server.state import ServerState, read_body
 
 __all__ = ("misc_routes",)
@@ -26,12 +28,17 @@ def misc_routes(state: ServerState) -> list:
 
     @get("/v1/models", summary="List served models")
     async def models() -> dict:
+        engine = state.require_engine()
+        served = {"runner": served_runner(engine), "capabilities": capabilities(state)}
         cards = [
-            ModelCard(id=name, root=s.model or name, max_model_len=state.require_engine().max_model_len,
+            ModelCard(id=name, root=s.model or name, max_model_len=engine.max_model_len,
                       tool_call_parser=s.tool_call_parser, reasoning_parser=s.reasoning_parser)
             for name in s.model_names
         ]
-        return ModelList(data=cards).model_dump()
+        body = ModelList(data=cards).model_dump()
+        for card in body["data"]:  # what the model serves: "generate", or embed/classify/encode/score
+            card.update(served)
+        return body
 
     @get("/health", summary="200 when the engine is alive, 503 with a reason otherwise")
     async def health() -> Response:

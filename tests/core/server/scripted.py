@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
+
+import torch
+
+from heron.engine.pooling_outputs import PoolingOutput, PoolingRequestOutput
 
 
 @dataclass
@@ -47,6 +52,14 @@ class _Choice:
     stop_reason: int | str | None = None
 
 
+def fake_hidden(prompt_ids: list[int], hidden_size: int) -> torch.Tensor:
+    """Deterministic per-token "hidden states" [n, H]: row i depends on token i and its position."""
+    ids = torch.tensor(prompt_ids, dtype=torch.float32)[:, None]  # [n, 1]
+    cols = torch.arange(1, hidden_size + 1, dtype=torch.float32)[None, :]  # [1, H]
+    pos = torch.arange(len(prompt_ids), dtype=torch.float32)[:, None]  # [n, 1]
+    return torch.sin(ids * cols * 0.37 + pos * 0.11)  # [n, H]
+
+
 def _hold(text: str, stops: list[str]) -> int:
     """Characters at the end of ``text`` that could still become a stop string."""
     hold = 0
@@ -59,11 +72,22 @@ def _hold(text: str, stops: list[str]) -> int:
 
 
 class ScriptedEngine:
-    """Yields delta outputs token by token of ``script`` (or ``script(prompt_text)``)."""
+    """Yields delta outputs token by token of ``script`` (or ``script(prompt_text)``).
+
+    With ``pooler`` (a ``PoolerConfig`` of runner "pooling") it is a pooling model instead: each
+    request gets one :class:`PoolingRequestOutput` whose data is :func:`fake_hidden` pooled as the
+    engine pools (mean of the rows; Matryoshka cut, then L2 norm), or class probabilities.
+    """
 
     def __init__(self, tokenizer: Any, script: Any = "Hello there, friend.", *, max_model_len: int = 2048,
-                 delay: float = 0.0) -> None:
+                 delay: float = 0.0, pooler: Any = None, hidden_size: int = 8, num_labels: int = 0) -> None:
         self.tokenizer = tokenizer
+        self.pooler = pooler
+        self.hidden_size = hidden_size
+        labels = {i: f"label_{i}" for i in range(num_labels)}
+        self.hf_config = SimpleNamespace(hidden_size=hidden_size, num_labels=num_labels, id2label=labels)
+        if pooler is not None:
+            self.supported_tasks = ("classify",) if pooler.convert == "classify" else ("embed", "encode")
         self.script = script
         self.max_model_len = max_model_len
         self.generation_defaults: dict[str, Any] = {}
@@ -84,6 +108,11 @@ class ScriptedEngine:
 
     async def generate(self, prompt_ids, params, request_id, *, priority=0, cache_salt=None, cache_key_extra=None):
         self.seen.append((list(prompt_ids), params))
+        if not hasattr(params, "n"):  # PoolingParams
+            await asyncio.sleep(self.delay)
+            data = self._pool(list(prompt_ids), params)
+            yield PoolingRequestOutput(request_id, PoolingOutput(data), list(prompt_ids), finished=True)
+            return
         text = self.script(self.tokenizer.decode(prompt_ids)) if callable(self.script) else self.script
         ids = self.tokenizer.encode(text, add_special_tokens=False)
         self.active.add(request_id)
@@ -131,3 +160,17 @@ class ScriptedEngine:
                 await asyncio.sleep(self.delay)
         finally:
             self.active.discard(request_id)
+
+    def _pool(self, prompt_ids: list[int], params: Any) -> torch.Tensor:
+        hidden = fake_hidden(prompt_ids, self.hidden_size)  # [n, H]
+        task = params.task or ("classify" if self.pooler.convert == "classify" else "embed")
+        if task == "classify":
+            logits = hidden.mean(0)[: self.hf_config.num_labels] * 3  # [num_labels]
+            return torch.sigmoid(logits) if logits.numel() == 1 else torch.softmax(logits, -1)
+        if task == "encode":
+            return hidden
+        data = hidden.mean(0)  # [H]
+        if params.dimensions is not None:
+            data = data[: params.dimensions]
+        normalize = params.normalize if params.normalize is not None else self.pooler.normalize
+        return torch.nn.functional.normalize(data, dim=-1) if normalize else data

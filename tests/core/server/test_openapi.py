@@ -112,7 +112,9 @@ def test_every_ref_resolves(doc):
 
 def test_post_routes_have_request_bodies(doc):
     posts = [(path, op) for method, path, op in _operations(doc) if method == "POST"]
-    assert {p for p, _ in posts} == {"/v1/chat/completions", "/v1/completions", "/tokenize", "/detokenize"}
+    assert {p for p, _ in posts} == {"/v1/chat/completions", "/v1/completions", "/tokenize", "/detokenize",
+                                     "/v1/embeddings", "/pooling", "/classify", "/score", "/v1/score", "/rerank",
+                                     "/v1/rerank", "/v2/rerank"}
     for path, op in posts:
         body = op["requestBody"]
         assert body["required"] is True, path

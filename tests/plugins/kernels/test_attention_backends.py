@@ -19,26 +19,33 @@ NAMES = registry("attention_backends").names()
 H, HKV, D, BS = 4, 2, 8, 4
 
 
-def dense_reference(q, keys, values, q_start, window, soft_cap):
-    """q: [Q, H, D] at positions q_start.., keys/values: [S, HKV, D] -> [Q, H, D]."""
+def dense_reference(q, keys, values, q_start, window, soft_cap, causal=True):
+    """q: [Q, H, D] at positions q_start.., keys/values: [S, HKV, D] -> [Q, H, D].
+
+    Non-causal: every query attends to all S keys (its whole request).
+    """
     keys = keys.repeat_interleave(H // HKV, dim=1)
     values = values.repeat_interleave(H // HKV, dim=1)
     out = torch.empty_like(q)
     for i in range(q.shape[0]):
         pos = q_start + i
+        end = pos + 1 if causal else keys.shape[0]
         for h in range(H):
-            scores = (keys[: pos + 1, h] @ q[i, h]) / math.sqrt(D)
+            scores = (keys[:end, h] @ q[i, h]) / math.sqrt(D)
             if soft_cap:
                 scores = soft_cap * torch.tanh(scores / soft_cap)
             if window:
                 scores[: max(0, pos + 1 - window)] = float("-inf")
-            out[i, h] = torch.softmax(scores, 0) @ values[: pos + 1, h]
+            out[i, h] = torch.softmax(scores, 0) @ values[:end, h]
     return out
 
 
-def layer(window=None, soft_cap=None):
-    return SimpleNamespace(layer_idx=0, num_heads=H, num_kv_heads=HKV, head_size=D, scale=D**-0.5,
+def layer(window=None, soft_cap=None, causal=None):
+    info = SimpleNamespace(layer_idx=0, num_heads=H, num_kv_heads=HKV, head_size=D, scale=D**-0.5,
                            sliding_window=window, logits_soft_cap=soft_cap)
+    if causal is not None:  # absent: a layer written before the attribute existed (causal)
+        info.causal = causal
+    return info
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -50,7 +57,27 @@ def test_paged_batch_matches_dense_reference(name, window, soft_cap, prior, new)
     if why_not is not None:
         pytest.skip(why_not)
     torch.manual_seed(0)
-    backend, info = cls(), layer(window, soft_cap)
+    out, want = run_two_steps(cls, layer(window, soft_cap), prior, new)
+    torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(("prior", "new"), [([0, 0, 0], [5, 1, 9]), ([6, 3, 0], [2, 1, 9]), ([6, 3, 4], [1, 1, 1])],
+                         ids=["prompts", "mixed", "decodes"])
+def test_non_causal_matches_dense_reference(name, prior, new):
+    # encoders: each new token attends to every position of its own request, later ones included
+    cls = registry("attention_backends").load(name)
+    why_not = cls.supports(torch.device("cpu"), torch.float32, D, non_causal=True)
+    if why_not is not None:
+        pytest.skip(why_not)
+    torch.manual_seed(0)
+    out, want = run_two_steps(cls, layer(causal=False), prior, new)
+    torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)
+
+
+def run_two_steps(cls, info, prior, new):
+    """Cache ``prior`` tokens per request, then run ``new`` ones in one step: (output, dense reference)."""
+    backend, window, soft_cap = cls(), info.sliding_window, info.logits_soft_cap
     cache = torch.zeros(cls.kv_cache_shape(16, BS, HKV, D))
     tables = [[5, 2, 9], [0, 7], [3, 11, 1]]
     # mixed: two decodes after a cached prefix and one fresh prefill; decodes: three decodes
@@ -60,13 +87,15 @@ def test_paged_batch_matches_dense_reference(name, window, soft_cap, prior, new)
     queries = [torch.randn(n, H, D) for n in new]
     # step 1 writes the cached prefixes (their outputs are not checked)
     first = [(i, p) for i, p in enumerate(prior) if p]
-    batch = make_batch([p for _, p in first], [p for _, p in first], [tables[i] for i, _ in first], BS)
-    batch.attn_metadata = backend.build_batch(batch)
 
     def prefixes(xs: list[torch.Tensor]) -> torch.Tensor:
         return torch.cat([x[:p] for x, p in zip(xs, prior, strict=True) if p])
 
-    backend.forward(torch.randn(batch.num_tokens, H, D), prefixes(keys), prefixes(values), cache, batch.attn_metadata, info)
+    if first:
+        batch = make_batch([p for _, p in first], [p for _, p in first], [tables[i] for i, _ in first], BS)
+        batch.attn_metadata = backend.build_batch(batch)
+        backend.forward(torch.randn(batch.num_tokens, H, D), prefixes(keys), prefixes(values), cache,
+                        batch.attn_metadata, info)
     # step 2: the mixed batch
     batch = make_batch(new, total, tables, BS)
     batch.attn_metadata = backend.build_batch(batch)
@@ -79,8 +108,9 @@ def test_paged_batch_matches_dense_reference(name, window, soft_cap, prior, new)
         info,
     )
     assert out.shape == (sum(new), H, D)
-    want = torch.cat([dense_reference(queries[i], keys[i], values[i], prior[i], window, soft_cap) for i in range(3)])
-    torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)
+    causal = getattr(info, "causal", True)
+    return out, torch.cat([dense_reference(queries[i], keys[i], values[i], prior[i], window, soft_cap, causal)
+                           for i in range(3)])
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -103,15 +133,17 @@ def test_builtin_supports_reasons():
     assert sdpa.supports(cpu, torch.float32, 64, logits_soft_cap=30.0) is None
     assert eager.supports(cpu, torch.float32, 64, logits_soft_cap=30.0) is None
     assert sdpa.supports(cpu, torch.float32, 64, head_sizes=(64, 128)) is None
+    assert sdpa.supports(cpu, torch.float32, 64, non_causal=True) is None
+    assert eager.supports(cpu, torch.float32, 64, non_causal=True) is None
     assert "floating point" in eager.supports(cpu, torch.int8, 64)
     assert "alibi" in sdpa.supports(cpu, torch.float32, 64, alibi=True)
 
 
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("window", [None, 3])
-def test_single_fresh_prefill(name, window):
+@pytest.mark.parametrize(("window", "causal"), [(None, True), (3, True), (None, False)])
+def test_single_fresh_prefill(name, window, causal):
     cls = registry("attention_backends").load(name)
-    if cls.supports(torch.device("cpu"), torch.float32, D, window) is not None:
+    if cls.supports(torch.device("cpu"), torch.float32, D, window, non_causal=not causal) is not None:
         pytest.skip("unsupported")
     torch.manual_seed(1)
     backend, n = cls(), 7
@@ -119,5 +151,5 @@ def test_single_fresh_prefill(name, window):
     q, k, v = torch.randn(n, H, D), torch.randn(n, HKV, D), torch.randn(n, HKV, D)
     batch = make_batch([n], [n], [[6, 1]], BS)
     batch.attn_metadata = backend.build_batch(batch)
-    out = backend.forward(q, k, v, cache, batch.attn_metadata, layer(window))
-    torch.testing.assert_close(out, dense_reference(q, k, v, 0, window, None), atol=1e-5, rtol=1e-5)
+    out = backend.forward(q, k, v, cache, batch.attn_metadata, layer(window, causal=causal))
+    torch.testing.assert_close(out, dense_reference(q, k, v, 0, window, None, causal), atol=1e-5, rtol=1e-5)
