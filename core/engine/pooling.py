@@ -109,6 +109,7 @@ class PoolingState:
         if chunk.shape[0]:
             self.rows.append(chunk if final else chunk.clone())  # a view would pin the whole step's output
 
+    @torch.inference_mode()  # the classifier head runs on inference tensors from the step
     def result(self, model: Any, token_ids: list[int]) -> torch.Tensor:
         """Pool the kept rows: [H] for embeddings, [num_labels] probabilities for classification."""
         hidden = self.rows[0] if len(self.rows) == 1 else torch.cat(self.rows)  # [n, H]

@@ -118,3 +118,20 @@ def test_server_refuses_chat_for_an_embedding_model(client):
 
     with pytest.raises(openai.BadRequestError, match="--runner generate"):
         client.chat.completions.create(model="minilm", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_heron_bench_embed_offline_and_served(client, model_dir, capsys):
+    import json
+
+    from heron.cli import main
+
+    assert main(["bench", "embed", "--model", model_dir, "--dtype", "float32", "--num-texts", "24", "--json"]) == 0
+    out = capsys.readouterr().out
+    offline = json.loads(out[out.index("{"):])
+    assert offline["num_texts"] == 24 and offline["texts_per_s"] > 0 and offline["where"].startswith("offline")
+    url = str(client.base_url).rstrip("/")
+    assert main(["bench", "embed", "--base-url", url, "--served-model", "minilm", "--num-texts", "24",
+                 "--concurrency", "4", "--json"]) == 0
+    out = capsys.readouterr().out
+    served = json.loads(out[out.index("{"):])
+    assert served["num_texts"] == 24 and served["errors"] == 0 and served["concurrency"] == 4

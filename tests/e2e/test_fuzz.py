@@ -313,8 +313,9 @@ def test_deep_nesting(http, idle_after):
     @given(st.sampled_from(targets), st.sampled_from([3, 64, 1000, 100_000]), st.sampled_from(["list", "dict"]))
     def run(target, depth, kind):
         path, name = target
-        head = json.dumps({k: v for k, v in BASES[path].items() if k != name})[:-1]
-        response = send(http, path, f'{head}, "{name}": {_nested(depth, kind)}}}',
+        rest = {k: v for k, v in BASES[path].items() if k != name}
+        head = json.dumps(rest)[:-1] + (", " if rest else "")  # no stray comma when nothing else is left
+        response = send(http, path, f'{head}"{name}": {_nested(depth, kind)}}}',
                         what=f"{path} {name} nested {depth} {kind}s")
         if depth >= 1000:  # far past any sane --max-json-depth: refused, naming the limit
             assert response.status_code == 400 and "depth" in response.json()["error"]["message"].lower()
