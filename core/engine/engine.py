@@ -20,12 +20,7 @@ from typing import Any
 import torch
 
 from heron.engine.block_manager import BlockManager
-from heron.engine.config import (
-    EngineConfig,
-    available_memory_bytes,
-    physical_cores,
-    release_free_memory,
-)
+from heron.engine.config import EngineConfig, physical_cores
 from heron.engine.detokenizer import IncrementalDetokenizer
 from heron.engine.errors import TokenIdError
 from heron.engine.model_runner import ModelRunner
@@ -38,26 +33,15 @@ from heron.engine.rows import append_token, record_prompt_logprobs
 from heron.engine.sampler import Sampler
 from heron.engine.sampling_params import SamplingParams
 from heron.engine.scheduler import Scheduler
-from heron.interfaces import ModelContext, PoolingModel
-from heron.layers import (
-    allocate_kv_caches,
-    apply_linear_kernel,
-    attention_layers,
-    attention_needs,
-    bind_attention_backend,
-    select_attention_backend,
-    select_linear_kernel,
-)
-from heron.loader import build_model, load_checkpoint, resolve_dtype
+from heron.engine.setup import load_model, size_kv_pool
+from heron.interfaces import PoolingModel
+from heron.loader import load_checkpoint, resolve_dtype
 from heron.loader.pooling_config import resolve_pooler
 from heron.plugins import call_hook
 
 __all__ = ("LLMEngine",)
 
 log = logging.getLogger("heron.engine")
-
-_DEFAULT_KV_BYTES = 512 << 20
-
 
 class LLMEngine:
     """Owns the model, the KV pool, the scheduler and the sampler; not thread-safe (one caller)."""
@@ -75,10 +59,14 @@ class LLMEngine:
         self.tokenizer = checkpoint.tokenizer
         self.generation_defaults = dict(checkpoint.generation_defaults)
         self.dtype = resolve_dtype(config.dtype, device)
-        self._load_model(checkpoint, config, device)
+        loaded = load_model(checkpoint, config, dtype=self.dtype, device=device)
+        self.model, self.backend_cls, self.backend = loaded.model, loaded.backend_cls, loaded.backend
+        self.linear_kernel, self.num_parameters = loaded.linear_kernel, loaded.num_parameters
         self._resolve_runner(checkpoint, config)
         self.vocab_size = checkpoint.hf_config.vocab_size
-        self._size_kv_pool(checkpoint, config, device, threads)
+        pool = size_kv_pool(loaded, checkpoint, config, dtype=self.dtype, device=device, threads=threads)
+        self.num_kv_blocks, self.kv_cache_bytes = pool.num_blocks, pool.nbytes
+        self.max_model_len, self.sliding_window = pool.max_model_len, pool.sliding_window
 
         self.eos_token_ids = list(checkpoint.eos_token_ids)
         bs = config.block_size
@@ -97,24 +85,6 @@ class LLMEngine:
         self.num_prompt_tokens = 0
         call_hook("heron_engine_started", engine=self, config=config)
 
-    def _load_model(self, checkpoint: Any, config: EngineConfig, device: torch.device) -> None:
-        """Build the model plugin, then pick the attention backend its layers need and the linear kernel."""
-        # token ids a model may need from the tokenizer (BERT derives segment ids from [SEP])
-        special = {"sep_token_id": getattr(checkpoint.tokenizer, "sep_token_id", None)}
-        ctx = ModelContext(dtype=self.dtype, device=device, attention_backend=None, extra=special)
-        linear_cls, linear_why = select_linear_kernel(config.linear_kernel, device, self.dtype)
-        self.model = build_model(checkpoint, ctx, model_impl=config.model_impl)
-        needs = attention_needs(self.model)
-        self.backend_cls, why = select_attention_backend(config.attention_backend, device, self.dtype, **needs)
-        log.info("attention backend: %s", why)
-        self.backend = self.backend_cls()
-        bind_attention_backend(self.model, self.backend)
-        #: the checkpoint's parameter count (tied tensors once), taken before kernels repack them
-        self.num_parameters = sum({p.data_ptr(): p.numel() for p in self.model.parameters()}.values())
-        converted = apply_linear_kernel(self.model, linear_cls())
-        self.linear_kernel = linear_cls.name
-        log.info("linear kernel: %s (%d layers converted)", linear_why, converted)
-
     def _resolve_runner(self, checkpoint: Any, config: EngineConfig) -> None:
         """Decide generate or pooling (``--runner``, ``--convert``, ``--pooler-config``, the checkpoint)."""
         pooler = resolve_pooler(checkpoint, config.runner, config.convert, config.pooler_config)
@@ -129,42 +99,6 @@ class LLMEngine:
             pooling_setup(self.model, pooler, hidden_size) if pooler.runner == "pooling" else None
         )
         log.info("runner: %s", pooler.why or pooler.runner)
-
-    def _size_kv_pool(self, checkpoint: Any, config: EngineConfig, device: torch.device, threads: int) -> None:
-        """Size the paged KV pool (a memory budget or a block count), cap ``max_model_len`` to it, allocate."""
-        model_len = checkpoint.max_model_len
-        if config.max_model_len is not None and config.max_model_len > model_len:
-            raise ValueError(f"max_model_len {config.max_model_len} exceeds the model's context length {model_len}.")
-        self.max_model_len = config.max_model_len or model_len
-        bs = config.block_size
-        block_bytes = sum(
-            torch.Size(self.backend_cls.kv_cache_shape(1, bs, layer.num_kv_heads, layer.head_size)).numel()
-            for layer in attention_layers(self.model)
-        ) * self.dtype.itemsize
-        if config.num_kv_blocks is not None:
-            num_blocks = config.num_kv_blocks
-        else:
-            budget = config.kv_cache_memory_bytes
-            if budget is None:
-                free = available_memory_bytes()
-                budget = min(_DEFAULT_KV_BYTES, free // 4) if free else _DEFAULT_KV_BYTES
-            num_blocks = max(1, budget // block_bytes)
-        #: every layer slides: blocks out of the window are freed, so a sequence needs only the window's
-        self.sliding_window = BlockManager.sliding_window_of(attention_layers(self.model))
-        if self.sliding_window is not None:
-            needed = -(-self.sliding_window // bs) + 2  # the window's blocks, a partial one, the null block
-            if num_blocks < needed:
-                raise ValueError(f"The KV cache has {num_blocks} blocks; this sliding-window model needs at least "
-                                 f"{needed} (raise --kv-cache-memory-bytes or --num-kv-blocks).")
-        elif num_blocks * bs < self.max_model_len:
-            log.warning("KV cache holds %d tokens; max_model_len lowered from %d", num_blocks * bs, self.max_model_len)
-            self.max_model_len = num_blocks * bs
-        self.num_kv_blocks = num_blocks
-        self.kv_cache_bytes = num_blocks * block_bytes
-        allocate_kv_caches(self.model, self.backend_cls, num_blocks, bs, self.dtype, device)
-        release_free_memory()  # loading left freed fp32 tensors and parse buffers in malloc's arenas
-        log.info("KV cache: %d blocks x %d tokens (%.1f MiB), dtype %s, %d threads",
-                 num_blocks, bs, self.kv_cache_bytes / 2**20, self.dtype, threads)
 
     # -- structured outputs -----------------------------------------------------------------
 
