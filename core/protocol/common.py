@@ -139,6 +139,10 @@ class ModelCard(BaseModel):
     max_model_len: int | None = None
     tool_call_parser: str | None = None
     reasoning_parser: str | None = None
+    #: "generate" (text) or "pooling" (embeddings, classification, scores)
+    runner: str | None = None
+    #: what the model serves: ["generate"], or some of "embed", "classify", "encode", "score"
+    capabilities: list[str] | None = None
 
 
 class ModelList(BaseModel):

@@ -29,16 +29,14 @@ def misc_routes(state: ServerState) -> list:
     @get("/v1/models", summary="List served models")
     async def models() -> dict:
         engine = state.require_engine()
-        served = {"runner": served_runner(engine), "capabilities": capabilities(state)}
+        runner, served = served_runner(engine), capabilities(state)
         cards = [
             ModelCard(id=name, root=s.model or name, max_model_len=engine.max_model_len,
-                      tool_call_parser=s.tool_call_parser, reasoning_parser=s.reasoning_parser)
+                      tool_call_parser=s.tool_call_parser, reasoning_parser=s.reasoning_parser,
+                      runner=runner, capabilities=served)
             for name in s.model_names
         ]
-        body = ModelList(data=cards).model_dump()
-        for card in body["data"]:  # what the model serves: "generate", or embed/classify/encode/score
-            card.update(served)
-        return body
+        return ModelList(data=cards).model_dump()
 
     @get("/health", summary="200 when the engine is alive, 503 with a reason otherwise")
     async def health() -> Response:
