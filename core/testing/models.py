@@ -89,21 +89,23 @@ def tiny_config(model_type: str, **overrides: Any) -> Any:
     return config
 
 
-def tiny_checkpoint(config: Any, path: Path | str, seed: int = 0) -> Any:
+def tiny_checkpoint(config: Any, path: Path | str, seed: int = 0, auto_class: Any = None) -> Any:
     """Save a random-weight transformers model for ``config`` under ``path``; return it (fp32, eager).
 
+    ``auto_class`` builds it (default ``AutoModelForCausalLM``; e.g. ``AutoModel`` for an encoder).
     Biases and norm weights are drawn at random too (they are often initialised to 0 or 1, which
     would hide a missing bias or a ``1 + w`` norm).
     """
-    from transformers import AutoModelForCausalLM
+    if auto_class is None:
+        from transformers import AutoModelForCausalLM as auto_class
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=torch.float32)
+    model = auto_class.from_config(config, attn_implementation="eager", dtype=torch.float32)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith(".bias"):
                 p.normal_(0, 0.5)
-            elif "norm" in name and name.endswith(".weight"):
+            elif "norm" in name.lower() and name.endswith(".weight"):
                 p.normal_(1.0 if p.abs().mean() > 0.5 else 0.0, 0.2)  # keep 1-centred norms 1-centred
     model.save_pretrained(str(path))
     return model.eval()

@@ -14,7 +14,7 @@ import torch
 
 from heron.layers import UnsupportedBackendError, attention_needs
 from heron.plugins import registry
-from tests.helpers_model import PagedRunner, make_batch
+from tests.helpers_model import PagedRunner, make_batch, tiny_checkpoint
 
 BACKENDS = tuple(registry("attention_backends").names())
 CLS, SEP, PAD = 2, 3, 1  # ids of the tiny vocabulary's special tokens (XLM-R: <s>=0 </s>=2 <pad>=1)
@@ -32,17 +32,8 @@ def tiny_encoder(model_type: str, path, classifier: bool, seed: int = 0, **overr
     )
     if classifier:
         config.num_labels = 3
-    torch.manual_seed(seed)
     auto = AutoModelForSequenceClassification if classifier else AutoModel
-    model = auto.from_config(config, attn_implementation="eager", dtype=torch.float32)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith(".bias"):
-                p.normal_(0, 0.5)
-            elif "LayerNorm" in name and name.endswith(".weight"):
-                p.normal_(1.0, 0.2)
-    model.save_pretrained(str(path))
-    return model.eval()
+    return tiny_checkpoint(config, path, seed, auto_class=auto)
 
 
 def encode(runner: PagedRunner, prompts: dict[str, list[int]]) -> dict[str, torch.Tensor]:
