@@ -6,6 +6,7 @@ from heron.interfaces.middleware import MiddlewareFactory
 from heron.interfaces.model import CausalLM, ModelContext
 from heron.interfaces.pooling import POOLING_TASKS, PoolingModel
 from heron.interfaces.reasoning_parser import ReasoningParser
+from heron.interfaces.response_store import ResponseStore, StoredResponse
 from heron.interfaces.tool_parser import ToolParser
 
 __all__ = (
@@ -19,5 +20,7 @@ __all__ = (
     "POOLING_TASKS",
     "PoolingModel",
     "ReasoningParser",
+    "ResponseStore",
+    "StoredResponse",
     "ToolParser",
 )

@@ -95,4 +95,5 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "linear_kernels": _subclass_of("heron.interfaces.linear", "LinearKernel", ranked=True),
     "middlewares": _middleware_factory,
     "hooks": _hook_module,
+    "response_stores": _subclass_of("heron.interfaces.response_store", "ResponseStore"),
 }

@@ -43,6 +43,7 @@ GROUPS: dict[str, str] = {
     "linear_kernels": "heron.linear_kernels",
     "middlewares": "heron.middlewares",
     "hooks": "heron.hooks",
+    "response_stores": "heron.response_stores",
 }
 
 

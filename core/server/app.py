@@ -16,6 +16,7 @@ from heron.server.routes.completions import completions_route
 from heron.server.routes.embeddings import embeddings_routes
 from heron.server.routes.misc import misc_routes
 from heron.server.routes.pooling import classify_route
+from heron.server.routes.responses import responses_routes
 from heron.server.routes.score import score_routes
 from heron.server.settings import ServerSettings
 from heron.server.state import ServerState
@@ -37,9 +38,11 @@ def build_app(settings: ServerSettings, engine: Any | None = None, *, chat_templ
     state = ServerState(settings=settings, engine=engine, chat_template=chat_template, metrics=None,
                         loading=engine is None, render_limits=settings.render_limits())
     state.metrics = ServerMetrics(settings.model_names[0], state.stats)
+    responses, service = responses_routes(state)
     app = Litestar(
-        route_handlers=[chat_route(state), completions_route(state), *embeddings_routes(state),
+        route_handlers=[chat_route(state), completions_route(state), *responses, *embeddings_routes(state),
                         classify_route(state), *score_routes(state), *misc_routes(state)],
+        on_shutdown=[service.close],
         exception_handlers=exception_handlers,
         openapi_config=openapi_config(settings),
         request_max_body_size=settings.max_request_body_bytes,

@@ -44,6 +44,13 @@ from heron.protocol.pooling import (
     ScoreRequest,
     ScoreResponse,
 )
+from heron.protocol.responses import (
+    DeletedResponse,
+    ResponseItemList,
+    ResponseObject,
+    ResponsesRequest,
+    ResponseStreamEvent,
+)
 from heron.protocol.server_info import HealthStatus, ServerLoad, VersionInfo
 from heron.server.auth import OPEN_PATHS
 from heron.server.settings import ServerSettings
@@ -96,6 +103,16 @@ ROUTES: dict[tuple[str, str], RouteDoc] = {
                                                (*_JSON_BODY_ERRORS, 408), operation_id="createChatCompletion"),
     ("POST", "/v1/completions"): RouteDoc(CompletionRequest, CompletionResponse, CompletionStreamResponse,
                                           (*_JSON_BODY_ERRORS, 408), operation_id="createCompletion"),
+    ("POST", "/v1/responses"): RouteDoc(ResponsesRequest, ResponseObject, ResponseStreamEvent,
+                                        (*_JSON_BODY_ERRORS, 408), operation_id="createResponse"),
+    ("GET", "/v1/responses/{response_id}"): RouteDoc(response=ResponseObject, stream=ResponseStreamEvent,
+                                                     errors=(400, 404), operation_id="getResponse"),
+    ("DELETE", "/v1/responses/{response_id}"): RouteDoc(response=DeletedResponse, errors=(404,),
+                                                        operation_id="deleteResponse"),
+    ("GET", "/v1/responses/{response_id}/input_items"): RouteDoc(response=ResponseItemList, errors=(400, 404),
+                                                                 operation_id="listInputItems"),
+    ("POST", "/v1/responses/{response_id}/cancel"): RouteDoc(response=ResponseObject, errors=(400, 404),
+                                                             operation_id="cancelResponse"),
     ("POST", "/v1/embeddings"): RouteDoc(EmbeddingRequest, EmbeddingResponse, errors=(*_JSON_BODY_ERRORS, 408),
                                          operation_id="createEmbedding"),
     ("POST", "/pooling"): RouteDoc(PoolingRequest, PoolingResponse, errors=(*_JSON_BODY_ERRORS, 408),

@@ -84,6 +84,11 @@ class ServerSettings:
     max_request_body_bytes: int = 8 * 1024 * 1024
     drain_timeout: float = 30.0
     disable_plugins: list[str] = field(default_factory=list)
+    # /v1/responses: where stored responses live (heron.response_stores) and the built-in store's bounds
+    response_store: str = "memory"
+    response_store_max_entries: int = 1000
+    response_store_max_bytes: int = 64 * 1024 * 1024
+    response_store_max_age: float = 86400.0
     # per-request limits: each is a 400 naming the limit (docs/serving.md, "Limits")
     max_prompts_per_request: int = 1024
     max_n: int = 128
@@ -204,6 +209,12 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-request-body-bytes", type=parse_size, default=S)
     p.add_argument("--drain-timeout", type=float, default=S, help="seconds SIGTERM waits for in-flight requests")
     p.add_argument("--disable-plugins", type=_csv, default=S, help="hook plugins to disable")
+    store = p.add_argument_group("responses store", "where /v1/responses keeps responses sent with store: true")
+    store.add_argument("--response-store", default=S, help="a heron.response_stores plugin (default: memory, "
+                       "bounded and in-process; nothing survives a restart)")
+    store.add_argument("--response-store-max-entries", type=int, default=S, help="responses kept (oldest evicted first)")
+    store.add_argument("--response-store-max-bytes", type=parse_size, default=S, help="their total size as JSON, e.g. 64MiB")
+    store.add_argument("--response-store-max-age", type=float, default=S, help="seconds a stored response is kept")
     lim = p.add_argument_group("request limits", "each one refused with a 400 naming the limit")
     lim.add_argument("--max-prompts-per-request", type=int, default=S, help="prompts in one /v1/completions request")
     lim.add_argument("--max-n", type=int, default=S, help="largest n (samples per prompt)")
@@ -235,6 +246,7 @@ _CONVERT = {
     "kv_cache_memory_bytes": parse_size,
     "max_request_body_bytes": parse_size,
     "max_tools_bytes": parse_size,
+    "response_store_max_bytes": parse_size,
 }
 
 

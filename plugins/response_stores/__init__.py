@@ -1,0 +1,1 @@
+"""Built-in ``heron.response_stores`` plugins: where ``/v1/responses`` keeps stored responses."""
