@@ -42,13 +42,16 @@ def check_plugins(settings: ServerSettings) -> list[str]:
     if settings.linear_kernel != "auto":
         wanted.append(("linear_kernels", settings.linear_kernel))
     wanted += [("middlewares", name) for name in settings.middleware]
+    wanted.append(("response_stores", settings.response_store))
     problems = []
     for kind, name in wanted:
         if not name:
             continue
         try:
-            registry(kind).load(name)
-        except (UnknownPluginError, PluginLoadError) as err:
+            found = registry(kind).load(name)
+            if kind == "response_stores":
+                found(settings)  # its limits are read (and refused) when it is built
+        except (UnknownPluginError, PluginLoadError, ValueError) as err:
             problems.append(str(err))
     if settings.enable_auto_tool_choice and not settings.tool_call_parser:
         problems.append("--enable-auto-tool-choice needs --tool-call-parser NAME "

@@ -137,6 +137,9 @@ ROUTES: dict[tuple[str, str], RouteDoc] = {
 
 _STREAM_NOTE = ("With `\"stream\": true`: Server-Sent Events. Each `data:` field holds one chunk as JSON (or an "
                 "error object if generation fails midway) and the stream ends with `data: [DONE]`.")
+_EVENTS_NOTE = ("With `\"stream\": true`: Server-Sent Events, each `event: <type>` with its JSON in `data:`, "
+                "numbered by `sequence_number`, ending with `response.completed`, `response.incomplete` or "
+                "`response.failed` (no `[DONE]`).")
 
 
 def _components(routes: dict[tuple[str, str], RouteDoc]) -> tuple[dict[Any, dict[str, Any]], dict[str, Any]]:
@@ -169,7 +172,8 @@ def _responses(doc: RouteDoc, refs: dict[Any, dict[str, Any]], protected: bool) 
     if doc.response is not None:
         ok["content"]["application/json"] = {"schema": refs[(doc.response, "serialization")]}
     if doc.stream is not None:
-        ok["description"] = f"The whole answer as JSON. {_STREAM_NOTE}"
+        note = _STREAM_NOTE if doc.stream is not ResponseStreamEvent else _EVENTS_NOTE
+        ok["description"] = f"The whole answer as JSON. {note}"
         ok["content"]["text/event-stream"] = {"schema": _event_schema(refs[(doc.stream, "serialization")], error_ref)}
     out: dict[str, Any] = {"200": ok}
     for status in sorted({*doc.errors, 500, *((401,) if protected else ())}):

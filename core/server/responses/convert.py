@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from heron.protocol.chat import ChatCompletionRequest
 from heron.protocol.responses import ResponsesRequest
 from heron.server.errors import APIError
@@ -66,6 +68,10 @@ def check_request(req: ResponsesRequest) -> None:
     if verbosity not in (None, "medium"):
         raise _bad("text.verbosity", f"text.verbosity {verbosity!r} is not supported (only 'medium').")
     _check_metadata(req.metadata)
+    if (req.stream_options or {}).get("include_obfuscation"):
+        raise _bad("stream_options.include_obfuscation", "Stream obfuscation is not supported; leave it off.")
+    if req.stream_options is not None and not req.stream:
+        raise _bad("stream_options", "'stream_options' is only allowed when 'stream' is true.")
     if isinstance(req.input, str):
         return
     if not req.input and not req.previous_response_id:
@@ -252,7 +258,12 @@ def chat_request(req: ResponsesRequest, history: list[dict[str, Any]]) -> ChatCo
         body["structured_outputs"] = req.structured_outputs.model_dump(by_alias=True, exclude_none=True)
     if req.tool_choice is not None and not req.tools and req.tool_choice != "none":
         raise _bad("tool_choice", "'tool_choice' needs 'tools'.")
-    return ChatCompletionRequest.model_validate(body)
+    try:
+        return ChatCompletionRequest.model_validate(body)
+    except ValidationError as err:  # a tool's parameters or a format that is not what chat takes
+        first = err.errors()[0]
+        param = ".".join(str(p) for p in first["loc"])
+        raise _bad(_PARAMS.get(param.split(".")[0], param), f"Invalid {param}: {first['msg']}.") from None
 
 
 def rename_error(err: APIError) -> APIError:

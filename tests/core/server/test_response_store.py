@@ -350,3 +350,14 @@ def test_a_broken_installed_store_fails_its_interface_check(fake_dist):
               {"heron_fake_notstore": "class Store:\n    pass\n"})
     with pytest.raises(PluginLoadError, match="not a subclass of heron.interfaces.response_store.ResponseStore"):
         registry("response_stores").load("fake_notstore")
+
+
+def test_serve_refuses_an_unknown_store_or_bad_limits_at_start():
+    from heron.cli.serve_cmd import check_plugins  # what `heron serve` runs before starting
+    from heron.server.settings import ServerSettings
+
+    assert check_plugins(ServerSettings()) == []
+    [unknown] = check_plugins(ServerSettings(response_store="memroy"))
+    assert "Did you mean 'memory'?" in unknown
+    [bad] = check_plugins(ServerSettings(response_store_max_entries=0))
+    assert "--response-store-max-entries" in bad

@@ -291,3 +291,16 @@ def test_unknown_ids_are_404(make_client):
               client.post(f"{URL}/resp_nope/cancel"), client.get(f"{URL}/resp_nope/input_items")):
         assert r.status_code == 404, r.text
         validate(r.json(), "ErrorResponse")
+
+
+def test_background_stream_survives_the_client_leaving(make_client):
+    client = make_client("a b c d e f")
+    client.engine.delay = 0.02
+    with client.stream("POST", URL, json={"input": "x", "background": True, "stream": True}) as r:
+        lines = r.iter_lines()
+        assert next(lines) == "event: response.created"
+        created = json.loads(next(lines).removeprefix("data: "))  # then the client drops the stream
+    validate_event(created)
+    assert created["response"]["status"] == "queued"
+    done = _wait(client, created["response"]["id"], "completed")
+    assert done["output"][0]["content"][0]["text"] == "a b c d e f"
