@@ -31,6 +31,11 @@ $(STAMP): $(PY) pyproject.toml setup.py
 	# without a C++ compiler --attention-backend auto falls back to torch_sdpa
 	$(PY) -c "from heron_plugins.kernels.cpu_paged import load_extension; load_extension()" \
 		|| echo "warning: the cpu_paged kernel did not build; heron will use torch_sdpa"
+	# the chat page's browser test (tests/e2e/test_chat_page.py) drives Debian's chromium + chromium-driver;
+	# installing them needs root: without it (or without apt) warn and go on
+	(command -v chromium && command -v chromedriver) >/dev/null \
+		|| (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) \
+		|| echo "warning: chromium + chromium-driver are not installed (as root: apt-get install chromium chromium-driver); the browser test needs them"
 	touch $(STAMP)
 
 serve: setup

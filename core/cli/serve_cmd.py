@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
+from typing import Any
 
 from heron.plugins import PluginLoadError, UnknownPluginError, registry
 from heron.server.settings import ServerSettings, add_serve_arguments, settings_from_args
 
-__all__ = ("add_parser", "check_plugins")
+__all__ = ("add_parser", "check_plugins", "network_problems", "uvicorn_options")
 
 logger = logging.getLogger("heron.serve")
 
@@ -53,10 +55,56 @@ def check_plugins(settings: ServerSettings) -> list[str]:
                 found(settings)  # its limits are read (and refused) when it is built
         except (UnknownPluginError, PluginLoadError, ValueError) as err:
             problems.append(str(err))
+    if settings.lora_modules and not settings.enable_lora:
+        problems.append("--lora-modules needs --enable-lora.")
     if settings.enable_auto_tool_choice and not settings.tool_call_parser:
         problems.append("--enable-auto-tool-choice needs --tool-call-parser NAME "
                         f"(installed: {', '.join(registry('tool_parsers').names()) or 'none'}).")
+    return problems + network_problems(settings)
+
+
+def network_problems(settings: ServerSettings) -> list[str]:
+    """What is wrong with the TLS, root-path and unix-socket settings (checked before start-up)."""
+    problems = []
+    if settings.ssl_keyfile and not settings.ssl_certfile:
+        problems.append("--ssl-keyfile needs --ssl-certfile (the certificate the key belongs to).")
+    if settings.ssl_cert_reqs not in (0, 1, 2):
+        problems.append(f"--ssl-cert-reqs {settings.ssl_cert_reqs}: use 0 (none), 1 (optional) or 2 (required).")
+    elif settings.ssl_cert_reqs and not settings.ssl_ca_certs:
+        problems.append("--ssl-cert-reqs 1 or 2 needs --ssl-ca-certs (the CA that signs client certificates).")
+    if settings.ssl_cert_reqs and not settings.ssl_certfile:
+        problems.append("--ssl-cert-reqs needs TLS on: --ssl-certfile (and --ssl-keyfile).")
+    for flag, path in (("--ssl-keyfile", settings.ssl_keyfile), ("--ssl-certfile", settings.ssl_certfile),
+                       ("--ssl-ca-certs", settings.ssl_ca_certs)):
+        if path and not os.path.isfile(path):
+            problems.append(f"{flag} {path}: no such file.")
+    if settings.root_path and not settings.root_path.startswith("/"):
+        problems.append(f"--root-path {settings.root_path!r} must start with '/' (e.g. /llm).")
+    if settings.uds and not os.path.isdir(os.path.dirname(os.path.abspath(settings.uds))):
+        problems.append(f"--uds {settings.uds}: its directory does not exist.")
     return problems
+
+
+def uvicorn_options(settings: ServerSettings) -> dict[str, Any]:
+    """``uvicorn.Config`` keywords from the network settings.
+
+    A unix socket (``--uds``) replaces host and port; TLS is on when a certificate is given;
+    ``--root-path`` is the prefix a proxy strips (uvicorn adds it to ``root_path`` so the app's links
+    and ``/docs`` point at it); uvicorn's own access line per request comes with ``--log-requests``
+    unless ``--disable-uvicorn-access-log``.
+    """
+    where: dict[str, Any] = {"uds": settings.uds} if settings.uds else {"host": settings.host, "port": settings.port}
+    return {
+        **where,
+        "log_level": settings.uvicorn_log_level,
+        "access_log": settings.log_requests and not settings.disable_uvicorn_access_log,
+        "root_path": settings.root_path.rstrip("/"),
+        "ssl_keyfile": settings.ssl_keyfile,
+        "ssl_certfile": settings.ssl_certfile,
+        "ssl_ca_certs": settings.ssl_ca_certs,
+        "ssl_cert_reqs": settings.ssl_cert_reqs,
+        "timeout_graceful_shutdown": settings.drain_timeout,
+    }
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -79,8 +127,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"heron serve: {err}", file=sys.stderr)
         return 2
     state = app.state.heron
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
-                            timeout_graceful_shutdown=settings.drain_timeout, access_log=settings.log_requests)
+    config = uvicorn.Config(app, **uvicorn_options(settings))
     server = uvicorn.Server(config)
     failed = threading.Event()
 

@@ -126,8 +126,11 @@ class AsyncEngine:
         priority: int = 0,
         cache_salt: str | None = None,
         cache_key_extra: str | None = None,
+        lora_request: Any = None,
     ) -> AsyncIterator[RequestOutput]:
-        """Submit a request and yield its delta outputs until it finishes.
+        """Submit a request and yield its delta outputs until it finishes (through the LoRA adapter
+        ``lora_request`` when given; add it first with :meth:`add_lora`, or it is read from disk
+        on the engine thread).
 
         Raises:
             RequestRejectedError: the engine refused the request (a ``ValueError``).
@@ -144,7 +147,8 @@ class AsyncEngine:
             if self.max_open_requests is not None and len(self._streams) >= self.max_open_requests:
                 raise EngineBusyError(f"The engine already holds {len(self._streams)} open requests; retry shortly.")
             self._streams[request_id] = stream
-        self._inbox.put(("add", (request_id, list(prompt_ids), params, priority, cache_salt, cache_key_extra)))
+        self._inbox.put(("add", (request_id, list(prompt_ids), params, priority, cache_salt, cache_key_extra,
+                                 lora_request)))
         self._wake.set()
         finished = False
         try:
@@ -176,6 +180,41 @@ class AsyncEngine:
         # awaited without holding a thread: a slow compile never starves tokenization's workers
         return await backend.acompile(constraint)
 
+    # -- LoRA adapters ----------------------------------------------------------------------
+
+    async def add_lora(self, lora_request: Any) -> None:
+        """Read and check the adapter in a worker thread, then register it on the engine thread.
+
+        Raises:
+            LoRAError: the adapter is invalid or the name is taken by another path.
+            ValueError: LoRA is not enabled.
+        """
+        lora = self.engine.lora
+        if lora is None:
+            raise ValueError("LoRA is not enabled; start with --enable-lora.")
+        if lora.manager.get(lora_request.lora_name) is None:
+            adapter = await asyncio.to_thread(lora.load, lora_request)
+        else:
+            adapter = None  # already there: add() checks the path and does nothing
+        await self._on_engine_thread(lambda: self.engine.add_lora(lora_request, adapter))
+
+    async def remove_lora(self, name: str) -> bool:
+        return await self._on_engine_thread(lambda: self.engine.remove_lora(name))
+
+    def list_loras(self) -> list[Any]:
+        return self.engine.list_loras()
+
+    async def _on_engine_thread(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` between two steps (it may change what the engine holds) and return its result."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future = loop.create_future()
+        with self._lock:
+            if self.error is not None:
+                raise EngineDeadError(f"the engine stopped: {self.error}")
+        self._inbox.put(("call", (fn, loop, done)))
+        self._wake.set()
+        return await done
+
     def abort(self, request_id: str) -> None:
         """Stop ``request_id`` and free its blocks (ignored when unknown or already finished)."""
         self._inbox.put(("abort", request_id))
@@ -200,19 +239,40 @@ class AsyncEngine:
                 return
             if kind == "add":
                 self._add(*arg)
+            elif kind == "call":
+                self._call(*arg)
             elif kind == "abort":
                 try:
                     self.engine.abort(arg)
                 except Exception:  # noqa: BLE001 - the request is gone either way
                     log.exception("aborting request %s failed", arg)
 
+    @staticmethod
+    def _call(fn: Callable[[], Any], loop: asyncio.AbstractEventLoop, done: asyncio.Future) -> None:
+        def settle(result: Any, error: BaseException | None) -> None:
+            if done.done():
+                return
+            if error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(result)
+
+        try:
+            result, error = fn(), None
+        except Exception as err:  # noqa: BLE001 - handed to the caller
+            result, error = None, err
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # the caller's event loop is gone
+            pass
+
     def _add(self, rid: str, ids: list[int], params: SamplingParams, priority: int, salt: str | None,
-             extra: str | None) -> None:
+             extra: str | None, lora: Any) -> None:
         if self._stream(rid) is None:  # the client left before we got to it
             return
         try:
             self.engine.add_request(rid, None, params, prompt_token_ids=ids, priority=priority, cache_salt=salt,
-                                    cache_key_extra=extra)
+                                    cache_key_extra=extra, **({"lora_request": lora} if lora is not None else {}))
         except ValueError as err:  # bad request: that stream fails, the engine goes on
             error: BaseException = err if isinstance(err, RequestRejectedError) else RequestRejectedError(str(err))
         except Exception as err:  # noqa: BLE001 - e.g. a reasoning-gate factory that raises

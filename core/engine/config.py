@@ -43,6 +43,12 @@ class EngineConfig:
     max_logprobs: int = 20  # the most top logprobs a request may ask for
     #: bounds on structured-output constraints (heron.structured.StructuredLimits; None: defaults)
     structured_limits: Any = None
+    #: LoRA adapters (vLLM's flags): on/off, adapters resident at once, the largest rank, and
+    #: adapters kept in memory (None: max_loras)
+    enable_lora: bool = False
+    max_loras: int = 1
+    max_lora_rank: int = 16
+    max_cpu_loras: int | None = None
 
 
 def physical_cores() -> int:

@@ -23,6 +23,7 @@ from heron.engine.block_manager import BlockManager
 from heron.engine.config import EngineConfig, physical_cores
 from heron.engine.detokenizer import IncrementalDetokenizer
 from heron.engine.errors import TokenIdError
+from heron.engine.lora import EngineLoRA
 from heron.engine.model_runner import ModelRunner
 from heron.engine.outputs import CompletionOutput, Logprob, RequestOutput
 from heron.engine.pooling import PoolingSetup, PoolingState, pooling_setup
@@ -37,6 +38,7 @@ from heron.engine.setup import load_model, size_kv_pool
 from heron.interfaces import PoolingModel
 from heron.loader import load_checkpoint, resolve_dtype
 from heron.loader.pooling_config import resolve_pooler
+from heron.lora import LoRARequest
 from heron.plugins import call_hook
 
 __all__ = ("LLMEngine",)
@@ -74,9 +76,13 @@ class LLMEngine:
                                    sliding_window=self.sliding_window)
         max_batched = config.max_num_batched_tokens or max(1024, config.max_num_seqs)
         self.scheduler = Scheduler(self.blocks, max_num_seqs=config.max_num_seqs, max_num_batched_tokens=max_batched,
-                                   max_model_len=self.max_model_len, policy=config.scheduling_policy)
+                                   max_model_len=self.max_model_len, policy=config.scheduling_policy,
+                                   max_loras=config.max_loras if config.enable_lora else None)
         self.sampler = Sampler(self.vocab_size, self.eos_token_ids, seed=config.seed)
-        self.model_runner = ModelRunner(self.model, self.backend, bs, device)
+        if config.enable_lora and self.pooling is not None:
+            raise ValueError("LoRA adapters serve generation only; start a pooling model without --enable-lora.")
+        self.lora = EngineLoRA(self.model, config, dtype=self.dtype, device=device) if config.enable_lora else None
+        self.model_runner = ModelRunner(self.model, self.backend, bs, device, lora=self.lora)
         self.requests: dict[str, Request] = {}
         self._seq_ids = itertools.count()
         self._grammar: Any = None
@@ -135,6 +141,7 @@ class LLMEngine:
         cache_salt: str | None = None,
         cache_key_extra: str | None = None,
         arrival_time: float | None = None,
+        lora_request: LoRARequest | None = None,
     ) -> Request:
         """Queue a request. ``prompt`` is text (tokenized here) or token ids.
 
@@ -143,6 +150,7 @@ class LLMEngine:
 
         ``cache_salt`` and ``cache_key_extra`` (anything else that changes the KV, e.g. a LoRA
         adapter) are part of the prefix-cache keys: requests that differ in them share no block.
+        ``lora_request`` runs the request through that adapter (registered on first use).
 
         Raises:
             TokenIdError: a prompt id or a sampling field's id is outside the vocabulary.
@@ -170,8 +178,12 @@ class LLMEngine:
             params._bad_words_ids = self._bad_words(params.bad_words)
         params.check_token_ids(self.vocab_size)
         compiled = self.grammar.compile(params.structured_outputs) if params.structured_outputs else None
+        lora_uid = self._lora_uid(lora_request)
+        if lora_uid is not None:
+            cache_key_extra = f"lora-{lora_uid}" + (f"|{cache_key_extra}" if cache_key_extra else "")
         req = Request(request_id, prompt if isinstance(prompt, str) else None, ids, params, priority=priority,
-                      cache_salt=cache_salt, cache_key_extra=cache_key_extra, arrival_time=arrival_time or time.time())
+                      cache_salt=cache_salt, cache_key_extra=cache_key_extra, arrival_time=arrival_time or time.time(),
+                      lora_uid=lora_uid)
         if params.prompt_logprobs is not None:
             req.prompt_logprobs = [None]
         for i in range(params.n):
@@ -181,6 +193,28 @@ class LLMEngine:
         self.requests[request_id] = req
         self.num_prompt_tokens += len(ids)
         return req
+
+    # -- LoRA adapters ----------------------------------------------------------------------
+
+    def _lora_uid(self, lora_request: LoRARequest | None) -> int | None:
+        if lora_request is None:
+            return None
+        if self.lora is None:
+            raise ValueError("LoRA is not enabled; start with --enable-lora (offline: LLM(..., enable_lora=True)).")
+        return self.lora.uid_for(lora_request)
+
+    def add_lora(self, lora_request: LoRARequest, adapter: Any = None) -> None:
+        """Register an adapter (``adapter``: one already read by ``self.lora.load``). Raises LoRAError."""
+        if self.lora is None:
+            raise ValueError("LoRA is not enabled; start with --enable-lora (offline: LLM(..., enable_lora=True)).")
+        self.lora.add(lora_request, adapter)
+
+    def remove_lora(self, name: str) -> bool:
+        """Unregister an adapter by name; requests already running with it finish with it."""
+        return self.lora is not None and self.lora.remove(name, self.requests)
+
+    def list_loras(self) -> list[LoRARequest]:
+        return self.lora.list() if self.lora is not None else []
 
     def _add_pooling(self, request_id: str, prompt: str | list[int] | None, params: PoolingParams,
                      token_ids: list[int] | None, **kwargs: Any) -> Request:
@@ -367,7 +401,10 @@ class LLMEngine:
                 if req.metrics.first_token_time is None:
                     req.metrics.first_token_time = now
                 touched[req.request_id] = req
-        return [self._output(req) for req in touched.values()]
+        outputs = [self._output(req) for req in touched.values()]
+        if self.lora is not None:
+            self.lora.sweep(self.requests)
+        return outputs
 
     def _pool(self, req: Request) -> None:
         """``req``'s prompt is read: pool its kept rows, then end it (its blocks are freed)."""
@@ -440,4 +477,5 @@ class LLMEngine:
             "prefix_cache_hits": self.blocks.prefix_hits,
             "num_generated_tokens": self.num_generated_tokens,
             "num_prompt_tokens": self.num_prompt_tokens,
+            **({"lora": self.lora.stats(self.scheduler.running, list(self.scheduler.waiting))} if self.lora else {}),
         }

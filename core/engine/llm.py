@@ -10,6 +10,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from heron.engine.beam_search import BeamSearchOutput, BeamSearchParams, run_beam_search
 from heron.engine.config import EngineConfig
 from heron.engine.engine import LLMEngine
 from heron.engine.outputs import RequestOutput, merge_output
@@ -22,6 +23,7 @@ from heron.engine.pooling_outputs import (
 )
 from heron.engine.pooling_params import PoolingParams
 from heron.engine.sampling_params import SamplingParams
+from heron.lora import LoRARequest
 
 __all__ = ("LLM",)
 
@@ -54,8 +56,12 @@ class LLM:
         *,
         use_tqdm: bool = True,
         priority: list[int] | None = None,
+        lora_request: LoRARequest | Seq[LoRARequest | None] | None = None,
     ) -> list[RequestOutput]:
         """Generate for every prompt (text, token ids, or ``{"prompt_token_ids": [...]}``), in order.
+
+        ``lora_request`` runs every prompt through one adapter, or each prompt through its own
+        (a list, None for the base model); needs ``LLM(..., enable_lora=True)``.
 
         Returns one cumulative :class:`RequestOutput` per prompt (vLLM's shape: whole text, token
         ids and logprobs of each sample). A request the engine failed to handle is returned with
@@ -68,10 +74,14 @@ class LLM:
             params = list(sampling_params)
             if len(params) != len(prompts):
                 raise ValueError(f"{len(prompts)} prompts but {len(params)} sampling params.")
-        return self._run(self._submit(prompts, params, priority), use_tqdm)
+        loras = (list(lora_request) if isinstance(lora_request, list | tuple)
+                 else [lora_request] * len(prompts))
+        if len(loras) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(loras)} LoRA requests.")
+        return self._run(self._submit(prompts, params, priority, loras), use_tqdm)
 
     def _submit(self, prompts: list[PromptType], params: Seq[SamplingParams | PoolingParams],
-                priority: list[int] | None = None) -> list[str]:
+                priority: list[int] | None = None, loras: list[LoRARequest | None] | None = None) -> list[str]:
         order: list[str] = []
         try:
             for i, (prompt, p) in enumerate(zip(prompts, params, strict=True)):
@@ -79,7 +89,8 @@ class LLM:
                 text, ids = prompt, None
                 if isinstance(prompt, dict):
                     text, ids = prompt.get("prompt"), prompt.get("prompt_token_ids")
-                self.engine.add_request(rid, text, p, prompt_token_ids=ids, priority=priority[i] if priority else 0)
+                self.engine.add_request(rid, text, p, prompt_token_ids=ids, priority=priority[i] if priority else 0,
+                                        lora_request=loras[i] if loras else None)
                 order.append(rid)
         except BaseException:
             for rid in order:  # a rejected prompt takes the batch's earlier requests with it
@@ -119,6 +130,23 @@ class LLM:
         finally:
             bar.close()
         return [done[rid] for rid in order]
+
+    def beam_search(self, prompts: PromptType | Seq[PromptType], params: BeamSearchParams, *,
+                    lora_request: LoRARequest | None = None) -> list[BeamSearchOutput]:
+        """vLLM's ``LLM.beam_search``: the ``params.beam_width`` best beams of every prompt, best first.
+
+        The beams and their scores are those of transformers' ``generate(num_beams=beam_width,
+        do_sample=False)`` (see :mod:`heron.engine.beam_search`). Each sequence's ``tokens`` are the
+        prompt's then the beam's, and ``text`` decodes them all, as vLLM's do.
+        """
+        tok = self.engine.tokenizer
+        ids = []
+        for prompt in _as_list(prompts):
+            if isinstance(prompt, dict):
+                prompt = prompt.get("prompt_token_ids") or prompt["prompt"]
+            ids.append(tok.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt])
+        return run_beam_search(self.engine, ids, params, request_prefix=f"beam-{next(self._ids)}",
+                               lora_request=lora_request)
 
     def chat(
         self,

@@ -7,6 +7,7 @@ back as views (no copy); the model's LM head only runs on the rows that sample.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -30,8 +31,9 @@ class ModelRunner:
     """Builds the step's :class:`ForwardBatch` and runs the model under ``inference_mode``."""
 
     def __init__(self, model: torch.nn.Module, backend: AttentionBackend, block_size: int,
-                 device: torch.device) -> None:
+                 device: torch.device, lora: Any = None) -> None:
         self.model = model
+        self.lora = lora  # heron.engine.lora.EngineLoRA: the step's adapters, set before the forward
         self.backend = backend
         self.block_size = block_size
         self.device = device
@@ -88,7 +90,13 @@ class ModelRunner:
         and the chunk's hidden rows for ``hidden_for`` (seq ids)."""
         input_ids, positions, batch = self.prepare(sched)
         batch.attn_metadata = self.backend.build_batch(batch)
-        hidden = self.model(input_ids, positions, batch)  # [num_tokens, H]
+        if self.lora is not None:
+            self.lora.begin_step(sched)
+        try:
+            hidden = self.model(input_ids, positions, batch)  # [num_tokens, H]
+        finally:
+            if self.lora is not None:
+                self.lora.end_step()
         starts = batch.query_start_loc.tolist()
         sample_rows = [starts[i + 1] - 1 for i, item in enumerate(sched.scheduled) if item.needs_logits]
         full: dict[int, torch.Tensor] = {}

@@ -186,6 +186,8 @@ class Request:
     use_prefix_cache: bool = True
     #: the whole prompt must run in one step (a bidirectional encoder: no chunked prefill)
     whole_prompt: bool = False
+    #: the LoRA adapter it runs with (the engine's uid for it), None for the base model
+    lora_uid: int | None = None
 
     def __post_init__(self) -> None:
         if self.metrics is None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from heron.engine.block_manager import BlockManager
@@ -60,6 +61,10 @@ class _Waiting:
     def __len__(self) -> int:
         return len(self.fifo) + len(self.heap)
 
+    def __iter__(self) -> Iterator[Sequence]:
+        yield from self.fifo
+        yield from (seq for _, seq in self.heap)
+
     def push(self, seq: Sequence, front: bool = False) -> None:
         if self.policy == "priority":
             heapq.heappush(self.heap, (seq.priority_key, seq))
@@ -93,8 +98,10 @@ class Scheduler:
     """Decides, each step, which sequences run and how many of their tokens."""
 
     def __init__(self, blocks: BlockManager, *, max_num_seqs: int, max_num_batched_tokens: int,
-                 max_model_len: int, policy: str = "fcfs") -> None:
+                 max_model_len: int, policy: str = "fcfs", max_loras: int | None = None) -> None:
         self.blocks = blocks
+        #: distinct LoRA adapters a step may hold (None: LoRA off)
+        self.max_loras = max_loras
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.max_model_len = max_model_len
@@ -171,8 +178,14 @@ class Scheduler:
             break  # seq itself was preempted; everything after it was too
         if not out.preempted:
             now = time.time()
+            held: list[Sequence] = []  # waiting for a LoRA slot: the step already has max_loras adapters
+            loras = {s.request.lora_uid for s in self.running} - {None} if self.max_loras else None
             while len(self.waiting) and budget > 0 and len(self.running) < self.max_num_seqs:
                 seq = self.waiting.peek()
+                uid = seq.request.lora_uid
+                if loras is not None and uid is not None and uid not in loras and len(loras) >= self.max_loras:
+                    held.append(self.waiting.pop())
+                    continue
                 if seq.num_computed_tokens == 0 and not seq.block_table:
                     if seq.request.use_prefix_cache:
                         self.blocks.match_prefix(seq)
@@ -191,4 +204,8 @@ class Scheduler:
                     req.metrics.first_scheduled_time = now
                 out.scheduled.append(ScheduledSeq(seq, n, seq.num_computed_tokens + n >= seq.num_tokens))
                 budget -= n
+                if loras is not None and uid is not None:
+                    loras.add(uid)
+            for seq in reversed(held):
+                self.waiting.push(seq, front=True)
         return out

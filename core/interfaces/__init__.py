@@ -2,6 +2,7 @@
 
 from heron.interfaces.attention import AttentionBackend, AttentionLayerInfo, ForwardBatch
 from heron.interfaces.linear import LinearKernel
+from heron.interfaces.lora_resolver import LoRAResolver
 from heron.interfaces.middleware import MiddlewareFactory
 from heron.interfaces.model import CausalLM, ModelContext
 from heron.interfaces.pooling import POOLING_TASKS, PoolingModel
@@ -15,6 +16,7 @@ __all__ = (
     "CausalLM",
     "ForwardBatch",
     "LinearKernel",
+    "LoRAResolver",
     "MiddlewareFactory",
     "ModelContext",
     "POOLING_TASKS",

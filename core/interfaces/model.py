@@ -37,6 +37,10 @@ class CausalLM(ABC):
     chosen backend does the work.
     """
 
+    #: whether LoRA adapters can be served on this model (see :meth:`lora_target`); a plugin whose
+    #: modules cannot take them sets False, and ``--enable-lora`` is refused with a clear error
+    supports_lora: bool = True
+
     @abstractmethod
     def __init__(self, config: Any, ctx: ModelContext) -> None:
         """Build the modules (weights uninitialised) from an HF ``config`` and ``ctx``."""
@@ -60,3 +64,12 @@ class CausalLM(ABC):
     @abstractmethod
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Copy checkpoint tensors (HF names; GGUF files are renamed to HF names by the loader)."""
+
+    def lora_target(self, name: str) -> tuple[str, tuple[int, int] | None]:
+        """Where the HF module ``name`` (e.g. ``model.layers.0.self_attn.q_proj``) lives in this model.
+
+        Returns:
+            (heron module name, (first output row, rows) inside a fused projection, or None for
+            the whole output). The default is ``(name, None)``: heron's module names are HF's.
+        """
+        return name, None

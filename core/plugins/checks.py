@@ -87,6 +87,14 @@ def _hook_module(obj: Any) -> str | None:
     return "\n".join(hook_problems(obj)) or None
 
 
+def _lora_resolver(obj: Any) -> str | None:
+    problem = _subclass_of("heron.interfaces.lora_resolver", "LoRAResolver")(obj)
+    priority = getattr(obj, "priority", None)
+    if problem is None and (isinstance(priority, bool) or not isinstance(priority, int)):
+        problem = f"{obj.__qualname__}.priority is {priority!r}; declare an int (higher is asked first)"
+    return problem
+
+
 CHECKS: dict[str, Callable[[Any], str | None]] = {
     "tool_parsers": _subclass_of("heron.interfaces.tool_parser", "ToolParser"),
     "reasoning_parsers": _subclass_of("heron.interfaces.reasoning_parser", "ReasoningParser"),
@@ -96,4 +104,5 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "middlewares": _middleware_factory,
     "hooks": _hook_module,
     "response_stores": _subclass_of("heron.interfaces.response_store", "ResponseStore"),
+    "lora_resolvers": _lora_resolver,
 }

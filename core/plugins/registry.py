@@ -44,6 +44,7 @@ GROUPS: dict[str, str] = {
     "middlewares": "heron.middlewares",
     "hooks": "heron.hooks",
     "response_stores": "heron.response_stores",
+    "lora_resolvers": "heron.lora_resolvers",
 }
 
 

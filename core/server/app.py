@@ -8,16 +8,19 @@ from typing import Any
 from litestar import Litestar
 
 from heron.server.errors import exception_handlers
+from heron.server.lora import LoRAServing
 from heron.server.metrics import ServerMetrics
 from heron.server.middleware_stack import wrap_app
 from heron.server.openapi import openapi_config
 from heron.server.routes.chat import chat_route
 from heron.server.routes.completions import completions_route
 from heron.server.routes.embeddings import embeddings_routes
+from heron.server.routes.lora import lora_routes
 from heron.server.routes.misc import misc_routes
 from heron.server.routes.pooling import classify_route
 from heron.server.routes.responses import responses_routes
 from heron.server.routes.score import score_routes
+from heron.server.routes.ui import ui_routes
 from heron.server.settings import ServerSettings
 from heron.server.state import ServerState
 
@@ -36,12 +39,13 @@ def build_app(settings: ServerSettings, engine: Any | None = None, *, chat_templ
     ``app.state.heron.attach(engine, template)`` is called.
     """
     state = ServerState(settings=settings, engine=engine, chat_template=chat_template, metrics=None,
-                        loading=engine is None, render_limits=settings.render_limits())
+                        loading=engine is None, render_limits=settings.render_limits(), lora=LoRAServing(settings))
     state.metrics = ServerMetrics(settings.model_names[0], state.stats)
     responses, service = responses_routes(state)
     app = Litestar(
         route_handlers=[chat_route(state), completions_route(state), *responses, *embeddings_routes(state),
-                        classify_route(state), *score_routes(state), *misc_routes(state)],
+                        classify_route(state), *score_routes(state), *misc_routes(state), *lora_routes(state),
+                        *(ui_routes() if settings.ui else [])],
         on_shutdown=[service.close],
         exception_handlers=exception_handlers,
         openapi_config=openapi_config(settings),

@@ -15,8 +15,8 @@ from heron.server.errors import error_body
 
 __all__ = ("OPEN_PATHS", "api_key_middleware")
 
-#: routes reachable without a key (load balancers and probes)
-OPEN_PATHS = frozenset({"/health", "/ping", "/version"})
+#: routes reachable without a key (load balancers and probes; "/" is the static chat page)
+OPEN_PATHS = frozenset({"/health", "/ping", "/version", "/"})
 
 
 def _matches(given: bytes, keys: list[bytes]) -> bool:
@@ -27,13 +27,19 @@ def _matches(given: bytes, keys: list[bytes]) -> bool:
     return ok
 
 
+def _route(scope: Scope) -> str:
+    """The path the router matches: without ``--root-path``, which uvicorn puts in front of it."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return (path[len(root):] or "/") if root and path.startswith(root) else path
+
+
 def api_key_middleware(keys: list[str]):
     """ASGI middleware factory checking ``Authorization: Bearer KEY`` (or ``x-api-key``)."""
     encoded = [k.encode() for k in keys]
 
     def middleware(app: ASGIApp) -> ASGIApp:
         async def check(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != "http" or not encoded or scope["path"] in OPEN_PATHS or scope.get("method") == "OPTIONS":
+            if scope["type"] != "http" or not encoded or _route(scope) in OPEN_PATHS or scope.get("method") == "OPTIONS":
                 await app(scope, receive, send)
                 return
             headers = dict(scope["headers"])

@@ -36,6 +36,10 @@ def engine_config(settings: ServerSettings) -> Any:
         seed=settings.seed,
         max_logprobs=settings.max_logprobs,
         structured_limits=settings.structured_limits(),
+        enable_lora=settings.enable_lora,
+        max_loras=settings.max_loras,
+        max_lora_rank=settings.max_lora_rank,
+        max_cpu_loras=settings.max_cpu_loras,
     )
 
 
@@ -43,8 +47,11 @@ def start_engine(settings: ServerSettings) -> tuple[Any, str | None]:
     """Load the model and start the engine loop; returns (engine client, chat template text)."""
     from heron.chat.template import load_template_text
     from heron.engine import AsyncEngine, LLMEngine
+    from heron.server.lora import startup_adapters
 
     engine = LLMEngine(engine_config(settings))
+    for lora in startup_adapters(settings):  # --lora-modules: a bad adapter stops the start (LoRAError)
+        engine.add_lora(lora)
     template = load_template_text(settings.chat_template) if settings.chat_template else None
     template = template or getattr(engine.tokenizer, "chat_template", None)
     if not template:

@@ -7,6 +7,7 @@ counters are observed by the server as requests finish.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +43,13 @@ class _EngineCollector:
             c = CounterMetricFamily(name, doc, labels=labels)
             c.add_metric([self._model], float(s.get(key, 0)))
             yield c
+        lora = s.get("lora")
+        if lora is not None:  # vLLM's info gauge: the labels carry the data, the value is the scrape time
+            g = GaugeMetricFamily("heron:lora_requests_info", "Running stats on LoRA requests.",
+                                  labels=["max_lora", "running_lora_adapters", "waiting_lora_adapters"])
+            g.add_metric([str(lora.get("max_lora", 0)), ",".join(lora.get("running", ())),
+                          ",".join(lora.get("waiting", ()))], time.time())
+            yield g
 
 
 class ServerMetrics:

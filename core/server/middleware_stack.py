@@ -35,6 +35,11 @@ def middleware_names(settings: Any) -> list[str]:
     names = list(settings.middleware)
     if settings.enable_request_id_headers and "request_id" not in names:
         names.insert(0, "request_id")  # vLLM's flag: X-Request-Id on every response
+    vllm_cors = (settings.allowed_origins, settings.allowed_methods, settings.allowed_headers)
+    if (settings.allow_credentials or any(v is not None for v in vllm_cors)) and "cors" not in names:
+        names.insert(0, "cors")  # vLLM's CORS flags turn CORS on (outermost: preflights skip the key check)
+    if settings.log_requests and "access_log" not in names:
+        names.append("access_log")  # vLLM's request logging: prompts and outputs, cut to --max-log-len
     return names
 
 

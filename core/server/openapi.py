@@ -32,6 +32,7 @@ from heron.protocol.completions import (
     TokenizeRequest,
     TokenizeResponse,
 )
+from heron.protocol.lora import LoadLoRAAdapterRequest, UnloadLoRAAdapterRequest
 from heron.protocol.pooling import (
     ClassificationRequest,
     ClassificationResponse,
@@ -55,7 +56,7 @@ from heron.protocol.server_info import HealthStatus, ServerLoad, VersionInfo
 from heron.server.auth import OPEN_PATHS
 from heron.server.settings import ServerSettings
 
-__all__ = ("ROUTES", "RouteDoc", "build_document", "openapi_config")
+__all__ = ("OPTIONAL_ROUTES", "ROUTES", "RouteDoc", "build_document", "openapi_config")
 
 _REF = "#/components/schemas/{model}"
 
@@ -63,7 +64,7 @@ _REF = "#/components/schemas/{model}"
 _ERROR_MEANINGS = {
     400: "The request is invalid: a field's type or value, a limit, or a token id outside the vocabulary.",
     401: "The API key is missing or wrong.",
-    404: "The requested model is not served here.",
+    404: "The requested model (or LoRA adapter) is not served here.",
     408: "The request ran longer than --request-timeout.",
     413: "The request body is larger than --max-request-body-bytes.",
     415: "The body is not sent as application/json.",
@@ -133,7 +134,15 @@ ROUTES: dict[tuple[str, str], RouteDoc] = {
     ("GET", "/version"): RouteDoc(response=VersionInfo, operation_id="version"),
     ("GET", "/load"): RouteDoc(response=ServerLoad, operation_id="load"),
     ("GET", "/metrics"): RouteDoc(text="text/plain", operation_id="metrics"),
+    # only with --allow-runtime-lora-updating (or VLLM_ALLOW_RUNTIME_LORA_UPDATING): see OPTIONAL_ROUTES
+    ("POST", "/v1/load_lora_adapter"): RouteDoc(LoadLoRAAdapterRequest, text="text/plain", errors=_JSON_BODY_ERRORS,
+                                                operation_id="loadLoraAdapter"),
+    ("POST", "/v1/unload_lora_adapter"): RouteDoc(UnloadLoRAAdapterRequest, text="text/plain",
+                                                  errors=_JSON_BODY_ERRORS, operation_id="unloadLoraAdapter"),
 }
+
+#: operations served only when a setting turns them on (the rest are always served)
+OPTIONAL_ROUTES = frozenset({("POST", "/v1/load_lora_adapter"), ("POST", "/v1/unload_lora_adapter")})
 
 _STREAM_NOTE = ("With `\"stream\": true`: Server-Sent Events. Each `data:` field holds one chunk as JSON (or an "
                 "error object if generation fails midway) and the stream ends with `data: [DONE]`.")
@@ -201,6 +210,8 @@ def build_document(base: dict[str, Any], settings: ServerSettings,
     With API keys configured, the protected operations say so (bearer or ``x-api-key``) and list 401.
     """
     doc = copy.deepcopy(base)
+    if settings.root_path.rstrip("/"):  # behind a proxy: "try it out" calls go through its prefix
+        doc["servers"] = [{"url": settings.root_path.rstrip("/")}]
     refs, schemas = _components(routes)
     components = doc.setdefault("components", {})
     components.setdefault("schemas", {}).update(schemas)

@@ -153,18 +153,25 @@ class RequestContext:
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self._closed = False
         self._unfinished: dict[int, int] = {}  # job index -> choices not finished yet
+        #: the LoRA adapter the request's ``model`` selected (heron.lora.LoRARequest; None: the base model)
+        self.lora: Any = None
         state.in_flight += 1
 
     @classmethod
     def open(cls, state: ServerState, http: Request, body: Any, *, prefix: str, num_seqs: int,
-             runner: str = "generate") -> RequestContext:
+             runner: str = "generate", lora: Any = None) -> RequestContext:
         """Check the runner serves the route (400), readiness, admit ``num_seqs`` sequences (503 when
-        the queue is full) and open."""
+        the queue is full) and open; ``lora`` is the adapter the request runs through (None: none)."""
         _check_runner(state, http, runner)
         admission = state.admit(num_seqs)
         ctx = cls(state, http, body, prefix=prefix)
-        ctx.admission = admission
+        ctx.admission, ctx.lora = admission, lora
         return ctx
+
+    @property
+    def model_name(self) -> str:
+        """The ``model`` the answer reports: the adapter's name, or the first served name (as vLLM)."""
+        return self.lora.lora_name if self.lora is not None else self.state.model_name
 
     # -- preparing --------------------------------------------------------------------------
 
@@ -207,12 +214,13 @@ class RequestContext:
         """
         engine = self.state.engine
         queue: asyncio.Queue = asyncio.Queue()
+        extra = {"lora_request": self.lora} if self.lora is not None else {}
 
         async def run(job: Job) -> None:
             try:
                 outputs = engine.generate(job.prompt_ids, job.params, job.engine_id,
                                           priority=getattr(self.body, "priority", 0),
-                                          cache_salt=getattr(self.body, "cache_salt", None))
+                                          cache_salt=getattr(self.body, "cache_salt", None), **extra)
                 labelled = iterate_choices(outputs, self.timer) if job.generates else _pooled(outputs, self.timer)
                 async for out, deltas in labelled:
                     for d in deltas:

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ("ServerSettings", "add_serve_arguments", "parse_size", "settings_from_args")
+__all__ = ("ServerSettings", "add_serve_arguments", "lora_module", "parse_size", "settings_from_args")
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*$", re.IGNORECASE)
 
@@ -114,6 +114,54 @@ class ServerSettings:
     max_structured_grammar_chars: int | None = None
     max_structured_nesting_depth: int | None = None
     structured_compile_timeout: float | None = None
+    # vLLM's chat and completions options (docs/serving.md, "Coming from vLLM")
+    response_role: str = "assistant"
+    chat_template_content_format: str = "auto"  # auto | string | openai
+    exclude_tools_when_tool_choice_none: bool = False
+    enable_force_include_usage: bool = False
+    return_tokens_as_token_ids: bool = False
+    # operational endpoints, gated as vLLM gates them
+    enable_tokenizer_info_endpoint: bool = False
+    server_dev_mode: bool = False  # also VLLM_SERVER_DEV_MODE=1: /reset_prefix_cache, /sleep, /wake_up, /server_info
+    enable_sleep_mode: bool = False
+    torch_profiler_dir: str | None = None  # also VLLM_TORCH_PROFILER_DIR: /start_profile, /stop_profile
+    disable_docs: bool = False
+    ui: bool = True  # the chat page at /
+    # network (uvicorn): TLS, a root path behind a proxy, a unix socket, logging
+    ssl_keyfile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_ca_certs: str | None = None
+    ssl_cert_reqs: int = 0
+    root_path: str = ""
+    uds: str | None = None
+    uvicorn_log_level: str = "info"
+    disable_uvicorn_access_log: bool = False
+    max_log_len: int | None = None
+    # vLLM's CORS flags: any of them turns the cors middleware on with these settings
+    allowed_origins: list[str] | None = None
+    allow_credentials: bool = False
+    allowed_methods: list[str] | None = None
+    allowed_headers: list[str] | None = None
+    # metrics: heron's names, vLLM's names (dashboards), or both; scraping without the API key
+    metrics_prefix: list[str] = field(default_factory=lambda: ["heron"])
+    metrics_no_auth: bool = False
+    # LoRA adapters (docs/lora.md): vLLM's flags, plus where untrusted paths may point
+    enable_lora: bool = False
+    #: adapters registered at start: {"name", "path", "base_model_name"} each (``--lora-modules``)
+    lora_modules: list[dict[str, Any]] = field(default_factory=list)
+    max_loras: int = 1
+    max_lora_rank: int = 16
+    max_cpu_loras: int | None = None
+    #: the only directories ``/v1/load_lora_adapter`` may load from (none: runtime loading refused)
+    allowed_lora_dirs: list[str] = field(default_factory=list)
+    #: the built-in ``directory`` resolver looks for ``<dir>/<adapter name>`` (unset: it finds nothing)
+    lora_resolver_dir: str | None = None
+    #: serve /v1/load_lora_adapter and /v1/unload_lora_adapter (also VLLM_ALLOW_RUNTIME_LORA_UPDATING)
+    allow_runtime_lora_updating: bool = False
+
+    def __post_init__(self) -> None:
+        # YAML files and direct construction may give "name=path" strings: one form from here on
+        self.lora_modules = [lora_module(m) for m in self.lora_modules]
 
     def render_limits(self) -> Any:
         """The chat-template bounds these settings ask for."""
@@ -154,6 +202,59 @@ _STRUCTURED_LIMITS = {
 
 def _csv(text: str) -> list[str]:
     return [p.strip() for p in text.split(",") if p.strip()]
+
+
+def _json_or_csv(text: str) -> list[str]:
+    """vLLM writes list flags as JSON (``'["*"]'``); a comma-separated list works too."""
+    text = text.strip()
+    if text.startswith("["):
+        value = json.loads(text)
+        if not isinstance(value, list):
+            raise argparse.ArgumentTypeError("must be a JSON list")
+        return [str(v) for v in value]
+    return _csv(text)
+
+
+def lora_module(spec: str | dict[str, Any]) -> dict[str, Any]:
+    """One ``--lora-modules`` item as ``{"name", "path", "base_model_name"}``.
+
+    Accepts vLLM's two forms: ``name=path`` and the JSON object
+    ``{"name": "a", "path": "/x", "base_model_name": "m"}`` (or that object already parsed).
+    """
+    if isinstance(spec, str):
+        text = spec.strip()
+        if text.startswith("{"):
+            spec = _json_dict(text)
+        else:
+            name, sep, path = text.partition("=")
+            if not (sep and name.strip() and path.strip()):
+                raise argparse.ArgumentTypeError(f"{spec!r} is not an adapter; use name=path or "
+                                                 '\'{"name": "a", "path": "/adapters/a"}\'')
+            spec = {"name": name.strip(), "path": path.strip()}
+    if not isinstance(spec, dict):
+        raise argparse.ArgumentTypeError(f"{spec!r} is not an adapter; use name=path or a JSON object")
+    unknown = set(spec) - {"name", "path", "base_model_name"}
+    if unknown or not isinstance(spec.get("name"), str) or not isinstance(spec.get("path"), str) \
+            or not spec["name"] or not spec["path"]:
+        raise argparse.ArgumentTypeError(f"{spec!r}: an adapter needs string 'name' and 'path' (and optionally "
+                                         "'base_model_name'), nothing else")
+    return {"name": spec["name"], "path": spec["path"], "base_model_name": spec.get("base_model_name")}
+
+
+def _lora_modules(text: str) -> list[dict[str, Any]]:
+    """``HERON_LORA_MODULES``: a JSON list or object, or comma-separated ``name=path`` items."""
+    text = text.strip()
+    if text.startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from err
+        if not isinstance(items, list):
+            raise argparse.ArgumentTypeError("must be a JSON list of adapters")
+        return [lora_module(item) for item in items]
+    if text.startswith("{"):
+        return [lora_module(text)]
+    return [lora_module(item) for item in _csv(text)]
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
@@ -234,6 +335,57 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         kind = float if field_name.endswith("_s") else int
         lim.add_argument("--" + flag.replace("_", "-"), type=kind, default=S,
                          help=f"structured outputs: StructuredLimits.{field_name}")
+    compat = p.add_argument_group("vLLM chat and completions options")
+    compat.add_argument("--response-role", default=S, help="the role of generated chat messages (default assistant)")
+    compat.add_argument("--chat-template-content-format", choices=["auto", "string", "openai"], default=S,
+                        help="how message content reaches the template: a string, or OpenAI's list of parts")
+    compat.add_argument("--exclude-tools-when-tool-choice-none", action="store_true", default=S,
+                        help="do not render tools into the prompt when tool_choice is none")
+    compat.add_argument("--enable-force-include-usage", action="store_true", default=S,
+                        help="usage in every stream, as if stream_options.include_usage were set")
+    compat.add_argument("--return-tokens-as-token-ids", action="store_true", default=S,
+                        help="logprobs name tokens as 'token_id:N'")
+    ops = p.add_argument_group("operational endpoints")
+    ops.add_argument("--enable-tokenizer-info-endpoint", action="store_true", default=S, help="serve /tokenizer_info")
+    ops.add_argument("--server-dev-mode", action="store_true", default=S,
+                     help="serve /reset_prefix_cache, /sleep, /wake_up, /is_sleeping, /server_info (also VLLM_SERVER_DEV_MODE=1)")
+    ops.add_argument("--enable-sleep-mode", action="store_true", default=S, help="allow /sleep to free memory")
+    ops.add_argument("--torch-profiler-dir", default=S,
+                     help="serve /start_profile and /stop_profile, writing traces here (also VLLM_TORCH_PROFILER_DIR)")
+    ops.add_argument("--disable-docs", action="store_true", default=S, help="no /docs, /openapi.json pages")
+    ops.add_argument("--ui", action=argparse.BooleanOptionalAction, default=S, help="the chat page at / (default on)")
+    net = p.add_argument_group("network")
+    net.add_argument("--ssl-keyfile", default=S)
+    net.add_argument("--ssl-certfile", default=S)
+    net.add_argument("--ssl-ca-certs", default=S)
+    net.add_argument("--ssl-cert-reqs", type=int, default=S, help="0 none, 1 optional, 2 required (client certificates)")
+    net.add_argument("--root-path", default=S, help="the path prefix a proxy serves this server under")
+    net.add_argument("--uds", default=S, help="listen on this unix socket instead of host:port")
+    net.add_argument("--uvicorn-log-level", choices=["critical", "error", "warning", "info", "debug", "trace"],
+                     default=S)
+    net.add_argument("--disable-uvicorn-access-log", action="store_true", default=S)
+    net.add_argument("--max-log-len", type=int, default=S, help="characters of a prompt shown in request logs")
+    net.add_argument("--allowed-origins", type=_json_or_csv, default=S, help="CORS origins (turns CORS on)")
+    net.add_argument("--allow-credentials", action="store_true", default=S, help="CORS credentials (turns CORS on)")
+    net.add_argument("--allowed-methods", type=_json_or_csv, default=S, help="CORS methods (turns CORS on)")
+    net.add_argument("--allowed-headers", type=_json_or_csv, default=S, help="CORS headers (turns CORS on)")
+    mets = p.add_argument_group("metrics")
+    mets.add_argument("--metrics-prefix", type=_csv, default=S, help="heron, vllm or heron,vllm: the metric names /metrics uses")
+    mets.add_argument("--metrics-no-auth", action="store_true", default=S, help="/metrics without the API key")
+    lora = p.add_argument_group("LoRA adapters", "many adapters over one base model; a request picks one by 'model'")
+    lora.add_argument("--enable-lora", action="store_true", default=S, help="serve LoRA adapters")
+    lora.add_argument("--lora-modules", nargs="+", action="extend", type=lora_module, default=S,
+                      help='adapters to load at start: name=path, or \'{"name": "a", "path": "/x", '
+                           '"base_model_name": "m"}\'')
+    lora.add_argument("--max-loras", type=int, default=S, help="adapters resident at once (default 1)")
+    lora.add_argument("--max-lora-rank", type=int, default=S, help="the largest adapter rank (default 16)")
+    lora.add_argument("--max-cpu-loras", type=int, default=S, help="adapters kept in memory (default: --max-loras)")
+    lora.add_argument("--allowed-lora-dirs", type=_csv, default=S,
+                      help="comma-separated directories /v1/load_lora_adapter may load from (none: refused)")
+    lora.add_argument("--lora-resolver-dir", default=S,
+                      help="the built-in 'directory' resolver serves <dir>/<name> when a request names it")
+    lora.add_argument("--allow-runtime-lora-updating", action="store_true", default=S,
+                      help="serve /v1/load_lora_adapter and /v1/unload_lora_adapter (as VLLM_ALLOW_RUNTIME_LORA_UPDATING)")
 
 
 _CONVERT = {
@@ -242,6 +394,12 @@ _CONVERT = {
     "middleware": _csv,
     "cors_origins": _csv,
     "disable_plugins": _csv,
+    "allowed_lora_dirs": _csv,
+    "lora_modules": _lora_modules,
+    "allowed_origins": _json_or_csv,
+    "allowed_methods": _json_or_csv,
+    "allowed_headers": _json_or_csv,
+    "metrics_prefix": _csv,
     "default_chat_template_kwargs": _json_dict,
     "kv_cache_memory_bytes": parse_size,
     "max_request_body_bytes": parse_size,
@@ -256,7 +414,8 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
             return _CONVERT[name](value)
         if isinstance(default, bool):
             return value.strip().lower() in ("1", "true", "yes", "on")
-        if isinstance(default, int) or name in ("max_model_len", "max_num_batched_tokens", "num_kv_blocks") \
+        if isinstance(default, int) or name in ("max_model_len", "max_num_batched_tokens", "num_kv_blocks",
+                                                "max_cpu_loras", "max_log_len") \
                 or (name in _STRUCTURED_LIMITS and name != "structured_compile_timeout"):
             return int(value)
         if isinstance(default, float) or name in ("request_timeout", "structured_compile_timeout"):
@@ -285,5 +444,8 @@ def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | None 
     unknown = set(values) - {f.name for f in fields(ServerSettings)}
     if unknown:
         raise SystemExit(f"heron serve: unknown setting(s) in config: {', '.join(sorted(unknown))}")
-    coerced = {k: _coerce(k, v, getattr(defaults, k)) for k, v in values.items()}
-    return ServerSettings(**coerced)
+    try:
+        coerced = {k: _coerce(k, v, getattr(defaults, k)) for k, v in values.items()}
+        return ServerSettings(**coerced)
+    except argparse.ArgumentTypeError as err:  # e.g. a malformed HERON_LORA_MODULES or YAML lora-modules
+        raise SystemExit(f"heron serve: {err}") from None

@@ -41,6 +41,8 @@ class ServerState:
     failure: str | None = field(default=None)
     #: bounds on rendering a chat template (heron.chat.RenderLimits; None = the defaults)
     render_limits: Any = None
+    #: LoRA adapter resolution and runtime loading (heron.server.lora.LoRAServing; made on first use)
+    lora: Any = None
 
     @property
     def model_name(self) -> str:

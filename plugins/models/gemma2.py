@@ -174,6 +174,14 @@ class Gemma2ForCausalLM(nn.Module, CausalLM):
             logits = torch.tanh(logits / cap) * cap
         return logits
 
+    def lora_target(self, name: str) -> tuple[str, tuple[int, int] | None]:
+        """q/k/v_proj -> rows of qkv_proj, gate/up_proj -> rows of gate_up_proj; other modules as named."""
+        for fragment, (fused, index) in _STACKED.items():
+            if fragment in f"{name}.":
+                target = f"{name}.".replace(fragment, fused)[:-1]
+                return target, _shard_rows(self, f"{target}.weight", index)
+        return name, None
+
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Copy HF-named tensors into the (partly fused) parameters; every parameter must be set."""
         load_fused_weights(self, weights)

@@ -192,6 +192,13 @@ class LlamaForCausalLM(nn.Module, CausalLM):
             sizes = [self.config.intermediate_size] * 2
         return sum(sizes[:index]), sizes[index]
 
+    def lora_target(self, name: str) -> tuple[str, tuple[int, int] | None]:
+        """q/k/v_proj -> rows of qkv_proj, gate/up_proj -> rows of gate_up_proj; other modules as named."""
+        fused, index = self._shard(f"{name}.")
+        if index is None:
+            return name, None
+        return fused[:-1], self._shard_rows(f"{fused}weight", index)
+
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Copy HF-named tensors into the (partly fused) parameters; every parameter must be set."""
         params = dict(self.named_parameters())

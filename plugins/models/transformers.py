@@ -213,6 +213,10 @@ class TransformersForCausalLM(nn.Module, CausalLM):
                                "attention layers through heron; some attention bypasses transformers' interface.")
         return out[0][0]
 
+    def lora_target(self, name: str) -> tuple[str, tuple[int, int] | None]:
+        """PEFT names the HF model's own modules; here they sit under ``hf.``."""
+        return f"hf.{name}", None
+
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """[n, hidden] -> [n, vocab] float32, through the HF model's own head (soft cap, logit scaling)."""
         self._step.head_input = hidden_states

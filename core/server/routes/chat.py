@@ -19,6 +19,7 @@ from heron.protocol.chat import (
 from heron.protocol.common import CompletionTokensDetails, PromptTokensDetails, UsageInfo
 from heron.server.chat_request import PreparedChat, prepare_chat
 from heron.server.logprobs import chat_logprobs, prompt_logprobs
+from heron.server.lora import resolve_model
 from heron.server.requests import Event, Job, RequestContext, sse
 from heron.server.sampling import check_request_limits, check_structured, refuse_unsupported
 from heron.server.state import ServerState, read_body
@@ -31,10 +32,10 @@ def chat_route(state: ServerState):
     async def chat_completions(request: Request) -> Response | Stream:
         s = state.settings
         req = await read_body(request, ChatCompletionRequest, s.max_request_body_bytes, s.max_json_depth)
-        state.check_model(req.model)
+        lora = await resolve_model(state, req.model)
         refuse_unsupported(req, chat=True)
         check_request_limits(s, req)
-        ctx = RequestContext.open(state, request, req, prefix="chatcmpl", num_seqs=req.n)
+        ctx = RequestContext.open(state, request, req, prefix="chatcmpl", num_seqs=req.n, lora=lora)
         with ctx.guard():
             prep = await ctx.off_loop(prepare_chat, state, req)
             await check_structured(state, prep.structured, prep.structured_param)
@@ -132,7 +133,7 @@ class _Answer:
             choices.append(ChatChoice(index=i, message=msg, logprobs=lp, finish_reason=c.finish(),
                                       stop_reason=c.stop_reason))
         plp = prompt_logprobs(self.prompt_logprobs, self.tok) if self.req.prompt_logprobs is not None else None
-        body = ChatCompletionResponse(id=self.ctx.id, created=self.ctx.created, model=self.ctx.state.model_name,
+        body = ChatCompletionResponse(id=self.ctx.id, created=self.ctx.created, model=self.ctx.model_name,
                                       choices=choices, usage=self.usage(), prompt_logprobs=plp)
         return body.model_dump(exclude_none=False)
 
@@ -145,7 +146,7 @@ class _Answer:
         if finish is not None:
             choice["stop_reason"] = stop_reason
         payload = {"id": self.ctx.id, "object": "chat.completion.chunk", "created": self.ctx.created,
-                   "model": self.ctx.state.model_name, "choices": [choice]}
+                   "model": self.ctx.model_name, "choices": [choice]}
         if self._continuous_usage:
             completion = sum(c.tokens for c in self.choices.values())
             payload["usage"] = {"prompt_tokens": self.prompt_len, "completion_tokens": completion,
@@ -181,7 +182,7 @@ class _Answer:
         opts = self.req.stream_options
         if opts and opts.include_usage:
             yield sse({"id": self.ctx.id, "object": "chat.completion.chunk", "created": self.ctx.created,
-                       "model": self.ctx.state.model_name, "choices": [],
+                       "model": self.ctx.model_name, "choices": [],
                        "usage": self.usage().model_dump(exclude_none=True)})
         yield sse("[DONE]")
 

@@ -18,6 +18,7 @@ from heron.protocol.common import CompletionLogprobs, PromptTokensDetails, Usage
 from heron.protocol.completions import CompletionChoice, CompletionRequest, CompletionResponse
 from heron.server.errors import APIError
 from heron.server.logprobs import completion_logprobs, echo_logprobs, prompt_logprobs
+from heron.server.lora import resolve_model
 from heron.server.requests import Event, Job, RequestContext, sse
 from heron.server.sampling import (
     build_sampling_params,
@@ -78,11 +79,11 @@ def completions_route(state: ServerState):
     async def completions(request: Request) -> Response | Stream:
         s = state.settings
         req = await read_body(request, CompletionRequest, s.max_request_body_bytes, s.max_json_depth)
-        state.check_model(req.model)
+        lora = await resolve_model(state, req.model)
         refuse_unsupported(req, chat=False)
         items = _items(req)
         check_request_limits(s, req, num_prompts=len(items))
-        ctx = RequestContext.open(state, request, req, prefix="cmpl", num_seqs=len(items) * req.n)
+        ctx = RequestContext.open(state, request, req, prefix="cmpl", num_seqs=len(items) * req.n, lora=lora)
         with ctx.guard():
             structured, structured_param = structured_from_request(req)
             await check_structured(state, structured, structured_param)
@@ -186,7 +187,7 @@ class _Answer:
             choices.append(CompletionChoice(index=key, text=echo + "".join(c.texts), logprobs=lp,
                                             finish_reason=c.finish_reason, stop_reason=c.stop_reason,
                                             prompt_logprobs=self._prompt_logprobs(c)))
-        body = CompletionResponse(id=self.ctx.id, created=self.ctx.created, model=self.ctx.state.model_name,
+        body = CompletionResponse(id=self.ctx.id, created=self.ctx.created, model=self.ctx.model_name,
                                   choices=choices, usage=self._usage())
         return body.model_dump()
 
@@ -194,7 +195,7 @@ class _Answer:
 
     def _payload(self, choices: list[dict], usage: dict | None = None) -> bytes:
         body = {"id": self.ctx.id, "object": "text_completion", "created": self.ctx.created,
-                "model": self.ctx.state.model_name, "choices": choices}
+                "model": self.ctx.model_name, "choices": choices}
         if usage is not None:
             body["usage"] = usage
         return sse(body)

@@ -23,6 +23,7 @@ from heron.protocol.pooling import (
     PoolingResponse,
 )
 from heron.server.errors import APIError
+from heron.server.lora import check_pooling_model
 from heron.server.requests import Job, RequestContext
 from heron.server.routes.pooling import (
     PoolingModelInfo,
@@ -105,7 +106,7 @@ async def _run(state: ServerState, request: Request, model: type[EmbeddingReques
 
     s = state.settings
     req = await read_body(request, model, s.max_request_body_bytes, s.max_json_depth)
-    state.check_model(req.model)
+    check_pooling_model(state, req.model)
     items = _items(req)
     check_count(s, len(items or [None]), "input")
     ctx = RequestContext.open(state, request, req, prefix=prefix, num_seqs=len(items or [None]), runner="pooling")

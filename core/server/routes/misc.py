@@ -1,4 +1,4 @@
-"""Small routes: models, health, ping, version, load, metrics, tokenize, detokenize."""
+"""Small routes: models (and LoRA adapters), health, ping, version, load, metrics, tokenize, detokenize."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from heron.protocol.completions import (
     TokenizeResponse,
 )
 from heron.server.errors import APIError
+from heron.server.lora import check_known_model, loaded_adapters
 from heron.server.requests import served_runner
 from heron.server.routes.pooling import capabilities
 from heron.server.state import ServerState, read_body
@@ -36,6 +37,9 @@ def misc_routes(state: ServerState) -> list:
                       runner=runner, capabilities=served)
             for name in s.model_names
         ]
+        cards += [ModelCard(id=lora.lora_name, root=lora.lora_path, parent=lora.base_model_name or state.model_name,
+                            max_model_len=engine.max_model_len, runner=runner, capabilities=served)
+                  for lora in loaded_adapters(engine)]
         return ModelList(data=cards).model_dump()
 
     @get("/health", summary="200 when the engine is alive, 503 with a reason otherwise")
@@ -73,7 +77,7 @@ def misc_routes(state: ServerState) -> list:
     @post("/tokenize", status_code=200, summary="Tokenize a prompt or chat messages")
     async def tokenize(request: Request) -> dict:
         req = await read_body(request, TokenizeRequest, s.max_request_body_bytes, s.max_json_depth)
-        state.check_model(req.model)
+        check_known_model(state, req.model)
         tok = state.require_engine().tokenizer
         if (req.prompt is None) == (req.messages is None):
             raise APIError(400, "Give exactly one of 'prompt' or 'messages'.", param="prompt")
@@ -101,7 +105,7 @@ def misc_routes(state: ServerState) -> list:
     @post("/detokenize", status_code=200, summary="Turn token ids back into text")
     async def detokenize(request: Request) -> dict:
         req = await read_body(request, DetokenizeRequest, s.max_request_body_bytes, s.max_json_depth)
-        state.check_model(req.model)
+        check_known_model(state, req.model)
         tok = state.require_engine().tokenizer
         if any(t < 0 or t >= len(tok) for t in req.tokens):
             raise APIError(400, f"token ids must be in [0, {len(tok)}).", param="tokens")

@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from heron.protocol.common import UsageInfo
 from heron.protocol.pooling import ClassificationData, ClassificationRequest, ClassificationResponse
 from heron.server.errors import APIError
+from heron.server.lora import check_pooling_model
 from heron.server.requests import Event, Job, RequestContext, served_runner
 from heron.server.state import ServerState, read_body
 
@@ -229,7 +230,7 @@ def classify_route(state: ServerState):
     async def classify(request: Request) -> Response:
         s = state.settings
         req = await read_body(request, ClassificationRequest, s.max_request_body_bytes, s.max_json_depth)
-        state.check_model(req.model)
+        check_pooling_model(state, req.model)
         items = input_items(req.input, "input")
         check_count(s, len(items), "input")
         ctx = RequestContext.open(state, request, req, prefix="classify", num_seqs=len(items), runner="pooling")

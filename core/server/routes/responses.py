@@ -26,6 +26,7 @@ from heron.plugins import registry
 from heron.protocol.responses import ResponsesRequest
 from heron.server.chat_request import PreparedChat, prepare_chat
 from heron.server.errors import APIError
+from heron.server.lora import resolve_model
 from heron.server.requests import Job, RequestContext
 from heron.server.responses.convert import (
     chat_request,
@@ -129,7 +130,7 @@ def responses_routes(state: ServerState) -> tuple[list[Any], Responses]:
     async def create(request: Request) -> Response | Stream:
         s = state.settings
         req = await read_body(request, ResponsesRequest, s.max_request_body_bytes, s.max_json_depth)
-        state.check_model(req.model)
+        lora = await resolve_model(state, req.model)
         check_request(req)
         conv = read_input(req.input)
         messages = [*await _history(service, req), *conv.messages]
@@ -137,12 +138,13 @@ def responses_routes(state: ServerState) -> tuple[list[Any], Responses]:
             check_request_limits(s, chat_request(req, messages))
         except APIError as err:
             raise rename_error(err) from None
-        ctx = RequestContext.open(state, request, req, prefix="resp", num_seqs=1)
+        ctx = RequestContext.open(state, request, req, prefix="resp", num_seqs=1, lora=lora)
         with ctx.guard():
             prep = await ctx.off_loop(_prepare, state, req, messages)
             await check_structured(state, prep.structured, prep.structured_param)
         ctx.submit([Job(0, None, prep.prompt_ids, prep.params)])
         response = _new_response(state, req, prep)
+        response["model"] = ctx.model_name  # the adapter's name when one serves it
         record = StoredResponse(response["id"], {}, conv.items, messages, time.time())
         builder = ResponseBuilder(response, events=bool(req.stream or req.background))
         run = ResponseRun(ctx, prep, builder, record=record, store=service.store if req.store is not False else None,

@@ -24,6 +24,7 @@ from heron.protocol.pooling import (
     ScoreResponse,
 )
 from heron.server.errors import APIError
+from heron.server.lora import check_pooling_model
 from heron.server.requests import Job, RequestContext
 from heron.server.routes.pooling import (
     check_count,
@@ -102,7 +103,7 @@ def score_routes(state: ServerState) -> list:
     @post(["/score", "/v1/score"], status_code=200, summary="Score text pairs (cross-encoder or cosine)")
     async def score(request: Request) -> Response:
         req = await read_body(request, ScoreRequest, s.max_request_body_bytes, s.max_json_depth)
-        state.check_model(req.model)
+        check_pooling_model(state, req.model)
         pairs = _pairs(req.text_1, req.text_2)
         check_count(s, len(pairs), "text_2")
         ctx = RequestContext.open(state, request, req, prefix="score", num_seqs=_seqs(pairs), runner="pooling")
@@ -117,7 +118,7 @@ def score_routes(state: ServerState) -> list:
     @post(["/rerank", "/v1/rerank", "/v2/rerank"], status_code=200, summary="Rerank documents by relevance")
     async def rerank(request: Request) -> Response:
         req = await read_body(request, RerankRequest, s.max_request_body_bytes, s.max_json_depth)
-        state.check_model(req.model)
+        check_pooling_model(state, req.model)
         if not req.documents:
             raise APIError(400, "'documents' must not be empty.", param="documents")
         if req.top_n is not None and req.top_n < 0:

@@ -42,7 +42,7 @@ class _InProcess(ToolParser):
 def test_every_kind_has_a_registry_with_its_group():
     assert set(GROUPS) == {
         "tool_parsers", "reasoning_parsers", "models", "attention_backends", "linear_kernels", "middlewares", "hooks",
-        "response_stores",
+        "response_stores", "lora_resolvers",
     }
     for kind, group in GROUPS.items():
         assert registry(kind).group == group

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -97,17 +98,44 @@ class ScriptedEngine:
         self.aborted: list[str] = []
         self.waiting = 0
         self.seen: list[tuple[list[int], Any]] = []
+        # LoRA: adapters by name (a folder with adapter_config.json is an adapter), each generate
+        # call's lora_request, and max_loras (None: stats() has no "lora" entry, as with LoRA off)
+        self.loras: dict[str, Any] = {}
+        self.seen_loras: list[Any] = []
+        self.max_loras: int | None = None
+        self._lora_of: dict[str, str] = {}  # running request id -> adapter name
 
     def stats(self) -> dict[str, Any]:
-        return {"num_running": len(self.active), "num_waiting": self.waiting, "kv_cache_usage": 0.0}
+        stats = {"num_running": len(self.active), "num_waiting": self.waiting, "kv_cache_usage": 0.0}
+        if self.max_loras is not None:
+            stats["lora"] = {"max_lora": self.max_loras, "running": sorted(set(self._lora_of.values())), "waiting": []}
+        return stats
+
+    async def add_lora(self, req: Any) -> None:
+        from heron.lora import LoRAError
+
+        known = self.loras.get(req.lora_name)
+        if known is not None and known.lora_path != req.lora_path:
+            raise LoRAError(f"A LoRA adapter named {req.lora_name!r} is already loaded from {known.lora_path}.")
+        if not (Path(req.lora_path) / "adapter_config.json").is_file():
+            raise LoRAError(f"{req.lora_path} has no adapter_config.json")
+        self.loras.setdefault(req.lora_name, req)
+
+    async def remove_lora(self, name: str) -> bool:
+        return self.loras.pop(name, None) is not None
+
+    def list_loras(self) -> list[Any]:
+        return list(self.loras.values())
 
     def abort(self, request_id: str) -> None:
         if request_id in self.active:
             self.active.discard(request_id)
             self.aborted.append(request_id)
 
-    async def generate(self, prompt_ids, params, request_id, *, priority=0, cache_salt=None, cache_key_extra=None):
+    async def generate(self, prompt_ids, params, request_id, *, priority=0, cache_salt=None, cache_key_extra=None,
+                       lora_request=None):
         self.seen.append((list(prompt_ids), params))
+        self.seen_loras.append(lora_request)
         if not hasattr(params, "n"):  # PoolingParams
             await asyncio.sleep(self.delay)
             data = self._pool(list(prompt_ids), params)
@@ -116,6 +144,8 @@ class ScriptedEngine:
         text = self.script(self.tokenizer.decode(prompt_ids)) if callable(self.script) else self.script
         ids = self.tokenizer.encode(text, add_special_tokens=False)
         self.active.add(request_id)
+        if lora_request is not None:
+            self._lora_of[request_id] = lora_request.lora_name
         choices = [_Choice(i) for i in range(params.n)]
         prompt_lps = None
         if getattr(params, "prompt_logprobs", None) is not None:
@@ -160,6 +190,7 @@ class ScriptedEngine:
                 await asyncio.sleep(self.delay)
         finally:
             self.active.discard(request_id)
+            self._lora_of.pop(request_id, None)
 
     def _pool(self, prompt_ids: list[int], params: Any) -> torch.Tensor:
         hidden = fake_hidden(prompt_ids, self.hidden_size)  # [n, H]

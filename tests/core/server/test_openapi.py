@@ -14,9 +14,11 @@ from litestar.testing import TestClient
 from openapi_spec_validator import validate as validate_spec
 
 from heron.server import ServerSettings, build_app
-from heron.server.openapi import ROUTES, build_document
+from heron.server.openapi import OPTIONAL_ROUTES, ROUTES, build_document
 
 KEY = "sk-openapi"
+#: settings under which every route is served (the runtime LoRA routes are off by default)
+EVERY_ROUTE = {"allow_runtime_lora_updating": True}
 AUTH = {"Authorization": f"Bearer {KEY}"}
 ERROR_REF = "#/components/schemas/ErrorResponse"
 
@@ -30,12 +32,12 @@ def _fetch(settings: ServerSettings, headers: dict[str, str] | None = None) -> d
 
 @pytest.fixture(scope="module")
 def doc() -> dict[str, Any]:
-    return _fetch(ServerSettings())
+    return _fetch(ServerSettings(**EVERY_ROUTE))
 
 
 @pytest.fixture(scope="module")
 def keyed_doc() -> dict[str, Any]:
-    return _fetch(ServerSettings(api_key=[KEY]), AUTH)
+    return _fetch(ServerSettings(api_key=[KEY], **EVERY_ROUTE), AUTH)
 
 
 def _operations(doc: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
@@ -84,13 +86,23 @@ def test_schemathesis_loads_every_operation(doc):
     assert [body.media_type for body in chat.body] == ["application/json"]
 
 
-def test_every_route_is_documented(doc):
-    app = build_app(ServerSettings())
-    served = {(method, re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path))  # "{id:str}" is "{id}" in the document
-              for route in app.routes for method in getattr(route, "methods", ())
-              if method not in ("HEAD", "OPTIONS") and not route.path.startswith("/docs")}
+def _served(settings: ServerSettings) -> set[tuple[str, str]]:
+    app = build_app(settings)
+    return {(method, re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path))  # "{id:str}" is "{id}" in the document
+            for route in app.routes for method in getattr(route, "methods", ())
+            if method not in ("HEAD", "OPTIONS") and not route.path.startswith("/docs")
+            # pages for people (the chat page at /) are left out of the document on purpose
+            and any(h.include_in_schema and method in h.http_methods for h in route.route_handlers)}
+
+
+def test_every_route_is_documented(doc, monkeypatch):
+    served = _served(ServerSettings(**EVERY_ROUTE))
     assert served == set(ROUTES), "a route without a RouteDoc in heron.server.openapi.ROUTES (or a stale one)"
     assert {(m, p) for m, p, _ in _operations(doc)} == set(ROUTES)
+    for var in ("VLLM_ALLOW_RUNTIME_LORA_UPDATING", "HERON_ALLOW_RUNTIME_LORA_UPDATING"):
+        monkeypatch.delenv(var, raising=False)
+    assert _served(ServerSettings()) == set(ROUTES) - OPTIONAL_ROUTES
+    assert not {p for _, p, _ in _operations(_fetch(ServerSettings()))} & {p for _, p in OPTIONAL_ROUTES}
 
 
 def test_operation_ids_are_unique_and_openai_named(doc):
@@ -117,7 +129,8 @@ def test_post_routes_have_request_bodies(doc):
              if method == "POST" and path != "/v1/responses/{response_id}/cancel"]  # cancel takes no body
     assert {p for p, _ in posts} == {"/v1/chat/completions", "/v1/completions", "/v1/responses", "/tokenize",
                                      "/detokenize", "/v1/embeddings", "/pooling", "/classify", "/score", "/v1/score",
-                                     "/rerank", "/v1/rerank", "/v2/rerank"}
+                                     "/rerank", "/v1/rerank", "/v2/rerank", "/v1/load_lora_adapter",
+                                     "/v1/unload_lora_adapter"}
     for path, op in posts:
         body = op["requestBody"]
         assert body["required"] is True, path
