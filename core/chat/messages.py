@@ -5,20 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from heron.chat.content_format import as_format
+
 __all__ = ("normalize_messages", "normalize_tools")
-
-
-def _text_of(content: Any) -> Any:
-    """Join text parts; templates mostly expect a string. Non-text parts are refused upstream."""
-    if isinstance(content, list):
-        texts = []
-        for part in content:
-            if not isinstance(part, dict) or part.get("type") not in ("text", "input_text"):
-                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise ValueError(f"content part of type {kind!r} is not supported by this text-only model")
-            texts.append(part.get("text", ""))
-        return "".join(texts)
-    return content
 
 
 def _arguments(value: Any) -> Any:
@@ -31,15 +20,15 @@ def _arguments(value: Any) -> Any:
     return value
 
 
-def normalize_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Messages ready for a template: text content, dict arguments, ``reasoning`` on both names."""
+def normalize_messages(messages: list[dict[str, Any]], content_format: str = "string") -> list[dict[str, Any]]:
+    """Messages ready for a template: content as ``content_format`` says (``"string"``: text parts
+    joined with newlines; ``"openai"``: a list of text parts), dict arguments, ``reasoning`` on
+    both names. Non-text content parts raise ValueError."""
     out = []
     for raw in messages:
         msg = {k: v for k, v in raw.items() if v is not None}
-        if "content" in msg:
-            msg["content"] = _text_of(msg["content"])
-        elif msg.get("role") == "assistant":
-            msg["content"] = ""
+        if "content" in msg or msg.get("role") == "assistant":
+            msg["content"] = as_format(msg.get("content"), content_format)
         reasoning = msg.get("reasoning") or msg.get("reasoning_content")
         if reasoning:
             msg["reasoning"] = msg["reasoning_content"] = reasoning

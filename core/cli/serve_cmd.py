@@ -20,6 +20,7 @@ from typing import Any
 
 from heron.plugins import PluginLoadError, UnknownPluginError, registry
 from heron.server.settings import ServerSettings, add_serve_arguments, settings_from_args
+from heron.server.vllm_compat import add_vllm_arguments
 
 __all__ = ("add_parser", "check_plugins", "network_problems", "uvicorn_options")
 
@@ -33,6 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="start the OpenAI-compatible server",
                        description="Start the OpenAI-compatible HTTP server (flags named as in vLLM).")
     add_serve_arguments(p)
+    add_vllm_arguments(p)  # vLLM's command lines: its flag names, spellings and no-op flags
     p.set_defaults(func=_serve)
 
 
@@ -89,16 +91,15 @@ def uvicorn_options(settings: ServerSettings) -> dict[str, Any]:
     """``uvicorn.Config`` keywords from the network settings.
 
     A unix socket (``--uds``) replaces host and port; TLS is on when a certificate is given;
-    ``--root-path`` is the prefix a proxy strips (uvicorn adds it to ``root_path`` so the app's links
-    and ``/docs`` point at it); uvicorn's own access line per request comes with ``--log-requests``
-    unless ``--disable-uvicorn-access-log``.
+    uvicorn's own access line per request comes with ``--log-requests`` unless
+    ``--disable-uvicorn-access-log``. ``--root-path`` is not uvicorn's business: the app itself
+    serves both ``/v1/...`` and ``<root>/v1/...`` (see :mod:`heron.server.middleware_stack`), as vLLM does.
     """
     where: dict[str, Any] = {"uds": settings.uds} if settings.uds else {"host": settings.host, "port": settings.port}
     return {
         **where,
         "log_level": settings.uvicorn_log_level,
         "access_log": settings.log_requests and not settings.disable_uvicorn_access_log,
-        "root_path": settings.root_path.rstrip("/"),
         "ssl_keyfile": settings.ssl_keyfile,
         "ssl_certfile": settings.ssl_certfile,
         "ssl_ca_certs": settings.ssl_ca_certs,

@@ -33,7 +33,9 @@ from heron.engine.errors import (
     RequestRejectedError,
 )
 from heron.engine.outputs import RequestOutput, merge_output
+from heron.engine.profiler import EngineProfiler, ProfilerControl
 from heron.engine.sampling_params import SamplingParams
+from heron.engine.sleep import EngineSleepingError, SleepControl
 
 __all__ = ("AsyncEngine", "EngineBusyError", "EngineDeadError", "RequestFailedError", "RequestRejectedError")
 
@@ -64,7 +66,7 @@ class _Stream:
             pass
 
 
-class AsyncEngine:
+class AsyncEngine(SleepControl, ProfilerControl):
     """Runs an :class:`LLMEngine` in a background thread and serves async streams.
 
     Args:
@@ -92,6 +94,8 @@ class AsyncEngine:
         self._streams: dict[str, _Stream] = {}
         self._lock = threading.Lock()
         self._stop = False
+        self._sleep_requested = False  # heron.engine.sleep: refuse new requests from the moment sleep() is called
+        self._profiler = EngineProfiler()
         self._thread = threading.Thread(target=self._loop, name="heron-engine", daemon=True)
         self._thread.start()
 
@@ -146,6 +150,8 @@ class AsyncEngine:
                 raise ValueError(f"Request id {request_id!r} is already in use.")
             if self.max_open_requests is not None and len(self._streams) >= self.max_open_requests:
                 raise EngineBusyError(f"The engine already holds {len(self._streams)} open requests; retry shortly.")
+            if self.is_sleeping:
+                raise EngineSleepingError("The engine is asleep; POST /wake_up (or call wake_up()) first.")
             self._streams[request_id] = stream
         self._inbox.put(("add", (request_id, list(prompt_ids), params, priority, cache_salt, cache_key_extra,
                                  lora_request)))
@@ -214,6 +220,10 @@ class AsyncEngine:
         self._inbox.put(("call", (fn, loop, done)))
         self._wake.set()
         return await done
+
+    async def reset_prefix_cache(self) -> int:
+        """Forget every cached prefix no request holds (between two steps); returns the blocks dropped."""
+        return await self._on_engine_thread(self.engine.reset_prefix_cache)
 
     def abort(self, request_id: str) -> None:
         """Stop ``request_id`` and free its blocks (ignored when unknown or already finished)."""
@@ -288,7 +298,7 @@ class AsyncEngine:
         try:
             while not self._stop:
                 self._drain()
-                if not self.engine.has_unfinished():
+                if self._engine_asleep() or not self.engine.has_unfinished():
                     self._wake.wait(0.5)
                     self._wake.clear()
                     continue

@@ -151,7 +151,9 @@ def _new_search(prompt: list[int], params: BeamSearchParams, eos_ids: list[int],
     return search
 
 
-def _top(out: RequestOutput) -> dict[int, Logprob]:
+def _top(out: RequestOutput | None) -> dict[int, Logprob]:
+    if out is None:
+        raise RuntimeError("a beam search step ended without an output")
     if out.error is not None:
         raise RuntimeError(f"beam search step {out.request_id!r} failed: {out.error}")
     comp = out.outputs[0] if out.outputs else None
@@ -186,11 +188,13 @@ def run_beam_search(engine: Any, prompts: list[list[int]], params: BeamSearchPar
                                        lora_request=lora_request)
                     pending[rid] = (s, b)
             tops: dict[int, list[dict[int, Logprob] | None]] = {id(s): [None] * len(s.running) for s in live}
-            while pending:
+            while pending and engine.has_unfinished():
                 for out in engine.step():
                     if out.request_id in pending and out.finished:
                         s, b = pending.pop(out.request_id)
                         tops[id(s)][b] = _top(out)
+            if pending:
+                raise RuntimeError(f"the engine dropped {len(pending)} beam search steps")
             for s in live:
                 s.advance(tops[id(s)])
             step += 1
@@ -233,9 +237,15 @@ async def beam_search(engine: Any, prompt_ids: list[int], params: BeamSearchPara
 
     step = 0
     while not search.done:
-        async with asyncio.TaskGroup() as group:  # one failing beam cancels (and aborts) the others
-            tasks = [group.create_task(one(ids, f"{request_id}-beam{step}-{i}")) for i, ids in enumerate(search.wants())]
-        search.advance([t.result() for t in tasks])
+        tasks = [asyncio.ensure_future(one(ids, f"{request_id}-beam{step}-{i}")) for i, ids in enumerate(search.wants())]
+        try:
+            tops = await asyncio.gather(*tasks)
+        except BaseException:  # a failed beam or a cancelled caller: stop (and so abort) the others
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        search.advance(tops)
         step += 1
     return _served_output(request_id, list(prompt_ids), search, engine.tokenizer)
 

@@ -245,6 +245,18 @@ class BlockManager:
             if self.block_hash[block] is None:
                 self.free.move_to_end(block, last=False)  # uncached: reuse first
 
+    def evict_cached_free(self) -> int:
+        """Forget the prefixes of every free block (blocks sequences hold stay cached); returns how
+        many. They move to the front of the free queue, like any uncached block."""
+        dropped = [b for b in self.free if self.block_hash[b] is not None]
+        for block in dropped:
+            h = self.block_hash[block]
+            if self.cached.get(h) == block:
+                del self.cached[h]
+            self.block_hash[block] = None
+            self.free.move_to_end(block, last=False)
+        return len(dropped)
+
     def reset_prefix_cache(self) -> None:
         for h, block in list(self.cached.items()):
             self.block_hash[block] = None

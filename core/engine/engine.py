@@ -35,6 +35,7 @@ from heron.engine.sampler import Sampler
 from heron.engine.sampling_params import SamplingParams
 from heron.engine.scheduler import Scheduler
 from heron.engine.setup import load_model, size_kv_pool
+from heron.engine.sleep import SleepState, sleep_engine, wake_engine
 from heron.interfaces import PoolingModel
 from heron.loader import load_checkpoint, resolve_dtype
 from heron.loader.pooling_config import resolve_pooler
@@ -84,6 +85,7 @@ class LLMEngine:
         self.lora = EngineLoRA(self.model, config, dtype=self.dtype, device=device) if config.enable_lora else None
         self.model_runner = ModelRunner(self.model, self.backend, bs, device, lora=self.lora)
         self.requests: dict[str, Request] = {}
+        self.sleep_state = SleepState()  # heron.engine.sleep: what /sleep gave back
         self._seq_ids = itertools.count()
         self._grammar: Any = None
         self._grammar_lock = threading.Lock()
@@ -352,6 +354,8 @@ class LLMEngine:
         failure of the step as a whole (scheduling, the model's forward) is an engine fault: it
         propagates, and the :class:`~heron.engine.AsyncEngine` loop stops.
         """
+        if self.sleep_state.asleep:  # no KV pool (or weights) to run on: requests wait for wake_up()
+            return []
         sched = self.scheduler.schedule()
         if not sched.scheduled:
             return []
@@ -464,6 +468,24 @@ class LLMEngine:
                         max_model_len=self.max_model_len, new_matcher=self.grammar.new_matcher):
             self.scheduler.remove(seq)
             seq.status = SequenceStatus.FINISHED
+
+    # -- sleep mode and the prefix cache (heron.engine.sleep) -------------------------------
+
+    def sleep(self, level: int = 1) -> SleepState:
+        """Free the KV pool (level 1) and the weights (level 2); running sequences are paused."""
+        return sleep_engine(self, level)
+
+    def wake_up(self, tags: list[str] | None = None) -> SleepState:
+        """Reload what :meth:`sleep` released (``tags``: only ``weights`` or ``kv_cache``)."""
+        return wake_engine(self, tags)
+
+    @property
+    def is_sleeping(self) -> bool:
+        return self.sleep_state.asleep
+
+    def reset_prefix_cache(self) -> int:
+        """Forget every cached prefix block no sequence holds; returns how many were dropped."""
+        return self.blocks.evict_cached_free()
 
     # -- introspection ----------------------------------------------------------------------
 

@@ -131,13 +131,15 @@ class LLM:
             bar.close()
         return [done[rid] for rid in order]
 
-    def beam_search(self, prompts: PromptType | Seq[PromptType], params: BeamSearchParams, *,
-                    lora_request: LoRARequest | None = None) -> list[BeamSearchOutput]:
+    def beam_search(self, prompts: PromptType | Seq[PromptType], params: BeamSearchParams,
+                    lora_request: LoRARequest | None = None, use_tqdm: bool = False,
+                    concurrency_limit: int | None = None) -> list[BeamSearchOutput]:
         """vLLM's ``LLM.beam_search``: the ``params.beam_width`` best beams of every prompt, best first.
 
         The beams and their scores are those of transformers' ``generate(num_beams=beam_width,
         do_sample=False)`` (see :mod:`heron.engine.beam_search`). Each sequence's ``tokens`` are the
-        prompt's then the beam's, and ``text`` decodes them all, as vLLM's do.
+        prompt's then the beam's, and ``text`` decodes them all, as vLLM's do. ``concurrency_limit``
+        prompts (default: all) are searched together, their beams sharing each step's forward.
         """
         tok = self.engine.tokenizer
         ids = []
@@ -145,8 +147,12 @@ class LLM:
             if isinstance(prompt, dict):
                 prompt = prompt.get("prompt_token_ids") or prompt["prompt"]
             ids.append(tok.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt])
-        return run_beam_search(self.engine, ids, params, request_prefix=f"beam-{next(self._ids)}",
-                               lora_request=lora_request)
+        chunk = concurrency_limit or max(1, len(ids))
+        outputs: list[BeamSearchOutput] = []
+        for start in tqdm(range(0, len(ids), chunk), desc="Beam search", disable=not use_tqdm):
+            outputs += run_beam_search(self.engine, ids[start: start + chunk], params,
+                                       request_prefix=f"beam-{next(self._ids)}", lora_request=lora_request)
+        return outputs
 
     def chat(
         self,

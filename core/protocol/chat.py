@@ -64,22 +64,30 @@ class ChatCompletionRequest(SamplingFields):
     chat_template: str | None = None
     chat_template_kwargs: dict[str, Any] | None = None
     include_reasoning: bool = True
-    #: passed to the chat template (gpt-oss style templates read it), as vLLM does
-    reasoning_effort: str | None = None
+    #: passed to the chat template (gpt-oss style templates read it), as vLLM does; also
+    #: ``enable_thinking`` (false for "none") unless ``chat_template_kwargs`` set it
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
     #: RAG documents handed to templates that support them (vLLM's ``documents``)
     documents: list[dict[str, Any]] | None = None
+    #: tokenize the rendered prompt with the tokenizer's special tokens (BOS) added on top of
+    #: what the template wrote; off by default, as in vLLM (templates write their own)
+    add_special_tokens: bool = False
     # informational: accepted and not used (OpenAI stores nothing here)
     metadata: dict[str, Any] | None = None
     store: bool | None = None
-    service_tier: str | None = None
+    #: echoed in the answer (heron has one tier)
+    service_tier: Literal["auto", "default", "flex", "scale", "priority", "fast"] | None = None
 
 
 class ResponseMessage(BaseModel):
+    """The generated message: ``tool_calls`` is ``[]`` when no tool was called (as vLLM sends)."""
+
     role: str = "assistant"
     content: str | None = None
+    refusal: str | None = None
     reasoning: str | None = None
     reasoning_content: str | None = None
-    tool_calls: list[ToolCall] | None = None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
 
 
 class ChatChoice(BaseModel):
@@ -88,6 +96,8 @@ class ChatChoice(BaseModel):
     logprobs: ChatLogprobs | None = None
     finish_reason: str | None = None
     stop_reason: int | str | None = None
+    #: vLLM's extra (``return_token_ids``): the choice's generated token ids
+    token_ids: list[int] | None = None
 
 
 class ChatCompletionResponse(BaseModel):
@@ -97,9 +107,11 @@ class ChatCompletionResponse(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: UsageInfo
-    system_fingerprint: str | None = None
+    service_tier: str | None = None
     #: vLLM's extra: per prompt token (None for the first) ``{token_id: {logprob, rank, decoded_token}}``
     prompt_logprobs: list[dict[str, PromptLogprob] | None] | None = None
+    #: vLLM's extra (``return_token_ids``): the prompt's token ids
+    prompt_token_ids: list[int] | None = None
 
 
 class ChatDelta(BaseModel):
@@ -116,6 +128,8 @@ class ChatStreamChoice(BaseModel):
     logprobs: ChatLogprobs | None = None
     finish_reason: str | None = None
     stop_reason: int | str | None = None
+    #: vLLM's extra (``return_token_ids``): the token ids this chunk adds
+    token_ids: list[int] | None = None
 
 
 class ChatCompletionChunk(BaseModel):
@@ -125,4 +139,6 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChatStreamChoice]
     usage: UsageInfo | None = None
-    system_fingerprint: str | None = None
+    service_tier: str | None = None
+    #: vLLM's extra (``return_token_ids``): the prompt's token ids, on the first chunk only
+    prompt_token_ids: list[int] | None = None

@@ -71,8 +71,11 @@ class UsageInfo(BaseModel):
 
 
 class StreamOptions(OpenAIModel):
-    include_usage: bool = False
-    continuous_usage_stats: bool = False
+    """``include_usage``: a last chunk with the usage; ``continuous_usage_stats`` (vLLM): usage so
+    far on every chunk too. Only with ``stream: true``."""
+
+    include_usage: bool | None = False
+    continuous_usage_stats: bool | None = False
 
 
 class JsonSchemaFormat(OpenAIModel):
@@ -83,8 +86,18 @@ class JsonSchemaFormat(OpenAIModel):
 
 
 class ResponseFormat(OpenAIModel):
-    type: Literal["text", "json_object", "json_schema"]
+    """OpenAI's ``response_format``, and vLLM's ``structural_tag`` (xgrammar structural tags).
+
+    A structural tag is either ``{"type": "structural_tag", "format": {...}}`` (xgrammar's
+    format object) or the older ``{"type": "structural_tag", "structures": [{"begin", "schema",
+    "end"}], "triggers": [...]}``.
+    """
+
+    type: Literal["text", "json_object", "json_schema", "structural_tag"]
     json_schema: JsonSchemaFormat | None = None
+    format: dict[str, Any] | None = None
+    structures: list[dict[str, Any]] | None = None
+    triggers: list[str] | None = None
 
 
 class StructuredOutputsRequest(OpenAIModel):
@@ -95,6 +108,8 @@ class StructuredOutputsRequest(OpenAIModel):
     choice: list[str] | None = None
     grammar: str | None = None
     json_object: bool | None = None
+    #: an xgrammar structural tag as JSON text (or object), as vLLM's ``structured_outputs.structural_tag``
+    structural_tag: str | dict[str, Any] | None = None
     disable_any_whitespace: bool = False
 
 
@@ -117,7 +132,11 @@ class ChatLogprob(ChatTokenLogprob):
 
 
 class ChatLogprobs(BaseModel):
+    """A choice's logprobs: ``content`` per generated token; ``refusal`` always null (OpenAI's
+    schema requires the key)."""
+
     content: list[ChatLogprob] | None = None
+    refusal: list[ChatLogprob] | None = None
 
 
 class CompletionLogprobs(BaseModel):

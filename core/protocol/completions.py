@@ -30,6 +30,8 @@ class CompletionRequest(SamplingFields):
     logprobs: int | None = None
     best_of: int | None = None
     suffix: str | None = None
+    #: tokenize text prompts with the tokenizer's special tokens (BOS), as vLLM does by default
+    add_special_tokens: bool = True
 
 
 class CompletionChoice(BaseModel):
@@ -39,6 +41,10 @@ class CompletionChoice(BaseModel):
     finish_reason: str | None = None
     stop_reason: int | str | None = None
     prompt_logprobs: list[dict[str, PromptLogprob] | None] | None = None
+    #: vLLM's extras (``return_token_ids``): the choice's generated token ids and its prompt's
+    #: (streamed: each chunk's new ids, the prompt's on the choice's first chunk)
+    token_ids: list[int] | None = None
+    prompt_token_ids: list[int] | None = None
 
 
 class CompletionResponse(BaseModel):
@@ -48,7 +54,6 @@ class CompletionResponse(BaseModel):
     model: str
     choices: list[CompletionChoice]
     usage: UsageInfo
-    system_fingerprint: str | None = None
 
 
 class CompletionStreamResponse(BaseModel):

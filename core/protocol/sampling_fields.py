@@ -29,7 +29,8 @@ class SamplingFields(OpenAIModel):
     top_p: float | None = None
     n: int = 1
     stop: str | list[str] | None = None
-    seed: int | None = None
+    #: a 64-bit integer, as vLLM takes
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logit_bias: dict[str, float] | None = None
@@ -38,6 +39,10 @@ class SamplingFields(OpenAIModel):
     response_format: ResponseFormat | None = None
     user: str | None = None
     # vLLM extras
+    #: a real beam search of width ``n`` (the ``n`` best beams come back, best first)
+    use_beam_search: bool = False
+    #: beam search: finished beams score ``logprob / length ** length_penalty``
+    length_penalty: float = 1.0
     top_k: int | None = None
     min_p: float | None = None
     repetition_penalty: float | None = None
@@ -60,3 +65,8 @@ class SamplingFields(OpenAIModel):
     guided_choice: list[str] | None = None
     guided_grammar: str | None = None
     guided_json_object: bool | None = Field(default=None, exclude=True)
+    #: vLLM's token-id extras: the prompt's and each choice's token ids in the answer, and
+    #: ``token_id:N`` in place of token text in logprobs (None: the server's
+    #: ``--return-tokens-as-token-ids``)
+    return_token_ids: bool | None = None
+    return_tokens_as_token_ids: bool | None = None

@@ -17,6 +17,7 @@ from heron.server.routes.completions import completions_route
 from heron.server.routes.embeddings import embeddings_routes
 from heron.server.routes.lora import lora_routes
 from heron.server.routes.misc import misc_routes
+from heron.server.routes.ops import ops_routes
 from heron.server.routes.pooling import classify_route
 from heron.server.routes.responses import responses_routes
 from heron.server.routes.score import score_routes
@@ -40,18 +41,24 @@ def build_app(settings: ServerSettings, engine: Any | None = None, *, chat_templ
     """
     state = ServerState(settings=settings, engine=engine, chat_template=chat_template, metrics=None,
                         loading=engine is None, render_limits=settings.render_limits(), lora=LoRAServing(settings))
-    state.metrics = ServerMetrics(settings.model_names[0], state.stats)
+    state.metrics = ServerMetrics(settings.model_names[0], state.stats, prefixes=settings.metrics_prefix,
+                                  max_model_len=lambda: getattr(state.engine, "max_model_len", None))
     responses, service = responses_routes(state)
+    chat, completions, classify = chat_route(state), completions_route(state), classify_route(state)
+    (embeddings, pooling), (score, rerank) = embeddings_routes(state), score_routes(state)
+    invocable = {"chat": chat, "completions": completions, "embeddings": embeddings, "pooling": pooling,
+                 "classify": classify, "score": score, "rerank": rerank}  # what SageMaker's /invocations reaches
     app = Litestar(
-        route_handlers=[chat_route(state), completions_route(state), *responses, *embeddings_routes(state),
-                        classify_route(state), *score_routes(state), *misc_routes(state), *lora_routes(state),
+        route_handlers=[chat, completions, *responses, embeddings, pooling, classify, score, rerank,
+                        *misc_routes(state), *lora_routes(state), *ops_routes(state, invocable),
                         *(ui_routes() if settings.ui else [])],
         on_shutdown=[service.close],
         exception_handlers=exception_handlers,
-        openapi_config=openapi_config(settings),
+        openapi_config=None if settings.disable_docs else openapi_config(settings),  # --disable-docs: no docs routes
         request_max_body_size=settings.max_request_body_bytes,
         debug=False,
     )
     app.state.heron = state
+    app.asgi_handler = state.metrics.http.wrap(app.asgi_handler)  # inside the key check: 401s uncounted, as vLLM
     wrap_app(app, settings)  # a factory that returns no middleware: PluginLoadError naming it
     return app

@@ -33,13 +33,21 @@ def _route(scope: Scope) -> str:
     return (path[len(root):] or "/") if root and path.startswith(root) else path
 
 
-def api_key_middleware(keys: list[str]):
-    """ASGI middleware factory checking ``Authorization: Bearer KEY`` (or ``x-api-key``)."""
+def api_key_middleware(keys: list[str], *, metrics_no_auth: bool = False):
+    """ASGI middleware factory checking ``Authorization: Bearer KEY`` (or ``x-api-key``).
+
+    Args:
+        keys: the accepted keys; none: every request passes.
+        metrics_no_auth: ``--metrics-no-auth``: ``/metrics`` is open too (Prometheus scrapers on a
+            private network); off by default.
+    """
     encoded = [k.encode() for k in keys]
+    open_paths = OPEN_PATHS | {"/metrics"} if metrics_no_auth else OPEN_PATHS
 
     def middleware(app: ASGIApp) -> ASGIApp:
         async def check(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != "http" or not encoded or _route(scope) in OPEN_PATHS or scope.get("method") == "OPTIONS":
+            if (scope["type"] != "http" or not encoded or _route(scope) in open_paths
+                    or scope.get("method") == "OPTIONS"):
                 await app(scope, receive, send)
                 return
             headers = dict(scope["headers"])

@@ -19,6 +19,7 @@ from heron.chat import (
     normalize_messages,
     normalize_tools,
     render_chat,
+    resolve_content_format,
     special_token_texts,
 )
 from heron.chat.tool_choice import NamedToolCallParser, RequiredToolCallsParser
@@ -51,6 +52,8 @@ class PreparedChat:
     hidden_tokens: frozenset[str] = field(default_factory=frozenset)
     #: chat ``echo``: the final assistant message the answer continues, sent before it
     echo: str = ""
+    #: the answer's role: ``--response-role``, or the last message's with add_generation_prompt off
+    role: str = "assistant"
 
     def pipeline(self) -> ChoicePipeline:
         """A fresh parse pipeline for one choice (parsers hold per-choice state)."""
@@ -124,7 +127,7 @@ def _check_request(state: ServerState, req: ChatCompletionRequest) -> None:
     if req.chat_template is not None and not state.settings.trust_request_chat_template:
         raise APIError(400, "Request chat templates are refused unless the server runs with "
                             "--trust-request-chat-template.", param="chat_template")
-    if req.top_logprobs is not None and not req.logprobs:
+    if req.top_logprobs and not req.logprobs:  # 0 without logprobs is harmless, as in vLLM
         raise APIError(400, "'top_logprobs' requires 'logprobs': true.", param="top_logprobs")
     if req.max_completion_tokens is not None and req.max_completion_tokens < 1:
         raise APIError(400, f"max_completion_tokens must be at least 1, got {req.max_completion_tokens}.",
@@ -156,6 +159,50 @@ def _adjust_for_parsers(req: ChatCompletionRequest, reasoning: Any, tool: Any) -
     return req, (req.skip_special_tokens is False and not client_keeps)
 
 
+def _template_kwargs(state: ServerState, req: ChatCompletionRequest) -> dict[str, Any]:
+    """Server defaults, then the request's ``chat_template_kwargs``, then (where those did not
+    set them) vLLM's top-level ``reasoning_effort``, ``enable_thinking`` from it, and ``documents``."""
+    kwargs = {**state.settings.default_chat_template_kwargs, **(req.chat_template_kwargs or {})}
+    if req.reasoning_effort is not None:
+        kwargs.setdefault("reasoning_effort", req.reasoning_effort)
+        if "enable_thinking" not in (req.chat_template_kwargs or {}):
+            kwargs["enable_thinking"] = req.reasoning_effort != "none"
+    if req.documents is not None:
+        kwargs.setdefault("documents", req.documents)
+    return kwargs
+
+
+def _render(state: ServerState, req: ChatCompletionRequest, template: str, tools: list[dict] | None,
+            kwargs: dict[str, Any]) -> str:
+    """The prompt text; messages reach the template as ``--chat-template-content-format`` says,
+    and tools not at all with ``tool_choice: "none"`` under ``--exclude-tools-when-tool-choice-none``."""
+    s, tok = state.settings, state.engine.tokenizer
+    if s.exclude_tools_when_tool_choice_none and req.tool_choice == "none":
+        tools = None
+    fmt = resolve_content_format(template, s.chat_template_content_format)
+    try:
+        messages = normalize_messages([m.model_dump(exclude_none=True) for m in req.messages], fmt)
+        return render_chat(
+            template, messages, tools=tools, add_generation_prompt=req.add_generation_prompt,
+            continue_final_message=req.continue_final_message,
+            special_tokens={"bos_token": tok.bos_token or "", "eos_token": tok.eos_token or ""},
+            limits=state.render_limits, **kwargs,
+        )
+    except (ChatTemplateError, ValueError) as err:
+        param = "chat_template" if req.chat_template is not None else "messages"
+        raise APIError(400, str(err), param=param) from err
+
+
+def _echo(req: ChatCompletionRequest, role: str) -> str:
+    """Chat ``echo``: the last message's text when it has the answer's role (the answer continues it)."""
+    last = req.messages[-1]
+    if not req.echo or last.role != role or last.content is None:
+        return ""
+    if isinstance(last.content, str):
+        return last.content
+    return "\n".join(p.get("text", "") for p in last.content if isinstance(p, dict))
+
+
 def prepare_chat(state: ServerState, req: ChatCompletionRequest) -> PreparedChat:
     """Everything between the parsed body and the engine; raises APIError (400) naming the field."""
     s = state.settings
@@ -168,23 +215,10 @@ def prepare_chat(state: ServerState, req: ChatCompletionRequest) -> PreparedChat
         raise APIError(400, "The model has no chat template; start the server with --chat-template.",
                        param="messages")
     tok = state.engine.tokenizer
-    kwargs = {**s.default_chat_template_kwargs, **(req.chat_template_kwargs or {})}
-    if req.reasoning_effort is not None:
-        kwargs.setdefault("reasoning_effort", req.reasoning_effort)
-    if req.documents is not None:
-        kwargs.setdefault("documents", req.documents)
-    try:
-        messages = normalize_messages([m.model_dump(exclude_none=True) for m in req.messages])
-        text = render_chat(
-            template, messages, tools=tools, add_generation_prompt=req.add_generation_prompt,
-            continue_final_message=req.continue_final_message,
-            special_tokens={"bos_token": tok.bos_token or "", "eos_token": tok.eos_token or ""},
-            limits=state.render_limits, **kwargs,
-        )
-    except (ChatTemplateError, ValueError) as err:
-        param = "chat_template" if req.chat_template is not None else "messages"
-        raise APIError(400, str(err), param=param) from err
-    prompt_ids = truncate_prompt(tok.encode(text, add_special_tokens=False), req, state.engine.max_model_len)
+    kwargs = _template_kwargs(state, req)
+    text = _render(state, req, template, tools, kwargs)
+    ids = tok.encode(text, add_special_tokens=req.add_special_tokens)
+    prompt_ids = truncate_prompt(ids, req, state.engine.max_model_len)
     reasoning = gate = None
     if s.reasoning_parser:
         cls = registry("reasoning_parsers").load(s.reasoning_parser)
@@ -199,10 +233,8 @@ def prepare_chat(state: ServerState, req: ChatCompletionRequest) -> PreparedChat
         defaults=getattr(state.engine, "generation_defaults", {}) or {}, max_logprobs=s.max_logprobs,
         structured=structured, reasoning_gate=gate, vocab_size=state.vocab_size,
     )
-    echo = ""
-    last = req.messages[-1]
-    if req.echo and last.role == "assistant" and isinstance(last.content, str):
-        echo = last.content
+    role = s.response_role if req.add_generation_prompt else req.messages[-1].role
     return PreparedChat(prompt_ids, params, structured, structured_param, tool_parser, reasoning,
                         max_calls=1 if (tool_parser is not None and not req.parallel_tool_calls) else None,
-                        hidden_tokens=special_token_texts(tok) if hide else frozenset(), echo=echo)
+                        hidden_tokens=special_token_texts(tok) if hide else frozenset(), echo=_echo(req, role),
+                        role=role)

@@ -6,7 +6,8 @@ router inside Litestar's exception handling): ``--middleware`` plugins, outermos
 the API-key check, then routing. Every response, a 401 or a 404 included, passes through every
 middleware, so CORS headers, access logs and request ids cover them all. A middleware that
 raises is logged with its plugin's name and the client gets an OpenAI-shaped 500 (through the
-middlewares outside it, so it still carries their headers).
+middlewares outside it, so it still carries their headers). With ``--root-path``, an outermost
+layer serves everything under that prefix as well as without it.
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ def wrap_app(app: Litestar, settings: Any) -> None:
             message is one line naming the plugin); UnknownPluginError for an unknown name.
     """
     reg = registry("middlewares")
-    handler = api_key_middleware(settings.api_key)(app.asgi_handler)
+    handler = api_key_middleware(settings.api_key, metrics_no_auth=getattr(settings, "metrics_no_auth", False))(
+        app.asgi_handler)
     for name in reversed(middleware_names(settings)):
         made, problem = middleware_from(reg.load(name), settings)
         if problem:
@@ -101,4 +103,26 @@ def wrap_app(app: Litestar, settings: Any) -> None:
             target = info.target if info is not None else reg.origin(name)
             raise PluginLoadError("middlewares", name, target, problem, (problem,))
         handler = _contained(name, made(app=_below(handler)))
-    app.asgi_handler = handler
+    root = settings.root_path.rstrip("/")
+    app.asgi_handler = _under_root(root, handler) if root else handler
+
+
+def _under_root(root: str, app: ASGIApp) -> ASGIApp:
+    """Serve ``app`` both at ``/...`` and at ``root/...`` (``--root-path``, a proxy's prefix), as vLLM does.
+
+    The scope gets ``root_path`` and a path that starts with it (the router takes it off again),
+    whether or not the proxy already stripped the prefix; middlewares see that full path.
+    """
+    prefix = root.encode("latin-1")
+
+    async def rooted(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            path = scope["path"]
+            if path != root and not path.startswith(root + "/"):
+                scope["path"] = root + path
+                if scope.get("raw_path") is not None:
+                    scope["raw_path"] = prefix + scope["raw_path"]
+            scope["root_path"] = root
+        await app(scope, receive, send)
+
+    return rooted

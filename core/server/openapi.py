@@ -33,6 +33,15 @@ from heron.protocol.completions import (
     TokenizeResponse,
 )
 from heron.protocol.lora import LoadLoRAAdapterRequest, UnloadLoRAAdapterRequest
+from heron.protocol.ops import (
+    InvocationChunk,
+    InvocationRequest,
+    InvocationResponse,
+    IsSleepingResponse,
+    OpenAPIDocument,
+    ServerInfoResponse,
+    TokenizerInfoResponse,
+)
 from heron.protocol.pooling import (
     ClassificationRequest,
     ClassificationResponse,
@@ -139,10 +148,29 @@ ROUTES: dict[tuple[str, str], RouteDoc] = {
                                                 operation_id="loadLoraAdapter"),
     ("POST", "/v1/unload_lora_adapter"): RouteDoc(UnloadLoRAAdapterRequest, text="text/plain",
                                                   errors=_JSON_BODY_ERRORS, operation_id="unloadLoraAdapter"),
+    # vLLM's operational routes (heron.server.routes.ops); the gated ones are in OPTIONAL_ROUTES
+    ("POST", "/invocations"): RouteDoc(InvocationRequest, InvocationResponse, InvocationChunk,
+                                       (*_JSON_BODY_ERRORS, 408), operation_id="invocations"),
+    ("POST", "/ping"): RouteDoc(response=HealthStatus, operation_id="pingPost"),
+    ("GET", "/openapi.json"): RouteDoc(response=OpenAPIDocument, operation_id="openapiDocument"),
+    ("GET", "/tokenizer_info"): RouteDoc(response=TokenizerInfoResponse, errors=(503,), operation_id="tokenizerInfo"),
+    ("POST", "/reset_prefix_cache"): RouteDoc(errors=(400, 503), operation_id="resetPrefixCache"),
+    ("POST", "/sleep"): RouteDoc(errors=(400, 503), operation_id="sleep"),
+    ("POST", "/wake_up"): RouteDoc(errors=(400, 503), operation_id="wakeUp"),
+    ("GET", "/is_sleeping"): RouteDoc(response=IsSleepingResponse, errors=(503,), operation_id="isSleeping"),
+    ("GET", "/server_info"): RouteDoc(response=ServerInfoResponse, errors=(400,), operation_id="serverInfo"),
+    ("POST", "/start_profile"): RouteDoc(errors=(400, 503), operation_id="startProfile"),
+    ("POST", "/stop_profile"): RouteDoc(errors=(400, 503), operation_id="stopProfile"),
 }
 
 #: operations served only when a setting turns them on (the rest are always served)
-OPTIONAL_ROUTES = frozenset({("POST", "/v1/load_lora_adapter"), ("POST", "/v1/unload_lora_adapter")})
+OPTIONAL_ROUTES = frozenset({
+    ("POST", "/v1/load_lora_adapter"), ("POST", "/v1/unload_lora_adapter"),  # --allow-runtime-lora-updating
+    ("GET", "/tokenizer_info"),  # --enable-tokenizer-info-endpoint
+    ("POST", "/reset_prefix_cache"), ("POST", "/sleep"), ("POST", "/wake_up"), ("GET", "/is_sleeping"),
+    ("GET", "/server_info"),  # --server-dev-mode / VLLM_SERVER_DEV_MODE
+    ("POST", "/start_profile"), ("POST", "/stop_profile"),  # --torch-profiler-dir / VLLM_TORCH_PROFILER_DIR
+})
 
 _STREAM_NOTE = ("With `\"stream\": true`: Server-Sent Events. Each `data:` field holds one chunk as JSON (or an "
                 "error object if generation fails midway) and the stream ends with `data: [DONE]`.")

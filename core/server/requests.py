@@ -33,6 +33,7 @@ from litestar import Request, Response
 from litestar.response import Stream
 
 from heron.engine.errors import EngineBusyError, EngineDeadError
+from heron.server.beam import beam_outputs
 from heron.server.errors import APIError, error_body
 from heron.server.state import Admission, ServerState, new_id
 from heron.server.streams import ChoiceDelta, RequestTimer, iterate_choices, watch_disconnect
@@ -218,9 +219,12 @@ class RequestContext:
 
         async def run(job: Job) -> None:
             try:
-                outputs = engine.generate(job.prompt_ids, job.params, job.engine_id,
-                                          priority=getattr(self.body, "priority", 0),
-                                          cache_salt=getattr(self.body, "cache_salt", None), **extra)
+                if job.generates and getattr(self.body, "use_beam_search", False):
+                    outputs = beam_outputs(engine, job.prompt_ids, job.params, self.body, job.engine_id, **extra)
+                else:
+                    outputs = engine.generate(job.prompt_ids, job.params, job.engine_id,
+                                              priority=getattr(self.body, "priority", 0),
+                                              cache_salt=getattr(self.body, "cache_salt", None), **extra)
                 labelled = iterate_choices(outputs, self.timer) if job.generates else _pooled(outputs, self.timer)
                 async for out, deltas in labelled:
                     for d in deltas:
@@ -260,7 +264,8 @@ class RequestContext:
         self.state.metrics.observe_finished(
             prompt_tokens=len(ev.job.prompt_ids) if d.index == 0 else 0, completion_tokens=d.num_output_tokens,
             finish_reason=d.finish_reason, ttft=self.timer.ttft, e2e=self.timer.e2e(),
-            queue_time=getattr(getattr(ev.output, "metrics", None), "queue_time", None), itls=self.timer.gaps)
+            queue_time=getattr(getattr(ev.output, "metrics", None), "queue_time", None), itls=self.timer.gaps,
+            params=ev.job.params)
 
     async def collect(self, handle: Callable[[Event], None]) -> Response | None:
         """Feed every event to ``handle`` until all choices finish.

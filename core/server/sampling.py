@@ -1,80 +1,26 @@
-"""Turn an HTTP request's sampling fields into engine ``SamplingParams``, or a 400 naming the field."""
+"""Turn an HTTP request's sampling fields into engine ``SamplingParams``, or a 400 naming the field.
+
+(The request's output constraint is read by :mod:`heron.server.constraints`, re-exported here.)
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from heron.protocol.sampling_fields import SamplingFields
+from heron.server.constraints import check_structured, structured_from_request
 from heron.server.errors import APIError
-from heron.structured.params import StructuredOutputError
 
 __all__ = (
     "build_sampling_params",
+    "check_token_ids",
     "check_request_limits",
     "check_structured",
+    "out_of_vocabulary",
     "refuse_unsupported",
     "structured_from_request",
     "truncate_prompt",
 )
-
-_ALIASES = {"guided_json": "json", "guided_regex": "regex", "guided_choice": "choice", "guided_grammar": "grammar",
-            "guided_json_object": "json_object"}
-
-
-def structured_from_request(req: SamplingFields) -> tuple[Any, str | None]:
-    """The request's output constraint as ``StructuredOutputsParams`` and the field it came from.
-
-    Sources: ``response_format`` (``json_object`` / ``json_schema``), vLLM's ``structured_outputs``
-    and the older ``guided_*`` names. More than one is a 400 naming the second.
-    """
-    from heron.structured import StructuredOutputsParams
-
-    found: list[tuple[str, dict[str, Any]]] = []
-    fmt = req.response_format
-    if fmt is not None and fmt.type != "text":
-        if fmt.type == "json_object":
-            found.append(("response_format", {"json_object": True}))
-        else:
-            schema = fmt.json_schema.schema_ if fmt.json_schema is not None else None
-            if schema is None:
-                raise APIError(400, "response_format type 'json_schema' needs 'json_schema.schema'.",
-                               param="response_format")
-            found.append(("response_format", {"json": schema}))
-    if req.structured_outputs is not None:
-        so = req.structured_outputs
-        fields = {"json": so.json_, "regex": so.regex, "choice": so.choice, "grammar": so.grammar,
-                  "json_object": bool(so.json_object)}
-        fields = {k: v for k, v in fields.items() if v not in (None, False)}
-        fields["disable_any_whitespace"] = so.disable_any_whitespace
-        found.append(("structured_outputs", fields))
-    for alias, key in _ALIASES.items():
-        value = getattr(req, alias, None)
-        if value is not None and value is not False:
-            found.append((alias, {key: value}))
-    if not found:
-        return None, None
-    if len(found) > 1:
-        raise APIError(400, f"Give one output constraint, not several: {', '.join(n for n, _ in found)}.",
-                       param=found[1][0])
-    param, fields = found[0]
-    try:
-        return StructuredOutputsParams(**fields), param
-    except ValueError as err:
-        raise APIError(400, f"Invalid {param}: {err}", param=param) from err
-
-
-async def check_structured(state: Any, structured: Any, param: str | None) -> None:
-    """Compile the constraint now (off the event loop): an invalid one is a 400 naming ``param``,
-    and the engine later finds it compiled."""
-    compile_grammar = getattr(state.engine, "compile_grammar", None)
-    if structured is None or compile_grammar is None:
-        return
-    try:
-        await compile_grammar(structured)
-    except StructuredOutputError as err:
-        blame = err.param if err.param in ("tools", "tool_choice") else param
-        raise APIError(400, str(err), param=blame) from err
-
 
 #: OpenAI fields that change generation or the answer and that heron cannot honour: refused, never
 #: silently ignored (informational ones such as ``user``, ``metadata`` and ``store`` are accepted)
@@ -156,12 +102,21 @@ def truncate_prompt(ids: list[int], req: SamplingFields, max_model_len: int) -> 
     return ids[-keep:] if len(ids) > keep else ids
 
 
+def out_of_vocabulary(param: str, token_id: Any, vocab_size: int) -> APIError:
+    """The 400 for a token id outside the vocabulary (vLLM's wording: "out of vocabulary")."""
+    return APIError(400, f"Token id {token_id} in '{param}' is out of vocabulary: the vocabulary has {vocab_size} "
+                         f"tokens (ids 0 to {vocab_size - 1}).", param=param, code="invalid_token_id")
+
+
 def check_token_ids(params: Any, vocab_size: int) -> None:
     """Every token id the request names is in the vocabulary, else a 400 naming the field."""
     try:
         params.check_token_ids(vocab_size)
     except ValueError as err:
-        raise APIError(400, str(err), param=getattr(err, "param", None), code="invalid_token_id") from err
+        token_id = getattr(err, "token_id", None)
+        if token_id is None:
+            raise APIError(400, str(err), param=getattr(err, "param", None), code="invalid_token_id") from err
+        raise out_of_vocabulary(err.param, token_id, vocab_size) from err
 
 
 def _check(cond: bool, param: str, message: str) -> None:

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from heron.server import vllm_compat
+
 __all__ = ("ServerSettings", "add_serve_arguments", "lora_module", "parse_size", "settings_from_args")
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*$", re.IGNORECASE)
@@ -264,7 +266,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="YAML file of settings (keys are flag names)")
     p.add_argument("--host", default=S)
     p.add_argument("--port", type=int, default=S)
-    p.add_argument("--api-key", action="append", default=S, help="accepted bearer key (repeatable; env HERON_API_KEY, comma-separated)")
+    p.add_argument("--api-key", action="append", default=S, help="accepted bearer key (repeatable; env HERON_API_KEY, comma-separated; or VLLM_API_KEY)")
     p.add_argument("--served-model-name", nargs="+", default=S)
     p.add_argument("--max-model-len", type=int, default=S)
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default=S)
@@ -405,6 +407,9 @@ _CONVERT = {
     "max_request_body_bytes": parse_size,
     "max_tools_bytes": parse_size,
     "response_store_max_bytes": parse_size,
+    "dtype": vllm_compat.canonical_dtype,  # vLLM's half / float too
+    "max_model_len": vllm_compat.model_len,  # vLLM's 32k, auto
+    "max_num_batched_tokens": vllm_compat.human_int,
 }
 
 
@@ -424,26 +429,39 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
 
 
 def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | None = None) -> ServerSettings:
-    """Merge flags, ``HERON_*`` environment variables and the ``--config`` YAML file."""
+    """Merge flags, environment variables and the ``--config`` YAML file.
+
+    vLLM's flags and YAML keys that are not heron's go through :func:`heron.server.vllm_compat.apply_vllm_options`
+    (a warning for each that has no effect here, an exit for features heron lacks); their aliases of heron
+    settings rank with the YAML file. ``VLLM_API_KEY`` is read as vLLM reads it, when no other key is given:
+    ``--api-key`` > ``HERON_API_KEY`` > ``VLLM_API_KEY`` > ``api-key`` in the YAML file.
+    """
     environ = os.environ if environ is None else environ
+    names = [f.name for f in fields(ServerSettings)]
     values: dict[str, Any] = {}
+    vllm: dict[str, Any] = {}
     config_path = getattr(args, "config", None) or environ.get("HERON_CONFIG")
     if config_path:
         import yaml
 
         with open(config_path, encoding="utf-8") as fh:
             loaded = yaml.safe_load(fh) or {}
-        values.update({k.replace("-", "_"): v for k, v in loaded.items()})
+        if not isinstance(loaded, dict):
+            raise SystemExit(f"heron serve: {config_path} must hold a mapping of setting names to values")
+        values, vllm = vllm_compat.split_config(loaded, names)
+    vllm.update(vllm_compat.given_options(args, names))
+    values.update(vllm_compat.apply_vllm_options(vllm))
+    if environ.get("VLLM_API_KEY") and "HERON_API_KEY" not in environ:
+        values["api_key"] = [environ["VLLM_API_KEY"]]  # one key, as vLLM reads it
     defaults = ServerSettings()
-    for f in fields(ServerSettings):
-        env = environ.get(f"HERON_{f.name.upper()}")
+    for name in names:
+        env = environ.get(f"HERON_{name.upper()}")
         if env is not None:
-            values[f.name] = env
-        if hasattr(args, f.name):
-            values[f.name] = getattr(args, f.name)
-    unknown = set(values) - {f.name for f in fields(ServerSettings)}
-    if unknown:
-        raise SystemExit(f"heron serve: unknown setting(s) in config: {', '.join(sorted(unknown))}")
+            values[name] = env
+        if hasattr(args, name):
+            values[name] = getattr(args, name)
+    if isinstance(values.get("attention_backend"), str):
+        values["attention_backend"] = vllm_compat.attention_backend(values["attention_backend"])
     try:
         coerced = {k: _coerce(k, v, getattr(defaults, k)) for k, v in values.items()}
         return ServerSettings(**coerced)

@@ -82,6 +82,9 @@ class ServerState:
         error = getattr(self.engine, "error", None)
         if error is not None:
             raise APIError(503, f"The engine has failed: {error}", headers={"Retry-After": "30"})
+        if getattr(self.engine, "is_sleeping", False) is True:  # POST /sleep (heron.engine.sleep)
+            raise APIError(503, "The model is asleep; POST /wake_up first.", headers={"Retry-After": "5"},
+                           code="model_sleeping")
 
     def admit(self, num_seqs: int) -> Admission:
         """Reserve room for ``num_seqs`` sequences (prompts x n), or 503 when the queue is full.

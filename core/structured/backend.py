@@ -44,6 +44,7 @@ _WHAT = {
     "regex": "regex",
     "choice": "choice list",
     "grammar": "EBNF grammar",
+    "structural_tag": "structural tag",
 }
 
 
@@ -195,7 +196,7 @@ class GrammarBackend:
         except StructuredOutputError as e:
             self._forget(params.key(), future)
             future.set_exception(e)
-        except (RuntimeError, ValueError) as e:  # xgrammar reports bad input as RuntimeError
+        except (RuntimeError, ValueError, TypeError, KeyError) as e:  # xgrammar reports bad input as RuntimeError
             self._forget(params.key(), future)
             what = _WHAT[params.kind]
             future.set_exception(StructuredOutputError(f"Invalid {what}: {_clean(e)}."))
@@ -248,12 +249,23 @@ class GrammarBackend:
     def _grammar(self, params: StructuredOutputsParams) -> CompiledGrammar:
         return self._compiler.compile_grammar(params.grammar or "")
 
+    def _structural_tag(self, params: StructuredOutputsParams) -> CompiledGrammar:
+        tag = json.loads(params.structural_tag or "{}")
+        if not isinstance(tag, dict):
+            raise StructuredOutputError("A structural tag must be a JSON object.")
+        if "structures" in tag:  # the older form: begin/schema/end items and trigger prefixes
+            items = [xgr.StructuralTagItem(begin=s["begin"], schema=json.dumps(s.get("schema") or {}), end=s["end"])
+                     for s in tag["structures"]]
+            return self._compiler.compile_structural_tag(items, tag.get("triggers") or [])
+        return self._compiler.compile_structural_tag(json.dumps(tag))
+
     _COMPILERS: dict[str, Callable[[GrammarBackend, StructuredOutputsParams], CompiledGrammar]] = {
         "json": _json,
         "json_object": _json_object,
         "regex": _regex,
         "choice": _choice,
         "grammar": _grammar,
+        "structural_tag": _structural_tag,
     }
 
     # -- matching -----------------------------------------------------------------------------

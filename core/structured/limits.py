@@ -83,6 +83,8 @@ class StructuredLimits:
             raise self._over("The regex", len(params.regex or ""), "max_regex_chars", "characters")
         elif kind == "grammar" and len(params.grammar or "") > self.max_grammar_chars:
             raise self._over("The grammar", len(params.grammar or ""), "max_grammar_chars", "characters")
+        elif kind == "structural_tag" and len(params.structural_tag or "") > self.max_schema_bytes:
+            raise self._over("The structural tag", len(params.structural_tag or ""), "max_schema_bytes", "characters")
         elif kind == "choice":
             choice = params.choice or []
             if len(choice) > self.max_enum_values:

@@ -13,7 +13,7 @@ from typing import Any
 
 __all__ = ("StructuredOutputError", "StructuredOutputsParams")
 
-_CONSTRAINTS = ("json", "regex", "choice", "grammar", "json_object")
+_CONSTRAINTS = ("json", "regex", "choice", "grammar", "json_object", "structural_tag")
 _TOO_DEEP = "The JSON schema is nested too deeply to read; flatten it (use $defs and $ref)."
 
 
@@ -36,7 +36,7 @@ class StructuredOutputError(ValueError):
 
 @dataclass
 class StructuredOutputsParams:
-    """Exactly one of ``json``, ``regex``, ``choice``, ``grammar``, ``json_object``.
+    """Exactly one of ``json``, ``regex``, ``choice``, ``grammar``, ``json_object``, ``structural_tag``.
 
     Attributes:
         json: a JSON schema (dict or JSON text; a pydantic model class is turned into its schema).
@@ -44,6 +44,9 @@ class StructuredOutputsParams:
         choice: the output is exactly one of these strings.
         grammar: an EBNF grammar (xgrammar / GBNF syntax) with a ``root`` rule.
         json_object: any JSON object (OpenAI's ``response_format={"type": "json_object"}``).
+        structural_tag: an xgrammar structural tag as JSON text: ``{"type": "structural_tag",
+            "format": {...}}``, or the older ``{"structures": [{"begin", "schema", "end"}],
+            "triggers": [...]}`` (vLLM's ``response_format`` of type ``structural_tag``).
         disable_any_whitespace: JSON only: no optional whitespace between tokens (compact JSON);
             small models otherwise tend to emit long runs of newlines.
     """
@@ -53,6 +56,7 @@ class StructuredOutputsParams:
     choice: list[str] | None = None
     grammar: str | None = None
     json_object: bool = False
+    structural_tag: str | None = None
     disable_any_whitespace: bool = False
 
     def __post_init__(self) -> None:
@@ -61,12 +65,14 @@ class StructuredOutputsParams:
         given = [n for n in _CONSTRAINTS if getattr(self, n) not in (None, False)]
         if len(given) != 1:
             raise StructuredOutputError(
-                "Structured outputs take exactly one of json, regex, choice, grammar, json_object; "
+                "Structured outputs take exactly one of json, regex, choice, grammar, json_object, structural_tag; "
                 f"got {', '.join(given) or 'none'}."
             )
         if self.json is not None:
             self._check_json()
-        for name in ("regex", "grammar"):
+        if isinstance(self.structural_tag, dict):
+            self.structural_tag = _json.dumps(self.structural_tag, ensure_ascii=False)
+        for name in ("regex", "grammar", "structural_tag"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise StructuredOutputError(f"Structured outputs '{name}' must be a string.")
         if self.choice is not None:
@@ -99,7 +105,8 @@ class StructuredOutputsParams:
 
     @property
     def kind(self) -> str:
-        """Which constraint is set: ``json``, ``regex``, ``choice``, ``grammar`` or ``json_object``."""
+        """Which constraint is set: ``json``, ``regex``, ``choice``, ``grammar``, ``json_object`` or
+        ``structural_tag``."""
         return next(n for n in _CONSTRAINTS if getattr(self, n) not in (None, False))
 
     def schema_text(self) -> str | None:

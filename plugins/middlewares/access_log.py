@@ -37,20 +37,23 @@ class _Payloads:
         self.body += message.get("body", b"")
         if message.get("more_body", False) or len(self.body) > self.max_body:
             return
-        try:
+        try:  # the log never fails a request: a hostile body (say, nested 100,000 deep) is just not shown
             body = json.loads(bytes(self.body))
-        except ValueError:
+            prompt = prompt_of(body)
+            params = params_of(body) if prompt is not None else ""
+        except (ValueError, RecursionError, TypeError):
             return
-        prompt = prompt_of(body)
         if prompt is None:
             return
         state = self.scope.get("state", {})
         self.name = state.get("request_id") or f"#{next(_numbers)}"
         logger.info("Received request %s: %s %s prompt: %s, params: %s", self.name, self.scope.get("method"),
-                    self.scope.get("path"), shorten(prompt, self.max_len), shorten(params_of(body), self.max_len))
+                    self.scope.get("path"), shorten(prompt, self.max_len), params)
         self.body = bytearray()
 
     def response_message(self, message: dict[str, Any]) -> None:
+        if not self.name:  # no prompt was logged: nothing to pair the output with
+            return
         if message["type"] == "http.response.start":
             self.output.start(message.get("headers", []))
         elif message["type"] == "http.response.body":

@@ -17,6 +17,8 @@ __all__ = ("OutputCollector", "params_of", "prompt_of", "shorten")
 PROMPT_FIELDS = ("messages", "prompt", "input")
 #: a non-streamed answer larger than this is not parsed for its output
 MAX_BODY_BYTES = 32 * 1024 * 1024
+#: characters of a request's parameters shown (tools and schemas can be long; --max-log-len is for prompts)
+MAX_PARAMS_CHARS = 2000
 
 
 def shorten(text: str, max_len: int | None, total: int | None = None) -> str:
@@ -42,8 +44,9 @@ def prompt_of(body: Any) -> str | None:
 
 
 def params_of(body: dict[str, Any]) -> str:
-    """The request's other fields (sampling parameters, tools, ...) as compact JSON."""
-    return _as_text({k: v for k, v in body.items() if k not in PROMPT_FIELDS})
+    """The request's other fields (sampling parameters, tools, ...) as compact JSON, shortened."""
+    text = _as_text({k: v for k, v in body.items() if k not in PROMPT_FIELDS})
+    return text if len(text) <= MAX_PARAMS_CHARS else f"{text[:MAX_PARAMS_CHARS]}... (+{len(text) - MAX_PARAMS_CHARS} chars)"
 
 
 class OutputCollector:
@@ -81,7 +84,7 @@ class OutputCollector:
         if not self.stream and self._buffer:
             try:
                 self._whole(json.loads(bytes(self._buffer)))
-            except ValueError:
+            except (ValueError, RecursionError, TypeError):
                 pass
             self._buffer = bytearray()
         return [shorten(text, self.max_len, length) for _, (text, length) in sorted(self._texts.items())]

@@ -46,14 +46,14 @@ NO_MATCH = "(an answer no model gives)"
 @pytest.fixture(scope="module")
 def server(request) -> ServerProcess:
     have_default_model()
-    with running_server(request, "--dtype", "float32", "--api-key", KEY) as proc:
+    with running_server(request, "--dtype", "float32", "--api-key", KEY, "--enable-tokenizer-info-endpoint") as proc:
         yield proc
 
 
 @pytest.fixture(scope="module")
 def offline_hf(tmp_path_factory):
     """lm-eval and datasets never reach the network: the hub is offline, caches are the test's own."""
-    need(_has_lm_eval(), "lm-eval (the test extra) is not installed")
+    need(_has_lm_eval(), "lm-eval[api] (the test extra) is not installed")
     import datasets.config
     import huggingface_hub.constants
 
@@ -65,6 +65,7 @@ def offline_hf(tmp_path_factory):
         mp.setenv("OPENAI_API_KEY", KEY)  # lm-eval's local-* models send it as the bearer token
         mp.setattr(datasets.config, "HF_HUB_OFFLINE", True)
         mp.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
+        mp.setattr(datasets.config, "HF_DATASETS_CACHE", cache)  # read at import: the env var may be late
         mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
         yield cache
 
@@ -117,9 +118,10 @@ def task_dir(tmp_path_factory, offline_hf, gen_greedy) -> Path:
 
 
 def _has_lm_eval() -> bool:
+    """lm-eval with its ``api`` extra (the local-* models need aiohttp and tenacity)."""
     import importlib.util
 
-    return importlib.util.find_spec("lm_eval") is not None
+    return all(importlib.util.find_spec(m) is not None for m in ("lm_eval", "aiohttp", "tenacity"))
 
 
 def _encode(tok: Any, text: str) -> list[int]:
@@ -192,16 +194,22 @@ def _check_gen(out: dict, want: list[str]) -> None:
 # -- the runs ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", ["token-ids-batched", "strings-concurrent"])
+@pytest.mark.parametrize("variant", ["token-ids-batched", "strings-concurrent-remote-tokenizer"])
 def test_local_completions(server, task_dir, tokenizer_dir, llm32, gen_greedy, variant):
-    """``local-completions``: log-likelihoods and generations, as token-id batches or concurrent strings."""
-    args: dict[str, Any] = {"model": MODEL, "base_url": f"{server.base_url}/v1/completions",
-                            "tokenizer_backend": "huggingface", "tokenizer": str(tokenizer_dir),
-                            "max_length": 512, "max_gen_toks": MAX_GEN, "timeout": 120}
+    """``local-completions``: log-likelihoods and generations, as token-id batches with a local
+    tokenizer, or as concurrent string requests with lm-eval's default: the server's tokenizer
+    (found through ``/tokenizer_info`` and used through ``/tokenize`` and ``/detokenize``)."""
+    from lm_eval.utils import check_remote_tokenizer_support
+
+    url = f"{server.base_url}/v1/completions"
+    args: dict[str, Any] = {"model": MODEL, "base_url": url, "max_length": 512, "max_gen_toks": MAX_GEN,
+                            "timeout": 120}
     if variant == "token-ids-batched":
-        args |= {"tokenized_requests": True, "batch_size": 2, "num_concurrent": 1}
+        args |= {"tokenizer_backend": "huggingface", "tokenizer": str(tokenizer_dir), "tokenized_requests": True,
+                 "batch_size": 2, "num_concurrent": 1}
     else:
-        args |= {"tokenized_requests": False, "batch_size": 1, "num_concurrent": 2}
+        assert check_remote_tokenizer_support(url, auth_token=KEY, max_retries=1)
+        args |= {"auth_token": KEY, "tokenized_requests": False, "batch_size": 1, "num_concurrent": 2}
     out = _evaluate(task_dir, "local-completions", args, ["heron_mc", "heron_gen"])
     _check_mc(out, llm32)
     _check_gen(out, gen_greedy)
@@ -216,7 +224,8 @@ def test_local_chat_completions(server, task_dir, llm32):
     params = SamplingParams(temperature=0, max_tokens=MAX_GEN, stop=UNTIL)
     want = []
     for sample, prompt in zip(_samples(out, "heron_gen"), GEN_PROMPTS, strict=True):
-        messages = json.loads(sample["arguments"][0][0])  # the chat lm-eval sent
+        sent = sample["arguments"][0][0]  # the chat lm-eval sent: a JsonChatStr, a one-string tuple
+        messages = json.loads(sent if isinstance(sent, str) else sent[0])
         assert messages[-1] == {"role": "user", "content": prompt}, messages
         want.append(llm32.chat(messages, params, use_tqdm=False)[0].outputs[0].text)
     assert all(want), want

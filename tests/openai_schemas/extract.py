@@ -1,13 +1,16 @@
-"""Cut the Responses API schemas out of OpenAI's published OpenAPI document (run by hand).
+"""Cut the schemas the tests check out of OpenAI's published OpenAPI document (run by hand).
 
-The tests validate what heron sends against OpenAI's own schemas, vendored as
+The tests validate what heron sends (Responses API objects and events, chat and legacy
+completions bodies and stream chunks, the model list) against OpenAI's own schemas, vendored as
 ``tests/openai_schemas/responses.json.gz``. This script rebuilds that file from a copy of
 ``openapi.json`` of https://github.com/openai/openai-openapi (OpenAPI 3.1: the schemas are JSON
 Schema 2020-12). It keeps the transitive closure of :data:`ROOTS`, rewrites
 ``#/components/schemas/X`` to ``#/$defs/X`` (and the 2019-09 ``$recursiveRef: "#"`` of the
 recursive filters to a ``$ref`` to the schema that declares ``$recursiveAnchor``), drops what
 does not validate (descriptions, titles, examples, ``x-*`` extensions, ``discriminator``, which
-JSON Schema ignores anyway) and records where it came from under ``"source"``::
+JSON Schema ignores anyway), reads the OpenAPI 3.0 keyword ``nullable: true`` that some schemas
+still carry (chat stream chunks: ``finish_reason``, ``logprobs``, ``usage``) as "or null", as
+OpenAI's own API sends those nulls, and records where it came from under ``"source"``::
 
     python tests/openai_schemas/extract.py /path/to/openapi.json --commit f85dbe2
 
@@ -24,7 +27,9 @@ from typing import Any
 
 __all__ = ("ROOTS", "extract", "main")
 
-ROOTS = ("Response", "ResponseStreamEvent", "ResponseItemList", "ItemResource", "Error", "ErrorResponse")
+ROOTS = ("Response", "ResponseStreamEvent", "ResponseItemList", "ItemResource", "Error", "ErrorResponse",
+         "CreateChatCompletionResponse", "CreateChatCompletionStreamResponse", "CreateCompletionResponse",
+         "ListModelsResponse", "Model")
 PREFIX = "#/components/schemas/"
 OUT = Path(__file__).with_name("responses.json.gz")
 # keywords whose value is a map of name -> subschema, a list of subschemas, or one subschema
@@ -32,7 +37,7 @@ _MAPS = ("properties", "patternProperties", "$defs", "dependentSchemas")
 _LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
 _ONE = ("items", "additionalProperties", "not", "if", "then", "else", "contains", "propertyNames",
         "unevaluatedProperties", "unevaluatedItems")
-_DROP = {"description", "title", "example", "examples", "discriminator", "deprecated", "$recursiveAnchor"}
+_DROP = {"description", "title", "example", "examples", "discriminator", "deprecated", "$recursiveAnchor", "nullable"}
 
 
 def _clean(schema: Any, owner: str, refs: set[str]) -> Any:
@@ -58,6 +63,8 @@ def _clean(schema: Any, owner: str, refs: set[str]) -> Any:
             out[key] = _clean(value, owner, refs)
         else:
             out[key] = value  # data: type, enum, const, required, default, bounds, format
+    if schema.get("nullable") is True:  # OpenAPI 3.0's "or null", which JSON Schema does not know
+        return {"anyOf": [out, {"type": "null"}]}
     return out
 
 

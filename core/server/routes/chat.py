@@ -1,4 +1,12 @@
-"""``POST /v1/chat/completions``: prepare, generate, parse, and answer whole or as SSE."""
+"""``POST /v1/chat/completions``: prepare, generate, parse, and answer whole or as SSE.
+
+The answer follows OpenAI's schemas (``refusal`` keys, ``tool_calls: []`` when no tool was
+called, no null ``system_fingerprint``) plus vLLM's extras: ``stop_reason``, ``reasoning``,
+``prompt_logprobs`` and, with ``return_token_ids``, ``prompt_token_ids`` (on each choice's first
+chunk when streamed) and each choice's ``token_ids``. A streamed choice's last chunk carries its
+last text together with ``finish_reason``, so with ``continuous_usage_stats`` every chunk's usage
+counts the tokens it brings.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +31,7 @@ from heron.server.lora import resolve_model
 from heron.server.requests import Event, Job, RequestContext, sse
 from heron.server.sampling import check_request_limits, check_structured, refuse_unsupported
 from heron.server.state import ServerState, read_body
+from heron.server.vllm_fields import StreamUsage, check_vllm_fields, tokens_as_ids, usage_body
 
 __all__ = ("chat_route",)
 
@@ -34,6 +43,7 @@ def chat_route(state: ServerState):
         req = await read_body(request, ChatCompletionRequest, s.max_request_body_bytes, s.max_json_depth)
         lora = await resolve_model(state, req.model)
         refuse_unsupported(req, chat=True)
+        check_vllm_fields(req)
         check_request_limits(s, req)
         ctx = RequestContext.open(state, request, req, prefix="chatcmpl", num_seqs=req.n, lora=lora)
         with ctx.guard():
@@ -52,7 +62,7 @@ def chat_route(state: ServerState):
 class _Choice:
     pipe: ChoicePipeline
     tokens: int = 0
-    token_ids: list[int] = field(default_factory=list)  # kept only when logprobs are asked for
+    token_ids: list[int] = field(default_factory=list)  # kept only when logprobs or token ids are asked for
     logprobs: list[Any] = field(default_factory=list)
     finish_reason: str | None = None
     stop_reason: int | str | None = None
@@ -72,6 +82,9 @@ class _Answer:
         self.prompt_len = len(prep.prompt_ids)
         self.cached = 0
         self.prompt_logprobs: list[Any] | None = None
+        self.want_ids = bool(req.return_token_ids)
+        self.as_ids = tokens_as_ids(req, ctx.state.settings)
+        self.top_n = req.top_logprobs or 0
 
     def _see(self, ev: Event) -> _Choice:
         c, d = self.choices[ev.delta.index], ev.delta
@@ -95,16 +108,20 @@ class _Answer:
         text = c.pipe.result().reasoning
         return len(self.tok.encode(text, add_special_tokens=False)) if text else 0
 
+    def _logprobs(self, token_ids: list[int], steps: list[Any] | None) -> Any:
+        return chat_logprobs(token_ids, steps or [], self.top_n, self.tok, self.as_ids)
+
     # -- whole ------------------------------------------------------------------------------
 
     async def whole(self) -> Response:
-        want_lp = self.req.logprobs
+        want_lp, keep_ids = self.req.logprobs, self.req.logprobs or self.want_ids
 
         def handle(ev: Event) -> None:
             c, d = self._see(ev), ev.delta
             c.pipe.feed(d.text, d.token_ids)
-            if want_lp and d.logprobs is not None:
+            if keep_ids:
                 c.token_ids.extend(d.token_ids)
+            if want_lp and d.logprobs is not None:
                 c.logprobs.extend(d.logprobs)
             if d.finish_reason is not None:
                 c.pipe.finish()
@@ -118,7 +135,6 @@ class _Answer:
 
     def _body(self) -> dict[str, Any]:
         show, both = self.req.include_reasoning, self.ctx.state.settings.reasoning_content
-        top_n = self.req.top_logprobs or 0
         choices = []
         for i, c in sorted(self.choices.items()):
             res = c.pipe.result()
@@ -126,64 +142,82 @@ class _Answer:
             if self.prep.echo:
                 content = self.prep.echo + (content or "")
             reasoning = res.reasoning if show else None
-            msg = ResponseMessage(content=content if content is not None else ("" if not res.tool_calls else None),
+            msg = ResponseMessage(role=self.prep.role,
+                                  content=content if content is not None else ("" if not res.tool_calls else None),
                                   reasoning=reasoning, reasoning_content=reasoning if both else None,
-                                  tool_calls=res.tool_calls or None)
-            lp = chat_logprobs(c.token_ids, c.logprobs, top_n, self.tok) if self.req.logprobs else None
+                                  tool_calls=res.tool_calls)
+            lp = self._logprobs(c.token_ids, c.logprobs) if self.req.logprobs else None
             choices.append(ChatChoice(index=i, message=msg, logprobs=lp, finish_reason=c.finish(),
-                                      stop_reason=c.stop_reason))
+                                      stop_reason=c.stop_reason, token_ids=c.token_ids if self.want_ids else None))
         plp = prompt_logprobs(self.prompt_logprobs, self.tok) if self.req.prompt_logprobs is not None else None
+        usage = self.usage()
         body = ChatCompletionResponse(id=self.ctx.id, created=self.ctx.created, model=self.ctx.model_name,
-                                      choices=choices, usage=self.usage(), prompt_logprobs=plp)
-        return body.model_dump(exclude_none=False)
+                                      choices=choices, usage=usage, service_tier=self.req.service_tier,
+                                      prompt_logprobs=plp,
+                                      prompt_token_ids=self.prep.prompt_ids if self.want_ids else None).model_dump()
+        body["usage"] = usage_body(usage)
+        return body
 
     # -- streamed ---------------------------------------------------------------------------
 
-    def _chunk(self, index: int, delta: dict, finish: str | None = None, stop_reason: Any = None,
-               logprobs: Any = None) -> bytes:
-        choice = {"index": index, "delta": delta, "logprobs": logprobs.model_dump() if logprobs else None,
-                  "finish_reason": finish}
-        if finish is not None:
-            choice["stop_reason"] = stop_reason
+    def _chunk(self, choice: dict[str, Any], usage: StreamUsage, **top: Any) -> bytes:
         payload = {"id": self.ctx.id, "object": "chat.completion.chunk", "created": self.ctx.created,
-                   "model": self.ctx.model_name, "choices": [choice]}
-        if self._continuous_usage:
+                   "model": self.ctx.model_name, "choices": [choice], **top}
+        if self.req.service_tier is not None:
+            payload["service_tier"] = self.req.service_tier
+        if usage.continuous:
             completion = sum(c.tokens for c in self.choices.values())
             payload["usage"] = {"prompt_tokens": self.prompt_len, "completion_tokens": completion,
                                 "total_tokens": self.prompt_len + completion}
         return sse(payload)
 
-    @property
-    def _continuous_usage(self) -> bool:
-        opts = self.req.stream_options
-        return bool(opts and opts.include_usage and opts.continuous_usage_stats)
+    def _first(self, index: int, usage: StreamUsage) -> bytes:
+        choice = {"index": index, "delta": {"role": self.prep.role, "content": self.prep.echo}, "logprobs": None,
+                  "finish_reason": None}
+        top = {"prompt_token_ids": self.prep.prompt_ids} if self.want_ids else {}
+        return self._chunk(choice, usage, **top)
+
+    def _event(self, ev: Event, usage: StreamUsage) -> bytes | None:
+        """The chunk for one engine delta of one choice, or None when it has nothing to send."""
+        c, d = self._see(ev), ev.delta
+        show, both = self.req.include_reasoning, self.ctx.state.settings.reasoning_content
+        msg = c.pipe.feed(d.text, d.token_ids)
+        lp = self._logprobs(d.token_ids, d.logprobs) if d.logprobs is not None else None
+        if d.finish_reason is not None:
+            tail = c.pipe.finish()
+            if tail is not None:
+                msg = tail if msg is None else _join(msg, tail)
+        if msg is not None and not show:
+            msg.reasoning = None
+        delta = _delta_dict(msg, both) if msg is not None else {}
+        ids = self.want_ids and bool(d.token_ids)
+        if not delta and d.finish_reason is None:
+            if not (lp is not None and lp.content) and not ids:
+                return None
+            delta = {"content": ""}
+        choice: dict[str, Any] = {"index": d.index, "delta": delta,
+                                  "logprobs": lp.model_dump() if lp is not None else None,
+                                  "finish_reason": c.finish() if d.finish_reason is not None else None}
+        if d.finish_reason is not None:
+            choice["stop_reason"] = d.stop_reason
+        if self.want_ids:
+            choice["token_ids"] = list(d.token_ids)
+        return self._chunk(choice, usage)
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        show, both = self.req.include_reasoning, self.ctx.state.settings.reasoning_content
-        top_n = self.req.top_logprobs or 0
+        usage = StreamUsage.of(self.req, self.ctx.state.settings)
         for i in self.choices:
-            yield self._chunk(i, {"role": "assistant", "content": self.prep.echo})
+            yield self._first(i, usage)
         async for ev in self.ctx.events():
-            c, d = self._see(ev), ev.delta
-            msg = c.pipe.feed(d.text, d.token_ids)
-            lp = chat_logprobs(d.token_ids, d.logprobs, top_n, self.tok) if d.logprobs is not None else None
-            if d.finish_reason is not None:
-                tail = c.pipe.finish()
-                if tail is not None:
-                    msg = tail if msg is None else _join(msg, tail)
-            if msg is not None and not show:
-                msg.reasoning = None
-            if msg is not None and (msg.content or msg.tool_calls or msg.reasoning):
-                yield self._chunk(d.index, _delta_dict(msg, both), logprobs=lp)
-            elif lp is not None and lp.content:
-                yield self._chunk(d.index, {"content": ""}, logprobs=lp)
-            if d.finish_reason is not None:
-                yield self._chunk(d.index, {}, finish=c.finish(), stop_reason=d.stop_reason)
-        opts = self.req.stream_options
-        if opts and opts.include_usage:
-            yield sse({"id": self.ctx.id, "object": "chat.completion.chunk", "created": self.ctx.created,
-                       "model": self.ctx.model_name, "choices": [],
-                       "usage": self.usage().model_dump(exclude_none=True)})
+            chunk = self._event(ev, usage)
+            if chunk is not None:
+                yield chunk
+        if usage.final:
+            final = {"id": self.ctx.id, "object": "chat.completion.chunk", "created": self.ctx.created,
+                     "model": self.ctx.model_name, "choices": [], "usage": usage_body(self.usage())}
+            if self.req.service_tier is not None:
+                final["service_tier"] = self.req.service_tier
+            yield sse(final)
         yield sse("[DONE]")
 
 

@@ -3,6 +3,8 @@
 With ``echo`` the prompt comes back in front of each choice's text, and with ``echo`` and
 ``logprobs`` its tokens' logprobs come first in the logprobs object (the first token has none):
 ``{"echo": true, "logprobs": 1, "max_tokens": 0}`` is how lm-evaluation-harness scores text.
+With ``return_token_ids`` (vLLM) each choice carries its ``token_ids`` and ``prompt_token_ids``
+(streamed: each chunk's new ids, and the prompt's on the choice's first chunk).
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ from heron.server.sampling import (
     build_sampling_params,
     check_request_limits,
     check_structured,
+    out_of_vocabulary,
     refuse_unsupported,
     structured_from_request,
     truncate_prompt,
 )
 from heron.server.state import ServerState, read_body
+from heron.server.vllm_fields import StreamUsage, check_vllm_fields, tokens_as_ids, usage_body
 
 __all__ = ("completions_route",)
 
@@ -46,6 +50,15 @@ def _items(req: CompletionRequest) -> list[Any]:
     return items
 
 
+def _token_prompt(item: list[int], vocab: int) -> list[int]:
+    if not item:
+        raise APIError(400, "A prompt of token ids must not be empty.", param="prompt")
+    for t in item:
+        if not isinstance(t, int) or not 0 <= t < vocab:
+            raise out_of_vocabulary("prompt", t, vocab)
+    return list(item)
+
+
 def _prepare(state: ServerState, req: CompletionRequest, items: list[Any], structured: Any) -> list[Job]:
     """Tokenize every prompt and build its params (in a worker thread: prompts can be long)."""
     tok = state.engine.tokenizer
@@ -55,12 +68,10 @@ def _prepare(state: ServerState, req: CompletionRequest, items: list[Any], struc
     jobs = []
     for i, item in enumerate(items):
         if isinstance(item, str):
-            text, ids = item, tok.encode(item, add_special_tokens=True)
+            text, ids = item, tok.encode(item, add_special_tokens=req.add_special_tokens)
         else:
-            if not item or any(not isinstance(t, int) or t < 0 or t >= vocab for t in item):
-                raise APIError(400, f"prompt token ids must be in [0, {vocab}).", param="prompt",
-                               code="invalid_token_id")
-            text, ids = tok.decode(item), list(item)
+            ids = _token_prompt(item, vocab)
+            text = tok.decode(ids)
         ids = truncate_prompt(ids, req, state.engine.max_model_len)
         params = build_sampling_params(
             req, prompt_len=len(ids), max_model_len=state.engine.max_model_len,
@@ -81,6 +92,7 @@ def completions_route(state: ServerState):
         req = await read_body(request, CompletionRequest, s.max_request_body_bytes, s.max_json_depth)
         lora = await resolve_model(state, req.model)
         refuse_unsupported(req, chat=False)
+        check_vllm_fields(req)
         items = _items(req)
         check_request_limits(s, req, num_prompts=len(items))
         ctx = RequestContext.open(state, request, req, prefix="cmpl", num_seqs=len(items) * req.n, lora=lora)
@@ -118,6 +130,8 @@ class _Answer:
         self.tok = ctx.state.engine.tokenizer
         self.choices: dict[int, _Choice] = {}
         self.cached = 0
+        self.want_ids = bool(req.return_token_ids)
+        self.as_ids = tokens_as_ids(req, ctx.state.settings)
 
     def _see(self, ev: Event) -> _Choice:
         key, d = ev.choice, ev.delta
@@ -138,16 +152,13 @@ class _Answer:
         return UsageInfo(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
                          prompt_tokens_details=PromptTokensDetails(cached_tokens=self.cached))
 
-    def _echo_logprobs(self, c: _Choice) -> CompletionLogprobs:
-        """The prompt part of the logprobs object (echo + logprobs)."""
-        return echo_logprobs(c.job.prompt_ids, c.prompt_logprobs, self.req.logprobs or 0, self.tok)
-
     def _logprobs(self, c: _Choice, token_ids: list[int], steps: list[Any], offset: int,
                   with_prompt: bool) -> CompletionLogprobs:
-        out = completion_logprobs(token_ids, steps, self.req.logprobs or 0, self.tok, offset)
+        top_n = self.req.logprobs or 0
+        out = completion_logprobs(token_ids, steps, top_n, self.tok, offset, as_ids=self.as_ids)
         if not with_prompt:
             return out
-        head = self._echo_logprobs(c)
+        head = echo_logprobs(c.job.prompt_ids, c.prompt_logprobs, top_n, self.tok, as_ids=self.as_ids)
         return CompletionLogprobs(text_offset=head.text_offset + out.text_offset,
                                   token_logprobs=head.token_logprobs + out.token_logprobs,
                                   tokens=head.tokens + out.tokens, top_logprobs=head.top_logprobs + out.top_logprobs)
@@ -165,8 +176,9 @@ class _Answer:
         def handle(ev: Event) -> None:
             c, d = self._see(ev), ev.delta
             c.texts.append(d.text)
-            if want_lp and d.logprobs is not None:
+            if want_lp or self.want_ids:
                 c.token_ids.extend(d.token_ids)
+            if want_lp and d.logprobs is not None:
                 c.logprobs.extend(d.logprobs)
 
         gone = await self.ctx.collect(handle)
@@ -184,12 +196,16 @@ class _Answer:
             lp = None
             if self.req.logprobs is not None:
                 lp = self._logprobs(c, c.token_ids, c.logprobs, len(echo), with_prompt=self.req.echo)
-            choices.append(CompletionChoice(index=key, text=echo + "".join(c.texts), logprobs=lp,
-                                            finish_reason=c.finish_reason, stop_reason=c.stop_reason,
-                                            prompt_logprobs=self._prompt_logprobs(c)))
+            choices.append(CompletionChoice(
+                index=key, text=echo + "".join(c.texts), logprobs=lp, finish_reason=c.finish_reason,
+                stop_reason=c.stop_reason, prompt_logprobs=self._prompt_logprobs(c),
+                token_ids=c.token_ids if self.want_ids else None,
+                prompt_token_ids=c.job.prompt_ids if self.want_ids else None))
+        usage = self._usage()
         body = CompletionResponse(id=self.ctx.id, created=self.ctx.created, model=self.ctx.model_name,
-                                  choices=choices, usage=self._usage())
-        return body.model_dump()
+                                  choices=choices, usage=usage).model_dump()
+        body["usage"] = usage_body(usage)
+        return body
 
     # -- streamed ---------------------------------------------------------------------------
 
@@ -205,26 +221,32 @@ class _Answer:
         return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
                 "total_tokens": u.total_tokens}
 
+    def _choice_chunk(self, ev: Event) -> dict[str, Any]:
+        """One streamed choice: new text (after the prompt on the first chunk with ``echo``), its
+        logprobs (an object on every chunk when asked for), ids with ``return_token_ids``."""
+        c, d = self._see(ev), ev.delta
+        first = not c.started
+        echo = c.job.text if self.req.echo and first and c.job.text is not None else ""
+        lp = None
+        if self.req.logprobs is not None:
+            offset = (len(c.job.text or "") if self.req.echo else 0) + c.sent_chars
+            lp = self._logprobs(c, d.token_ids, list(d.logprobs or []), offset, with_prompt=self.req.echo and first)
+        c.started = True
+        c.sent_chars += len(d.text)
+        choice = CompletionChoice(index=c.index, text=echo + d.text, logprobs=lp, finish_reason=d.finish_reason,
+                                  stop_reason=d.stop_reason)
+        out = choice.model_dump(exclude={"prompt_logprobs", "token_ids", "prompt_token_ids"})
+        if self.want_ids:
+            out["token_ids"] = list(d.token_ids)
+            if first:
+                out["prompt_token_ids"] = c.job.prompt_ids
+        return out
+
     async def chunks(self) -> AsyncIterator[bytes]:
-        opts = self.req.stream_options
-        continuous = bool(opts and opts.include_usage and opts.continuous_usage_stats)
+        usage = StreamUsage.of(self.req, self.ctx.state.settings)
         async for ev in self.ctx.events():
-            c, d = self._see(ev), ev.delta
-            body, first = d.text, not c.started
-            echo = c.job.text if self.req.echo and first and c.job.text is not None else ""
-            lp = None
-            if self.req.logprobs is not None:
-                steps = list(d.logprobs or [])
-                with_prompt = self.req.echo and first
-                if steps or with_prompt:
-                    offset = (len(c.job.text or "") if self.req.echo else 0) + c.sent_chars
-                    lp = self._logprobs(c, d.token_ids, steps, offset, with_prompt=with_prompt)
-            c.started = True
-            c.sent_chars += len(d.text)
-            choice = CompletionChoice(index=c.index, text=echo + body, logprobs=lp, finish_reason=d.finish_reason,
-                                      stop_reason=d.stop_reason)
-            yield self._payload([choice.model_dump(exclude={"prompt_logprobs"})],
-                                self._usage_now() if continuous else None)
-        if opts and opts.include_usage:
-            yield self._payload([], self._usage_now())
+            choice = self._choice_chunk(ev)
+            yield self._payload([choice], self._usage_now() if usage.continuous else None)
+        if usage.final:
+            yield self._payload([], usage_body(self._usage()))
         yield sse("[DONE]")

@@ -17,8 +17,13 @@ from heron.server import ServerSettings, build_app
 from heron.server.openapi import OPTIONAL_ROUTES, ROUTES, build_document
 
 KEY = "sk-openapi"
-#: settings under which every route is served (the runtime LoRA routes are off by default)
-EVERY_ROUTE = {"allow_runtime_lora_updating": True}
+#: settings under which every route is served (the runtime LoRA routes and vLLM's gated operational routes
+#: are off by default)
+EVERY_ROUTE = {"allow_runtime_lora_updating": True, "enable_tokenizer_info_endpoint": True, "server_dev_mode": True,
+               "torch_profiler_dir": "heron-openapi-test-profiles"}
+#: POST routes that take no body
+BODYLESS = {"/v1/responses/{response_id}/cancel", "/ping", "/reset_prefix_cache", "/sleep", "/wake_up",
+            "/start_profile", "/stop_profile"}
 AUTH = {"Authorization": f"Bearer {KEY}"}
 ERROR_REF = "#/components/schemas/ErrorResponse"
 
@@ -99,7 +104,8 @@ def test_every_route_is_documented(doc, monkeypatch):
     served = _served(ServerSettings(**EVERY_ROUTE))
     assert served == set(ROUTES), "a route without a RouteDoc in heron.server.openapi.ROUTES (or a stale one)"
     assert {(m, p) for m, p, _ in _operations(doc)} == set(ROUTES)
-    for var in ("VLLM_ALLOW_RUNTIME_LORA_UPDATING", "HERON_ALLOW_RUNTIME_LORA_UPDATING"):
+    for var in ("VLLM_ALLOW_RUNTIME_LORA_UPDATING", "HERON_ALLOW_RUNTIME_LORA_UPDATING", "VLLM_SERVER_DEV_MODE",
+                "VLLM_TORCH_PROFILER_DIR"):
         monkeypatch.delenv(var, raising=False)
     assert _served(ServerSettings()) == set(ROUTES) - OPTIONAL_ROUTES
     assert not {p for _, p, _ in _operations(_fetch(ServerSettings()))} & {p for _, p in OPTIONAL_ROUTES}
@@ -126,11 +132,11 @@ def test_every_ref_resolves(doc):
 
 def test_post_routes_have_request_bodies(doc):
     posts = [(path, op) for method, path, op in _operations(doc)
-             if method == "POST" and path != "/v1/responses/{response_id}/cancel"]  # cancel takes no body
+             if method == "POST" and path not in BODYLESS]
     assert {p for p, _ in posts} == {"/v1/chat/completions", "/v1/completions", "/v1/responses", "/tokenize",
                                      "/detokenize", "/v1/embeddings", "/pooling", "/classify", "/score", "/v1/score",
                                      "/rerank", "/v1/rerank", "/v2/rerank", "/v1/load_lora_adapter",
-                                     "/v1/unload_lora_adapter"}
+                                     "/v1/unload_lora_adapter", "/invocations"}
     for path, op in posts:
         body = op["requestBody"]
         assert body["required"] is True, path

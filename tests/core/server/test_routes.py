@@ -45,7 +45,8 @@ def test_chat_stream_shape(make_client):
     assert all(c["object"] == "chat.completion.chunk" and c["id"] == first["id"] for c in chunks)
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
     assert text == "Hello there, friend."
-    assert chunks[-1]["choices"][0]["finish_reason"] == "stop" and chunks[-1]["choices"][0]["delta"] == {}
+    # as vLLM: the choice's last text and its finish_reason come in one chunk
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop" and chunks[-1]["choices"][0]["delta"] == {"content": "."}
     assert all(c["choices"][0]["finish_reason"] is None for c in chunks[:-1])
 
 
