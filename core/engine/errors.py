@@ -30,7 +30,8 @@ class TokenIdError(RequestRejectedError):
     """
 
     def __init__(self, param: str, token_id: int, vocab_size: int) -> None:
-        super().__init__(f"{param} contains {token_id}, outside the vocabulary [0, {vocab_size}).")
+        super().__init__(f"{param} contains {token_id}, which is out of vocabulary: the vocabulary has {vocab_size} "
+                         f"tokens (ids 0 to {vocab_size - 1}).")
         self.param = param
         self.token_id = token_id
 

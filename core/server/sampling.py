@@ -48,6 +48,9 @@ def refuse_unsupported(req: SamplingFields, *, chat: bool) -> None:
     if t is not None and t != -1 and t < 1:
         raise APIError(400, f"truncate_prompt_tokens must be -1 (the model's length) or at least 1, got {t}.",
                        param="truncate_prompt_tokens")
+    side = _truncation_side(req)
+    if side not in (None, "left", "right"):
+        raise APIError(400, f"truncation_side must be 'left' or 'right', got {side!r}.", param="truncation_side")
     if not chat:
         if getattr(req, "suffix", None):
             raise APIError(400, "'suffix' is not supported.", param="suffix")
@@ -91,15 +94,23 @@ def check_request_limits(settings: Any, req: SamplingFields, *, num_prompts: int
                        param="priority")
 
 
+def _truncation_side(req: SamplingFields) -> Any:
+    """vLLM's ``truncation_side`` extra (read from the body's extra fields), or None."""
+    return (req.model_extra or {}).get("truncation_side")
+
+
 def truncate_prompt(ids: list[int], req: SamplingFields, max_model_len: int) -> list[int]:
-    """``truncate_prompt_tokens``: keep the last N tokens; -1 keeps as many as the context allows
-    while leaving room for one generated token."""
+    """``truncate_prompt_tokens``: keep the last N tokens (vLLM's ``truncation_side: "right"``
+    keeps the first N); -1 keeps as many as the context allows while leaving room for one
+    generated token."""
     keep = req.truncate_prompt_tokens
     if keep is None:
         return ids
     if keep == -1:
         keep = max_model_len - 1
-    return ids[-keep:] if len(ids) > keep else ids
+    if len(ids) <= keep:
+        return ids
+    return ids[:keep] if _truncation_side(req) == "right" else ids[-keep:]
 
 
 def out_of_vocabulary(param: str, token_id: Any, vocab_size: int) -> APIError:

@@ -190,8 +190,11 @@ def _decode(raw: bytes, model: type[M], max_depth: int) -> M:
         errors = err.errors()
         param = _param(errors[0].get("loc", ()))
         # a union field fails once per member ("a valid string", "a valid list"): say them all
-        msgs = list(dict.fromkeys(e.get("msg", "") for e in errors if _param(e.get("loc", ())) == param))
-        raise APIError(400, f"Invalid value for '{param}': {'; or '.join(msgs)}.", param=param or None) from err
+        same = [e for e in errors if _param(e.get("loc", ())) == param]
+        msgs = list(dict.fromkeys(e.get("msg", "") for e in same))
+        kinds = ", ".join(dict.fromkeys(e.get("type", "") for e in same))  # pydantic's names, as vLLM shows them
+        raise APIError(400, f"Invalid value for '{param}': {'; or '.join(msgs)} ({kinds}).",
+                       param=param or None) from err
     except RecursionError as err:
         raise APIError(400, "Request body nests too deeply to validate.", code="json_too_deep") from err
     return parsed

@@ -100,8 +100,8 @@ def fleet(request, tmp_path_factory):
     paths = [str(_plugin_dist(root / "site")), str(REPO), os.environ.get("PYTHONPATH", "")]
     patch = pytest.MonkeyPatch()
     patch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))  # read by ServerProcess
-    order = [item.callspec.params["family_name"] for item in request.session.items
-             if "fleet" in getattr(item, "fixturenames", ()) and hasattr(item, "callspec")]
+    order = [item.callspec.params["family_name"] for item in request.session.items  # this module's cases only
+             if hasattr(item, "callspec") and "family_name" in item.callspec.params]
     fleet = _Fleet(request, root, order)
     try:
         yield fleet

@@ -50,9 +50,13 @@ def _items(req: CompletionRequest) -> list[Any]:
     return items
 
 
+#: vLLM's wording for a prompt without a single token
+_EMPTY = "The decoder prompt cannot be empty: give at least one token."
+
+
 def _token_prompt(item: list[int], vocab: int) -> list[int]:
     if not item:
-        raise APIError(400, "A prompt of token ids must not be empty.", param="prompt")
+        raise APIError(400, _EMPTY, param="prompt")
     for t in item:
         if not isinstance(t, int) or not 0 <= t < vocab:
             raise out_of_vocabulary("prompt", t, vocab)
@@ -69,6 +73,8 @@ def _prepare(state: ServerState, req: CompletionRequest, items: list[Any], struc
     for i, item in enumerate(items):
         if isinstance(item, str):
             text, ids = item, tok.encode(item, add_special_tokens=req.add_special_tokens)
+            if not ids:
+                raise APIError(400, _EMPTY, param="prompt")
         else:
             ids = _token_prompt(item, vocab)
             text = tok.decode(ids)

@@ -19,6 +19,7 @@ from heron.server.errors import APIError
 from heron.server.lora import check_known_model, loaded_adapters
 from heron.server.requests import served_runner
 from heron.server.routes.pooling import capabilities
+from heron.server.sampling import out_of_vocabulary
 from heron.server.state import ServerState, read_body
 
 __all__ = ("misc_routes",)
@@ -108,7 +109,8 @@ def misc_routes(state: ServerState) -> list:
         check_known_model(state, req.model)
         tok = state.require_engine().tokenizer
         if any(t < 0 or t >= len(tok) for t in req.tokens):
-            raise APIError(400, f"token ids must be in [0, {len(tok)}).", param="tokens")
+            bad = next(t for t in req.tokens if not 0 <= t < len(tok))
+            raise out_of_vocabulary("tokens", bad, len(tok))
         text = await asyncio.to_thread(tok.decode, req.tokens)
         return DetokenizeResponse(prompt=text).model_dump()
 

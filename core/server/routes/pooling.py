@@ -29,6 +29,7 @@ from heron.protocol.pooling import ClassificationData, ClassificationRequest, Cl
 from heron.server.errors import APIError
 from heron.server.lora import check_pooling_model
 from heron.server.requests import Event, Job, RequestContext, served_runner
+from heron.server.sampling import out_of_vocabulary
 from heron.server.state import ServerState, read_body
 
 __all__ = (
@@ -167,8 +168,9 @@ def tokenize(state: ServerState, item: str | list[int], limit: int, *, add_speci
         ids = tok(item, pair, add_special_tokens=add_special_tokens, truncation=True, max_length=limit)["input_ids"]
     else:
         vocab = state.vocab_size
-        if any(not isinstance(t, int) or t < 0 or t >= vocab for t in item):
-            raise APIError(400, f"'{param}' token ids must be in [0, {vocab}).", param=param, code="invalid_token_id")
+        bad = next((t for t in item if not isinstance(t, int) or t < 0 or t >= vocab), None)
+        if bad is not None:
+            raise out_of_vocabulary(param, bad, vocab)
         ids = list(item)
     ids = _cut(list(ids), limit, side)
     if not ids:

@@ -108,7 +108,7 @@ def test_out_of_vocabulary_ids_are_refused_at_admission(engine32):
     from heron.engine.errors import TokenIdError
 
     vocab = engine32.vocab_size
-    with pytest.raises(TokenIdError, match=rf"stop_token_ids contains {vocab}, outside the vocabulary") as err:
+    with pytest.raises(TokenIdError, match=rf"stop_token_ids contains {vocab}, which is out of vocabulary") as err:
         engine32.add_request("oov1", None, SamplingParams(stop_token_ids=[vocab], min_tokens=2), prompt_token_ids=[1])
     assert err.value.param == "stop_token_ids"
     with pytest.raises(TokenIdError, match="prompt_token_ids contains -1"):

@@ -21,7 +21,8 @@ def test_ids_outside_the_vocabulary_are_refused_naming_the_field(field, params, 
     with pytest.raises(TokenIdError) as err:
         params.check_token_ids(VOCAB)
     assert err.value.param == field and err.value.token_id == bad
-    assert str(err.value) == f"{field} contains {bad}, outside the vocabulary [0, {VOCAB})."
+    assert str(err.value) == (f"{field} contains {bad}, which is out of vocabulary: the vocabulary has {VOCAB} tokens "
+                              f"(ids 0 to {VOCAB - 1}).")
     assert isinstance(err.value, ValueError) and isinstance(err.value, RequestRejectedError)
 
 
