@@ -5,7 +5,9 @@ in a background thread, so orchestrators can tell "starting" from "dead". If the
 start, or its loop dies later, the failure is logged, ``/health`` answers 503 with the reason for
 a few seconds, and then the server stops and the command exits with status 1, so an
 orchestrator restarts it (or the operator sees the error) instead of a server refusing every
-request forever.
+request forever. The engine runs in its own process unless ``--engine-in-process``; if that
+process dies, the same happens. ``--headless`` (or ``--node-rank`` > 0) runs this node's
+tensor-parallel workers only, with no HTTP server.
 """
 
 from __future__ import annotations
@@ -59,6 +61,18 @@ def check_plugins(settings: ServerSettings) -> list[str]:
             problems.append(str(err))
     if settings.lora_modules and not settings.enable_lora:
         problems.append("--lora-modules needs --enable-lora.")
+    if settings.data_parallel_size < 1:
+        problems.append(f"--data-parallel-size must be at least 1, got {settings.data_parallel_size}.")
+    elif settings.data_parallel_size > 1 and settings.engine_in_process:
+        problems.append("--data-parallel-size > 1 runs one engine process per replica; drop --engine-in-process.")
+    if settings.tensor_parallel_size < 1:
+        problems.append(f"--tensor-parallel-size must be at least 1, got {settings.tensor_parallel_size}.")
+    elif settings.tensor_parallel_size > 1 and settings.distributed_executor_backend == "uni":
+        problems.append("--distributed-executor-backend uni runs one process: it cannot hold "
+                        f"--tensor-parallel-size {settings.tensor_parallel_size} ranks; use mp.")
+    if settings.enable_lora and settings.tensor_parallel_size > 1:
+        problems.append("LoRA adapters are not supported with tensor parallelism yet: drop --enable-lora or "
+                        "use --tensor-parallel-size 1 (data parallelism works with LoRA).")
     if settings.enable_auto_tool_choice and not settings.tool_call_parser:
         problems.append("--enable-auto-tool-choice needs --tool-call-parser NAME "
                         f"(installed: {', '.join(registry('tool_parsers').names()) or 'none'}).")
@@ -116,6 +130,12 @@ def _serve(args: argparse.Namespace) -> int:
         for p in problems:
             print(f"heron serve: {p}", file=sys.stderr)
         return 2
+    from heron.distributed.launch import serve_headless, torchrun_env
+
+    torchrun = torchrun_env()
+    if settings.headless or settings.node_rank > 0 or (torchrun and torchrun["rank"] > 0):  # workers only: no HTTP
+
+        return serve_headless(settings)
     import uvicorn
 
     from heron.plugins import call_hook, plugin_manager

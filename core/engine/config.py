@@ -39,7 +39,7 @@ class EngineConfig:
     scheduling_policy: str = "fcfs"  # or "priority"
     seed: int = 0
     num_threads: int | None = None  # default: physical cores
-    device: str = "cpu"
+    device: str = "cpu"  # cpu, cuda (or cuda:N) or auto (cuda when torch sees a GPU)
     max_logprobs: int = 20  # the most top logprobs a request may ask for
     #: bounds on structured-output constraints (heron.structured.StructuredLimits; None: defaults)
     structured_limits: Any = None
@@ -49,6 +49,16 @@ class EngineConfig:
     max_loras: int = 1
     max_lora_rank: int = 16
     max_cpu_loras: int | None = None
+    #: tensor parallelism (heron.distributed): ranks the model is split over, machines they span,
+    #: this machine's rank and node 0's rendezvous address
+    tensor_parallel_size: int = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29501
+    #: CPUs this engine's threads are pinned to (None: all the process may use); data-parallel
+    #: replicas each get a share
+    cpu_affinity: list[int] | None = None
 
 
 def physical_cores() -> int:

@@ -26,6 +26,7 @@ from heron.engine.errors import TokenIdError
 from heron.engine.lora import EngineLoRA
 from heron.engine.model_runner import ModelRunner
 from heron.engine.outputs import CompletionOutput, Logprob, RequestOutput
+from heron.engine.parallel import start_tensor_parallel
 from heron.engine.pooling import PoolingSetup, PoolingState, pooling_setup
 from heron.engine.pooling_outputs import PoolingRequestOutput
 from heron.engine.pooling_params import PoolingParams
@@ -34,7 +35,7 @@ from heron.engine.rows import append_token, record_prompt_logprobs
 from heron.engine.sampler import Sampler
 from heron.engine.sampling_params import SamplingParams
 from heron.engine.scheduler import Scheduler
-from heron.engine.setup import load_model, size_kv_pool
+from heron.engine.setup import load_and_size, resolve_device
 from heron.engine.sleep import SleepState, sleep_engine, wake_engine
 from heron.interfaces import PoolingModel
 from heron.loader import load_checkpoint, resolve_dtype
@@ -52,9 +53,7 @@ class LLMEngine:
     def __init__(self, config: EngineConfig | None = None, **kwargs: Any) -> None:
         config = config or EngineConfig(**kwargs)
         self.config = config
-        threads = config.num_threads or physical_cores()
-        torch.set_num_threads(threads)
-        device = torch.device(config.device)
+        self.device = device = resolve_device(config.device)
         checkpoint = load_checkpoint(config.model, quantization=config.quantization)
         if checkpoint.tokenizer is None:
             raise ValueError(f"{checkpoint.path} has no tokenizer; heron needs one to serve text.")
@@ -62,12 +61,25 @@ class LLMEngine:
         self.tokenizer = checkpoint.tokenizer
         self.generation_defaults = dict(checkpoint.generation_defaults)
         self.dtype = resolve_dtype(config.dtype, device)
-        loaded = load_model(checkpoint, config, dtype=self.dtype, device=device)
+        #: tensor parallelism (heron.engine.parallel): rank 0's handle on its workers, None at tp 1
+        self.parallel = start_tensor_parallel(config, checkpoint, self.dtype, device)
+        try:
+            self._start(checkpoint, config, device)
+        except BaseException:
+            if self.parallel is not None:
+                self.parallel.shutdown(kill=True)
+            raise
+        call_hook("heron_engine_started", engine=self, config=config)
+
+    def _start(self, checkpoint: Any, config: EngineConfig, device: torch.device) -> None:
+        threads = self.parallel.threads if self.parallel else config.num_threads or physical_cores()
+        torch.set_num_threads(threads)
+        loaded, pool = load_and_size(checkpoint, config, dtype=self.dtype, device=device, threads=threads,
+                                     group=self.parallel)
         self.model, self.backend_cls, self.backend = loaded.model, loaded.backend_cls, loaded.backend
         self.linear_kernel, self.num_parameters = loaded.linear_kernel, loaded.num_parameters
         self._resolve_runner(checkpoint, config)
         self.vocab_size = checkpoint.hf_config.vocab_size
-        pool = size_kv_pool(loaded, checkpoint, config, dtype=self.dtype, device=device, threads=threads)
         self.num_kv_blocks, self.kv_cache_bytes = pool.num_blocks, pool.nbytes
         self.max_model_len, self.sliding_window = pool.max_model_len, pool.sliding_window
 
@@ -79,11 +91,11 @@ class LLMEngine:
         self.scheduler = Scheduler(self.blocks, max_num_seqs=config.max_num_seqs, max_num_batched_tokens=max_batched,
                                    max_model_len=self.max_model_len, policy=config.scheduling_policy,
                                    max_loras=config.max_loras if config.enable_lora else None)
-        self.sampler = Sampler(self.vocab_size, self.eos_token_ids, seed=config.seed)
+        self.sampler = Sampler(self.vocab_size, self.eos_token_ids, seed=config.seed, device=device)
         if config.enable_lora and self.pooling is not None:
             raise ValueError("LoRA adapters serve generation only; start a pooling model without --enable-lora.")
         self.lora = EngineLoRA(self.model, config, dtype=self.dtype, device=device) if config.enable_lora else None
-        self.model_runner = ModelRunner(self.model, self.backend, bs, device, lora=self.lora)
+        self.model_runner = ModelRunner(self.model, self.backend, bs, device, lora=self.lora, group=self.parallel)
         self.requests: dict[str, Request] = {}
         self.sleep_state = SleepState()  # heron.engine.sleep: what /sleep gave back
         self._seq_ids = itertools.count()
@@ -91,7 +103,6 @@ class LLMEngine:
         self._grammar_lock = threading.Lock()
         self.num_generated_tokens = 0
         self.num_prompt_tokens = 0
-        call_hook("heron_engine_started", engine=self, config=config)
 
     def _resolve_runner(self, checkpoint: Any, config: EngineConfig) -> None:
         """Decide generate or pooling (``--runner``, ``--convert``, ``--pooler-config``, the checkpoint)."""
@@ -271,7 +282,7 @@ class LLMEngine:
         params, ids = req.params, req.prompt_token_ids
         gen = None
         if params.seed is not None:
-            gen = torch.Generator().manual_seed((params.seed + 0x9E3779B97F4A7C15 * index) & 0x7FFF_FFFF_FFFF_FFFF)
+            gen = torch.Generator(device=self.device).manual_seed((params.seed + 0x9E3779B97F4A7C15 * index) & 0x7FFF_FFFF_FFFF_FFFF)
         detok = IncrementalDetokenizer(
             self.tokenizer, ids, skip_special_tokens=params.skip_special_tokens,
             spaces_between_special_tokens=params.spaces_between_special_tokens,
@@ -485,7 +496,14 @@ class LLMEngine:
 
     def reset_prefix_cache(self) -> int:
         """Forget every cached prefix block no sequence holds; returns how many were dropped."""
+        # tensor parallelism: block tables and prefix hashes live on rank 0 only (workers hold KV
+        # at the slots rank 0 sends), so rank 0 alone resets them
         return self.blocks.evict_cached_free()
+
+    def shutdown(self) -> None:
+        """Stop the tensor-parallel workers, if any (idempotent; also runs at interpreter exit)."""
+        if getattr(self, "parallel", None) is not None:
+            self.parallel.shutdown()
 
     # -- introspection ----------------------------------------------------------------------
 
@@ -499,5 +517,6 @@ class LLMEngine:
             "prefix_cache_hits": self.blocks.prefix_hits,
             "num_generated_tokens": self.num_generated_tokens,
             "num_prompt_tokens": self.num_prompt_tokens,
+            "sleep_level": self.sleep_state.level if self.sleep_state.asleep else 0,
             **({"lora": self.lora.stats(self.scheduler.running, list(self.scheduler.waiting))} if self.lora else {}),
         }

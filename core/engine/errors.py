@@ -9,6 +9,8 @@ Three kinds, by whose fault and what survives:
   goes on serving the others.
 - :class:`EngineDeadError`: the engine loop itself stopped (e.g. the model's forward failed);
   no request can be served until the process restarts.
+
+All of them pickle (the engine process hands them to the HTTP front-end as they are).
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ class TokenIdError(RequestRejectedError):
                          f"tokens (ids 0 to {vocab_size - 1}).")
         self.param = param
         self.token_id = token_id
+        self.vocab_size = vocab_size
+
+    def __reduce__(self) -> tuple:
+        # pickled with the constructor's arguments (not ``args``, the message), so the error crosses
+        # a process boundary (the engine process) as the same class with the same message
+        return type(self), (self.param, self.token_id, self.vocab_size)
 
 
 class RequestFailedError(RuntimeError):

@@ -39,7 +39,10 @@ class LLM:
         model: an HF checkpoint directory, a ``.gguf`` file, a model id in the local HF cache,
             or None for the bundled SmolLM2-135M-Instruct.
         **kwargs: :class:`heron.engine.config.EngineConfig` fields (``dtype``, ``max_model_len``,
-            ``max_num_seqs``, ``kv_cache_memory_bytes``, ``enable_prefix_caching``, ...).
+            ``max_num_seqs``, ``kv_cache_memory_bytes``, ``enable_prefix_caching``,
+            ``tensor_parallel_size``, ``device``, ...). With ``tensor_parallel_size`` > 1 worker
+            processes hold the other shards: call :meth:`shutdown` (or use ``with LLM(...)``) to
+            stop them before building another tensor-parallel ``LLM`` in the same process.
     """
 
     def __init__(self, model: str | None = None, **kwargs: Any) -> None:
@@ -48,6 +51,16 @@ class LLM:
 
     def get_tokenizer(self) -> Any:
         return self.engine.tokenizer
+
+    def shutdown(self) -> None:
+        """Stop the engine's tensor-parallel workers (``tensor_parallel_size`` > 1); also done at exit."""
+        self.engine.shutdown()
+
+    def __enter__(self) -> LLM:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
 
     def generate(
         self,

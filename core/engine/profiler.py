@@ -5,6 +5,10 @@ run in between (the model's forward, sampling, bookkeeping). Stopping writes one
 trace, ``heron-engine.<pid>.<time>.pt.trace.json.gz``, into the directory given at start (vLLM
 names its directory with ``VLLM_TORCH_PROFILER_DIR``); open it in ``chrome://tracing``,
 https://ui.perfetto.dev or TensorBoard's profiler plugin.
+
+Under tensor parallelism the engine's profiler starts and stops one on every rank too: each rank
+writes its own trace (``heron-engine.rank<N>.<pid>...``) into the same directory (on its own
+machine), and stopping returns every rank's files.
 """
 
 from __future__ import annotations
@@ -21,9 +25,12 @@ __all__ = ("EngineProfiler", "ProfilerControl")
 class EngineProfiler:
     """One profiling session at a time; not thread-safe (call it from the engine thread)."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "heron-engine", *, drive_ranks: bool = True) -> None:
+        self.name = name  # the trace files' prefix
+        self.drive_ranks = drive_ranks  # rank 0's: start and stop the other tensor-parallel ranks' too
         self._profile: Any = None
         self._directory: Path | None = None
+        self._ranks = False  # the other tensor-parallel ranks are profiling too
 
     @property
     def running(self) -> bool:
@@ -38,9 +45,14 @@ class EngineProfiler:
         activities = [torch.profiler.ProfilerActivity.CPU]
         if torch.cuda.is_available():
             activities.append(torch.profiler.ProfilerActivity.CUDA)
-        handler = torch.profiler.tensorboard_trace_handler(str(folder), worker_name=f"heron-engine.{os.getpid()}",
+        group = _tensor_parallel_group() if self.drive_ranks else None
+        name = self.name if group is None else f"{self.name}.rank0"
+        handler = torch.profiler.tensorboard_trace_handler(str(folder), worker_name=f"{name}.{os.getpid()}",
                                                            use_gzip=True)
         profile = torch.profiler.profile(activities=activities, record_shapes=True, on_trace_ready=handler)
+        if group is not None:
+            group.control("start_profile", directory=str(folder))
+            self._ranks = True
         profile.start()
         self._profile, self._directory = profile, folder
 
@@ -52,7 +64,20 @@ class EngineProfiler:
         before = set(self._directory.iterdir())
         profile, self._profile = self._profile, None
         profile.stop()  # calls the trace handler: the file is written now
-        return sorted(set(self._directory.iterdir()) - before)
+        files = sorted(set(self._directory.iterdir()) - before)
+        group = _tensor_parallel_group() if self._ranks else None
+        self._ranks = False
+        if group is not None:
+            others = [Path(p) for paths in group.control("stop_profile")[1:] for p in paths]
+            files = sorted(set(files) | set(others))
+        return files
+
+
+def _tensor_parallel_group() -> Any:
+    """This process's running tensor-parallel group (rank 0's handle), else None."""
+    from heron.distributed.group import current_group
+
+    return current_group()
 
 
 class ProfilerControl:

@@ -73,9 +73,9 @@ def record_prompt_logprobs(seq: Sequence, num_new_tokens: int, logits: torch.Ten
     rows_pos = [(pos - start - 1, pos) for pos in targets if pos >= len(req.prompt_logprobs)]
     if not rows_pos:
         return
-    rows = torch.tensor([j for j, _ in rows_pos])
+    rows = torch.tensor([j for j, _ in rows_pos], device=logits.device)
     lps = torch.log_softmax(logits[rows].float(), dim=-1)
-    chosen = torch.tensor([seq.token_ids[pos] for _, pos in rows_pos])
+    chosen = torch.tensor([seq.token_ids[pos] for _, pos in rows_pos], device=logits.device)
     chosen_lp = lps.gather(1, chosen[:, None])[:, 0]
     ranks = ((lps > chosen_lp[:, None]).sum(-1) + 1).tolist()
     top_v, top_i = (lps.topk(k, dim=-1) if k else (None, None))

@@ -39,10 +39,12 @@ class SamplerOutput:
 class Sampler:
     """Samples the next token of each row from ``[rows, vocab]`` logits."""
 
-    def __init__(self, vocab_size: int, eos_token_ids: list[int], seed: int = 0, grammar: Any = None) -> None:
+    def __init__(self, vocab_size: int, eos_token_ids: list[int], seed: int = 0, grammar: Any = None,
+                 device: torch.device | str = "cpu") -> None:
         self.vocab_size = vocab_size
         self.eos_token_ids = list(eos_token_ids)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.device = torch.device(device)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)  # where the logits are
         self.grammar = grammar  # heron.structured.GrammarBackend, when structured outputs are on
 
     @torch.inference_mode()
@@ -68,7 +70,7 @@ class Sampler:
                 self.grammar.apply(logits, g_rows, [seqs[i].matcher for i in g_rows])
 
         greedy = [p.greedy for p in params]
-        tokens = torch.empty(rows, dtype=torch.long)
+        tokens = torch.empty(rows, dtype=torch.long, device=logits.device)
         g_idx = [i for i in range(rows) if greedy[i]]
         r_idx = [i for i in range(rows) if not greedy[i]]
         if g_idx:
@@ -105,15 +107,16 @@ class Sampler:
 
     def _mask_and_bias(self, logits: torch.Tensor, seqs: list[Sequence]) -> None:
         neg = float("-inf")
+        dev = logits.device
         for i, seq in enumerate(seqs):
             p = seq.params
             if p.logit_bias:
-                ids = torch.tensor([t for t in p.logit_bias if 0 <= t < logits.shape[1]], dtype=torch.long)
-                vals = torch.tensor([v for t, v in p.logit_bias.items() if 0 <= t < logits.shape[1]])
+                ids = torch.tensor([t for t in p.logit_bias if 0 <= t < logits.shape[1]], dtype=torch.long, device=dev)
+                vals = torch.tensor([v for t, v in p.logit_bias.items() if 0 <= t < logits.shape[1]], device=dev)
                 logits[i, ids] += vals
             if p.allowed_token_ids is not None:
-                keep = torch.full((logits.shape[1],), neg)
-                keep[torch.tensor(p.allowed_token_ids, dtype=torch.long)] = 0.0
+                keep = torch.full((logits.shape[1],), neg, device=dev)
+                keep[torch.tensor(p.allowed_token_ids, dtype=torch.long, device=dev)] = 0.0
                 logits[i] += keep
             if p._bad_words_ids:
                 out = seq.output_ids  # as vLLM: a word's prefix is matched in the output only
@@ -124,38 +127,39 @@ class Sampler:
             if seq.num_output_tokens < p.min_tokens and not (seq.matcher is not None and seq.matcher.is_completed()):
                 banned = list(p.stop_token_ids) + ([] if p.ignore_eos else self.eos_token_ids)
                 if banned:
-                    logits[i, torch.tensor(banned, dtype=torch.long)] = neg
+                    logits[i, torch.tensor(banned, dtype=torch.long, device=dev)] = neg
 
     def _penalties(self, logits: torch.Tensor, seqs: list[Sequence], rows: list[int]) -> None:
-        vocab = logits.shape[1]
+        vocab, dev = logits.shape[1], logits.device
         outs = [s.output_ids for s in seqs]
         width = max(1, max(len(o) for o in outs))
         out_ids = torch.full((len(seqs), width), vocab, dtype=torch.long)  # pad -> extra column
         for j, o in enumerate(outs):
             if o:
                 out_ids[j, : len(o)] = torch.tensor(o)
-        counts = torch.zeros(len(seqs), vocab + 1)
+        out_ids = out_ids.to(dev)
+        counts = torch.zeros(len(seqs), vocab + 1, device=dev)
         counts.scatter_add_(1, out_ids, torch.ones_like(out_ids, dtype=torch.float))
         counts = counts[:, :vocab]
         sub = logits[rows]
-        rep = torch.tensor([s.params.repetition_penalty for s in seqs])[:, None]
+        rep = torch.tensor([s.params.repetition_penalty for s in seqs], device=dev)[:, None]
         if (rep != 1.0).any():
             prompts = [s.token_ids[: s.num_prompt_tokens] for s in seqs]
             pw = max(1, max(len(p) for p in prompts))
             p_ids = torch.full((len(seqs), pw), vocab, dtype=torch.long)
             for j, p in enumerate(prompts):
                 p_ids[j, : len(p)] = torch.tensor(p)
-            seen = torch.zeros(len(seqs), vocab + 1, dtype=torch.bool)
-            seen.scatter_(1, p_ids, True)
+            seen = torch.zeros(len(seqs), vocab + 1, dtype=torch.bool, device=dev)
+            seen.scatter_(1, p_ids.to(dev), True)
             seen = seen[:, :vocab] | (counts > 0)
             sub = torch.where(seen, torch.where(sub > 0, sub / rep, sub * rep), sub)
-        freq = torch.tensor([s.params.frequency_penalty for s in seqs])[:, None]
-        pres = torch.tensor([s.params.presence_penalty for s in seqs])[:, None]
+        freq = torch.tensor([s.params.frequency_penalty for s in seqs], device=dev)[:, None]
+        pres = torch.tensor([s.params.presence_penalty for s in seqs], device=dev)[:, None]
         sub = sub - freq * counts - pres * (counts > 0).float()
         logits[rows] = sub
 
     def _random(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
-        temps = torch.tensor([s.params.temperature for s in seqs])[:, None]
+        temps = torch.tensor([s.params.temperature for s in seqs], device=logits.device)[:, None]
         logits = logits / temps
         f_rows = [j for j, s in enumerate(seqs) if s.params.needs_filters]
         if f_rows:
@@ -168,7 +172,8 @@ class Sampler:
             if len(shared) == len(seqs):
                 noise.exponential_(generator=self.generator)
             else:
-                noise[shared] = torch.empty(len(shared), probs.shape[1]).exponential_(generator=self.generator)
+                noise[shared] = torch.empty(len(shared), probs.shape[1], device=probs.device).exponential_(
+                    generator=self.generator)
         for j, s in enumerate(seqs):
             if s.generator is not None:
                 noise[j].exponential_(generator=s.generator)
@@ -176,18 +181,18 @@ class Sampler:
 
     @staticmethod
     def _filter(logits: torch.Tensor, params: list[Any]) -> torch.Tensor:
-        vocab = logits.shape[1]
+        vocab, dev = logits.shape[1], logits.device
         sorted_logits, order = logits.sort(dim=-1, descending=True)
-        top_k = torch.tensor([p.top_k if p.top_k > 0 else vocab for p in params])[:, None]
-        ranks = torch.arange(vocab)[None, :]
+        top_k = torch.tensor([p.top_k if p.top_k > 0 else vocab for p in params], device=dev)[:, None]
+        ranks = torch.arange(vocab, device=dev)[None, :]
         drop = ranks >= top_k
         # vLLM's order: min_p (relative to the most likely token, so the same under top-k), then
         # top-p over what is left, renormalised
         probs = torch.softmax(sorted_logits.masked_fill(drop, float("-inf")), dim=-1)
-        min_p = torch.tensor([p.min_p for p in params])[:, None]
+        min_p = torch.tensor([p.min_p for p in params], device=dev)[:, None]
         drop |= probs < min_p * probs[:, :1]
         probs = torch.softmax(sorted_logits.masked_fill(drop, float("-inf")), dim=-1)
-        top_p = torch.tensor([p.top_p for p in params])[:, None]
+        top_p = torch.tensor([p.top_p for p in params], device=dev)[:, None]
         before = probs.cumsum(dim=-1) - probs  # mass strictly above each token
         drop |= before >= top_p
         drop[:, 0] = False  # always keep the most likely token

@@ -2,7 +2,8 @@
 
 Level 1 frees the paged KV pool (nothing in it survives, so the prefix cache is reset too);
 level 2 also releases every weight tensor of the model, and waking reloads them from the
-checkpoint (the same files, so the same numbers). vLLM's level 1 first copies GPU weights to host
+checkpoint (the same files, so the same numbers). Under tensor parallelism rank 0 makes the same
+call on every rank (each frees and restores its own shard and KV pool) and sums what was freed. vLLM's level 1 first copies GPU weights to host
 memory; on a CPU they already are, so heron's level 1 leaves them in place. Waking takes vLLM's
 ``tags``: ``weights`` and ``kv_cache`` bring back one part; the engine sleeps until both are back.
 
@@ -105,6 +106,11 @@ def sleep_engine(engine: LLMEngine, level: int) -> SleepState:
     if level == 2 and not state.weights_released:
         state.weight_bytes = release_weights(engine.model)
         state.weights_released = True
+    parallel = getattr(engine, "parallel", None)
+    if parallel is not None:  # every rank frees its own shard and KV pool; the bytes are summed
+        for freed in parallel.control("sleep", level=level)[1:]:
+            state.kv_bytes += freed["kv_bytes"]
+            state.weight_bytes += freed["weight_bytes"]
     state.level = max(state.level, level)
     release_free_memory()
     log.info("asleep (level %d): KV cache %.1f MiB%s freed", state.level, state.kv_bytes / 2**20,
@@ -125,12 +131,20 @@ def wake_engine(engine: LLMEngine, tags: list[str] | None = None) -> SleepState:
         state.weights_released = False
     if "kv_cache" in wanted and state.kv_released:
         allocate_kv_caches(engine.model, engine.backend_cls, engine.num_kv_blocks, engine.config.block_size,
-                           engine.dtype, torch.device(engine.config.device))
+                           engine.dtype, _device(engine))
         state.kv_released = False
+    parallel = getattr(engine, "parallel", None)
+    if parallel is not None:
+        parallel.control("wake_up", tags=wanted)
     if not state.asleep:
         state.level = 0
         log.info("awake")
     return state
+
+
+def _device(engine: Any) -> torch.device:
+    """The engine's resolved device (``--device auto`` names none)."""
+    return getattr(engine, "device", None) or torch.device(engine.config.device)
 
 
 def _tensor_slots(model: nn.Module) -> list[tuple[_Slot, nn.Module, torch.Tensor]]:
@@ -167,8 +181,7 @@ def restore_weights(engine: LLMEngine) -> None:
     its tensors into the sleeping model's modules, so every reference to them stays valid."""
     from heron.engine.setup import load_model
 
-    fresh = load_model(engine.checkpoint, engine.config, dtype=engine.dtype,
-                       device=torch.device(engine.config.device)).model
+    fresh = load_model(engine.checkpoint, engine.config, dtype=engine.dtype, device=_device(engine)).model
     modules = dict(engine.model.named_modules())
     wanted = {slot for slot, _, _ in _tensor_slots(engine.model)}
     for (name, kind, key), _, tensor in _tensor_slots(fresh):

@@ -40,6 +40,10 @@ class CausalLM(ABC):
     #: whether LoRA adapters can be served on this model (see :meth:`lora_target`); a plugin whose
     #: modules cannot take them sets False, and ``--enable-lora`` is refused with a clear error
     supports_lora: bool = True
+    #: whether the model splits over ``ctx.tp_size`` ranks (built from :mod:`heron.layers.parallel`:
+    #: column/row-parallel projections, split heads, vocabulary-parallel embedding and LM head).
+    #: A plugin that leaves it False is refused with a clear error at ``--tensor-parallel-size`` > 1.
+    supports_tensor_parallel: bool = False
 
     @abstractmethod
     def __init__(self, config: Any, ctx: ModelContext) -> None:

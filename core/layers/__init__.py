@@ -1,6 +1,6 @@
 """Torch building blocks for model plugins: norms, rotary embeddings, gated MLPs, the attention
-layer that hands work to the chosen backend, mixture-of-experts blocks, KV-cache allocation and
-backend selection."""
+layer that hands work to the chosen backend, mixture-of-experts blocks, tensor-parallel
+projections and embeddings, KV-cache allocation and backend selection."""
 
 from heron.layers.activation import ActAndMul, GatedMLP, GeluAndMul, SiluAndMul, get_act_fn
 from heron.layers.attention import Attention
@@ -22,6 +22,21 @@ from heron.layers.linear_selection import (
 )
 from heron.layers.moe import MixtureOfExperts, StackedExperts, load_expert_weights
 from heron.layers.norm import GemmaRMSNorm, LayerNorm, RMSNorm
+from heron.layers.parallel import (
+    ColumnParallelLinear,
+    HeadShard,
+    MergedColumnParallelLinear,
+    ParallelLMHead,
+    ParallelOutput,
+    QKVParallelLinear,
+    RowParallelLinear,
+    VocabParallelEmbedding,
+    load_parameter,
+    shard_heads,
+    shard_range,
+    split_sizes,
+    tp_of,
+)
 from heron.layers.pooler import POOLING_TYPES, pool_hidden, rows_needed
 from heron.layers.rotary import (
     ROPE_TYPES,
@@ -38,6 +53,19 @@ __all__ = (
     "POOLING_TYPES",
     "ROPE_TYPES",
     "ActAndMul",
+    "ColumnParallelLinear",
+    "HeadShard",
+    "MergedColumnParallelLinear",
+    "ParallelLMHead",
+    "ParallelOutput",
+    "QKVParallelLinear",
+    "RowParallelLinear",
+    "VocabParallelEmbedding",
+    "load_parameter",
+    "shard_heads",
+    "shard_range",
+    "split_sizes",
+    "tp_of",
     "Attention",
     "GatedMLP",
     "GeluAndMul",

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from heron.layers.parallel import MergedColumnParallelLinear, RowParallelLinear
+
 __all__ = ("ACT_FNS", "ActAndMul", "GatedMLP", "GeluAndMul", "SiluAndMul", "get_act_fn")
 
 ActFn = Callable[[torch.Tensor], torch.Tensor]
@@ -115,20 +117,35 @@ class GatedMLP(nn.Module):
     """``down(act(gate(x)) * up(x))`` with gate and up fused into one ``gate_up_proj`` matmul.
 
     The fused weight is ``[2 * intermediate, hidden]``: rows ``[0, I)`` are the gate projection,
-    rows ``[I, 2I)`` the up projection.
+    rows ``[I, 2I)`` the up projection. Under tensor parallelism (``size > 1``) each rank holds its
+    share of the gate and up rows (column parallel) and the matching columns of ``down_proj``
+    (row parallel, one all-reduce); at ``size == 1`` both are plain ``nn.Linear`` layers.
 
     Args:
         hidden_size: model width.
-        intermediate_size: MLP width.
+        intermediate_size: MLP width (the full width, before any split).
         bias: whether the projections carry biases.
         activation: the HF name of the gate's activation (``hidden_act``); SiLU by default.
+        rank: this process's tensor-parallel rank.
+        size: the tensor-parallel size.
     """
 
-    def __init__(self, hidden_size: int, intermediate_size: int, bias: bool = False, activation: str = "silu") -> None:
+    def __init__(
+        self,
+        hidden_size: int,
+        intermediate_size: int,
+        bias: bool = False,
+        activation: str = "silu",
+        *,
+        rank: int = 0,
+        size: int = 1,
+    ) -> None:
         super().__init__()
         self.intermediate_size = intermediate_size
-        self.gate_up_proj = nn.Linear(hidden_size, 2 * intermediate_size, bias=bias)
-        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=bias)
+        self.gate_up_proj = MergedColumnParallelLinear(
+            hidden_size, [intermediate_size] * 2, bias=bias, rank=rank, size=size
+        )  # [2 * I_local, hidden]
+        self.down_proj = RowParallelLinear(intermediate_size, hidden_size, bias=bias, rank=rank, size=size)
         self.act_fn = SiluAndMul() if activation in ("silu", "swish") else ActAndMul(activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from heron.interfaces import LinearKernel
+from heron.layers.parallel import ParallelOutput
 from heron.plugins import registry
 from heron.plugins.ranking import rank, replacement_note
 
@@ -67,7 +68,10 @@ def select_linear_kernel(name: str, device: torch.device | str, dtype: torch.dty
 
 
 def apply_linear_kernel(model: nn.Module, kernel: LinearKernel) -> int:
-    """Replace every ``nn.Linear`` of ``model`` with ``kernel.convert(...)``; returns how many changed."""
+    """Replace every ``nn.Linear`` of ``model`` with ``kernel.convert(...)``; returns how many changed.
+
+    A tensor-parallel layer's collective (``tp_output``: the all-reduce of a row-parallel layer,
+    the gather of a parallel LM head) is kept around the kernel's module."""
     targets = [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Linear)]
     changed = 0
     with torch.no_grad():
@@ -75,6 +79,9 @@ def apply_linear_kernel(model: nn.Module, kernel: LinearKernel) -> int:
             replacement = kernel.convert(linear, name)
             if replacement is linear:
                 continue
+            collective = getattr(linear, "tp_output", None)  # a tensor-parallel layer's all-reduce/gather
+            if collective is not None:
+                replacement = ParallelOutput(replacement, collective)
             parent_name, _, attr = name.rpartition(".")
             parent = model.get_submodule(parent_name) if parent_name else model
             setattr(parent, attr, replacement)

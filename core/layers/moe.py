@@ -6,6 +6,11 @@ are stacked (``gate_up_proj`` ``[E, 2I, H]``, ``down_proj`` ``[E, H, I]``, the l
 5.x uses): the forward pass groups the flat batch's (token, expert) pairs by expert and runs each
 expert that has tokens once over all of them, then gathers the weighted results back per token.
 An optional shared expert (Qwen2-MoE) is a dense gated MLP scaled by ``sigmoid(shared_expert_gate(x))``.
+Tensor parallel: the router (and the shared expert's gate) is replicated; every expert's
+intermediate dimension is split over the ranks (gate/up rows, down columns), so each rank computes
+partial expert outputs, weights them by the routing weights, adds its partial shared expert, and
+the block sums the ranks with ONE all-reduce after the combine (everything before it is linear in
+the down projections' outputs).
 Checkpoints store experts either stacked or one module per expert (``experts.N.w1``/``w2``/``w3``,
 ``experts.N.gate_proj``/``up_proj``/``down_proj``): :func:`load_expert_weights` accepts both.
 """
@@ -14,12 +19,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from heron.distributed import all_reduce
 from heron.layers.activation import GatedMLP, get_act_fn
+from heron.layers.parallel import shard_range
 
 __all__ = ("MixtureOfExperts", "StackedExperts", "load_expert_weights")
 
@@ -34,16 +42,22 @@ class StackedExperts(nn.Module):
     Args:
         num_experts: E.
         hidden_size: H.
-        intermediate_size: I, the width of one expert.
+        intermediate_size: I, the width of one expert (full, before any split).
         activation: the HF name of the gate's activation (``hidden_act``).
+        rank, size: tensor-parallel rank and size: this rank holds ``I_r`` of the ``I`` intermediate
+            rows of every expert and its outputs are partial sums (the caller all-reduces them).
     """
 
-    def __init__(self, num_experts: int, hidden_size: int, intermediate_size: int, activation: str = "silu") -> None:
+    def __init__(self, num_experts: int, hidden_size: int, intermediate_size: int, activation: str = "silu", *,
+                 rank: int = 0, size: int = 1) -> None:
         super().__init__()
         self.num_experts = num_experts
-        self.intermediate_size = intermediate_size
-        self.gate_up_proj = nn.Parameter(torch.empty(num_experts, 2 * intermediate_size, hidden_size))  # [E, 2I, H]
-        self.down_proj = nn.Parameter(torch.empty(num_experts, hidden_size, intermediate_size))  # [E, H, I]
+        self.full_intermediate_size = intermediate_size
+        #: (first intermediate row of this rank in the full expert, local row count I_r)
+        self.span = shard_range(intermediate_size, rank, size)
+        self.intermediate_size = local = self.span[1]
+        self.gate_up_proj = nn.Parameter(torch.empty(num_experts, 2 * local, hidden_size))  # [E, 2I_r, H]
+        self.down_proj = nn.Parameter(torch.empty(num_experts, hidden_size, local))  # [E, H, I_r]
         self.act = get_act_fn(activation)
 
     def expert_forward(self, expert: int, x: torch.Tensor) -> torch.Tensor:
@@ -82,14 +96,30 @@ class StackedExperts(nn.Module):
         return torch.cat(outs)[order.argsort()].view(t, k, -1).sum(dim=1)
 
     def load_expert(self, expert: int, proj: str, tensor: torch.Tensor) -> None:
-        """Copy one expert's ``"gate"`` / ``"up"`` ([I, H]) or ``"down"`` ([H, I]) matrix into the stack."""
-        size = self.intermediate_size
+        """Copy this rank's slice of one expert's full ``"gate"`` / ``"up"`` ([I, H]) or ``"down"``
+        ([H, I]) matrix into the stack."""
+        start, count = self.span
         with torch.no_grad():
             if proj == "down":
-                self.down_proj[expert].copy_(tensor)
+                self.down_proj[expert].copy_(tensor[:, start : start + count])
             else:
-                start = 0 if proj == "gate" else size
-                self.gate_up_proj[expert, start : start + size].copy_(tensor)
+                local = 0 if proj == "gate" else count
+                self.gate_up_proj[expert, local : local + count].copy_(tensor[start : start + count])
+
+    def weight_loader(self, param: torch.Tensor, loaded: torch.Tensor, shard: Any = None) -> None:
+        """Copy this rank's slice of a full stacked tensor (``gate_up_proj`` ``[E, 2I, H]``, ``down_proj``
+        ``[E, H, I]``, transformers 5.x's layout) into ``param``; a tensor that already is ``param``
+        (what :func:`load_expert_weights` yields for stacks it filled) is left as it is."""
+        if loaded.data_ptr() == param.data_ptr() and loaded.shape == param.shape:
+            return
+        start, count = self.span
+        full = self.full_intermediate_size
+        with torch.no_grad():
+            if param is self.down_proj:
+                param.copy_(loaded[..., start : start + count])
+            else:
+                param[:, :count].copy_(loaded[:, start : start + count])
+                param[:, count:].copy_(loaded[:, full + start : full + start + count])
 
 
 class MixtureOfExperts(nn.Module):
@@ -106,6 +136,8 @@ class MixtureOfExperts(nn.Module):
         renormalize: divide the top-k weights by their sum (Mixtral always; Qwen's ``norm_topk_prob``).
         activation: the HF name of the experts' activation.
         shared_expert_intermediate_size: width of the shared expert; 0 for none.
+        rank, size: tensor-parallel rank and size (the experts' and the shared expert's
+            intermediate widths split; the block all-reduces once, after combining them).
     """
 
     def __init__(
@@ -117,6 +149,9 @@ class MixtureOfExperts(nn.Module):
         renormalize: bool,
         activation: str = "silu",
         shared_expert_intermediate_size: int = 0,
+        *,
+        rank: int = 0,
+        size: int = 1,
     ) -> None:
         super().__init__()
         if not 0 < top_k <= num_experts:
@@ -124,11 +159,14 @@ class MixtureOfExperts(nn.Module):
         self.top_k = top_k
         self.renormalize = renormalize
         self.gate = nn.Linear(hidden_size, num_experts, bias=False)
-        self.experts = StackedExperts(num_experts, hidden_size, intermediate_size, activation)
+        self.experts = StackedExperts(num_experts, hidden_size, intermediate_size, activation, rank=rank, size=size)
         self.shared_expert: GatedMLP | None = None
         self.shared_expert_gate: nn.Linear | None = None
         if shared_expert_intermediate_size > 0:
-            self.shared_expert = GatedMLP(hidden_size, shared_expert_intermediate_size, activation=activation)
+            self.shared_expert = GatedMLP(hidden_size, shared_expert_intermediate_size, activation=activation,
+                                          rank=rank, size=size)
+            # its down projection's partial sums join the experts' before the block's one all-reduce
+            self.shared_expert.down_proj.tp_output = None
             self.shared_expert_gate = nn.Linear(hidden_size, 1, bias=False)
 
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,10 +179,10 @@ class MixtureOfExperts(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[T, H] -> [T, H]."""
-        out = self.experts(x, *self.route(x))
+        out = self.experts(x, *self.route(x))  # [T, H], this rank's partial sum
         if self.shared_expert is not None and self.shared_expert_gate is not None:
             out = out + torch.sigmoid(self.shared_expert_gate(x)) * self.shared_expert(x)
-        return out
+        return all_reduce(out)  # identity without tensor parallelism
 
 
 def load_expert_weights(

@@ -4,7 +4,8 @@ One set of instruments is kept under ``heron:`` names and rendered under every p
 ``--metrics-prefix`` names, so a scrape with ``heron,vllm`` carries each series twice. Under
 ``vllm:`` the series also carry vLLM's ``engine="0"`` label, so vLLM's Grafana dashboards and
 alerts work unchanged. Gauges and engine-side counters are read from the engine's stats at scrape
-time (a custom collector), so the engine loop pays nothing for them; per-request histograms and
+time (a custom collector), so the engine loop pays nothing for them; with data-parallel replicas
+they are given per replica and summed (see :class:`_EngineCollector`). Per-request histograms and
 token counters are observed by the server as requests finish. vLLM's metrics that need
 measurements heron does not make (per-step token counts, speculative decoding, KV-connector
 transfers, multi-modal caches) are absent rather than always zero. HTTP request metrics come
@@ -66,44 +67,79 @@ def _check_prefixes(prefixes: Iterable[str]) -> tuple[str, ...]:
     return names
 
 
+_GAUGES = (  # (name, help, stats key)
+    ("num_requests_running", "Number of requests in model execution batches.", "num_running"),
+    ("num_requests_waiting", "Number of requests waiting to be processed.", "num_waiting"),
+    ("kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", "kv_cache_usage"),
+    # vLLM's older name, still read by its example dashboard
+    ("gpu_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage. DEPRECATED: Use kv_cache_usage_perc instead.",
+     "kv_cache_usage"),
+)
+_COUNTERS = (
+    ("num_preemptions", "Cumulative number of preemption from the engine.", "num_preemptions"),
+    ("prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens.", "prefix_cache_queries"),
+    ("prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.", "prefix_cache_hits"),
+)
+#: per data-parallel replica only (heron:replica_*): what the front-end's own counters cannot split
+_REPLICA_COUNTERS = (
+    ("requests", "Requests routed to this data-parallel replica.", "num_requests"),
+    ("prompt_tokens", "Prompt tokens this data-parallel replica processed.", "num_prompt_tokens"),
+    ("generation_tokens", "Tokens this data-parallel replica generated.", "num_generated_tokens"),
+)
+_SLEEP_DOC = ("Engine sleep state; awake = 0 means engine is sleeping; awake = 1 means engine is awake; "
+              "weights_offloaded = 1 means sleep level 1; discard_all = 1 means sleep level 2.")
+
+
+def _engine_families(name: str, model: str, rows: list[tuple[str | None, dict[str, Any]]],
+                     counters: tuple[tuple[str, str, str], ...] = _COUNTERS) -> Iterator[Metric]:
+    """Gauges and counters named ``name + ...``, one series per ``(engine label or None, stats)`` row."""
+    labels = ["model_name", *(["engine"] if rows[0][0] is not None else [])]
+
+    def values(engine: str | None) -> list[str]:
+        return [model, *([engine] if engine is not None else [])]
+
+    for family, specs in ((GaugeMetricFamily, _GAUGES), (CounterMetricFamily, counters)):
+        for metric, doc, key in specs:
+            fam = family(name + metric, doc, labels=labels)
+            for engine, s in rows:
+                fam.add_metric(values(engine), float(s.get(key, 0)))
+            yield fam
+    g = GaugeMetricFamily(f"{name}engine_sleep_state", _SLEEP_DOC, labels=[*labels, "sleep_state"])
+    for engine, s in rows:
+        level = int(s.get("sleep_level", 0))  # 0 awake, 1 weights offloaded, 2 everything discarded
+        for state, on in (("awake", level == 0), ("weights_offloaded", level == 1), ("discard_all", level == 2)):
+            g.add_metric([*values(engine), state], float(on))
+    yield g
+
+
 class _EngineCollector:
-    """Scheduler gauges and engine counters, read from ``stats()`` at scrape time."""
+    """Scheduler gauges and engine counters, read from ``stats()`` at scrape time (once per scrape).
+
+    With one engine, ``heron:`` series carry ``model_name`` and ``vllm:`` ones also ``engine="0"``.
+    With data-parallel replicas (``stats()["replicas"]``), ``vllm:`` carries one series per replica,
+    ``engine="<index>"`` (vLLM's own scheme for DP ranks: ``sum()`` gives the total), while
+    ``heron:`` keeps the summed series under the same names and labels as with one engine (so
+    queries and alerts do not change with ``-dp``) and adds ``heron:replica_*`` families with an
+    ``engine`` label: the same gauges and counters per replica, plus the requests routed to it and
+    the tokens it processed. Summed and per-replica series never share a family, so a ``sum()``
+    over a family counts each request once.
+    """
 
     def __init__(self, stats: Callable[[], dict[str, Any]], model_name: str) -> None:
-        self._stats, self._model = stats, model_name
+        self.stats, self._model = stats, model_name
 
-    def collect(self) -> Iterator[Metric]:
-        s, labels = self._stats(), ["model_name"]
-        for name, doc, key in (
-            ("num_requests_running", "Number of requests in model execution batches.", "num_running"),
-            ("num_requests_waiting", "Number of requests waiting to be processed.", "num_waiting"),
-            ("kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", "kv_cache_usage"),
-            # vLLM's older name, still read by its example dashboard
-            ("gpu_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage. "
-                                     "DEPRECATED: Use kv_cache_usage_perc instead.", "kv_cache_usage"),
-        ):
-            g = GaugeMetricFamily(f"heron:{name}", doc, labels=labels)
-            g.add_metric([self._model], float(s.get(key, 0)))
-            yield g
-        for name, doc, key in (
-            ("num_preemptions", "Cumulative number of preemption from the engine.", "num_preemptions"),
-            ("prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens.",
-             "prefix_cache_queries"),
-            ("prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.", "prefix_cache_hits"),
-        ):
-            c = CounterMetricFamily(f"heron:{name}", doc, labels=labels)
-            c.add_metric([self._model], float(s.get(key, 0)))
-            yield c
-        level = int(s.get("sleep_level", 0))  # 0 awake, 1 weights offloaded, 2 everything discarded
-        g = GaugeMetricFamily("heron:engine_sleep_state", "Engine sleep state; awake = 0 means engine is sleeping; "
-                              "awake = 1 means engine is awake; weights_offloaded = 1 means sleep level 1; "
-                              "discard_all = 1 means sleep level 2.", labels=[*labels, "sleep_state"])
-        for state, on in (("awake", level == 0), ("weights_offloaded", level == 1), ("discard_all", level == 2)):
-            g.add_metric([self._model, state], float(on))
-        yield g
+    def collect(self, prefix: str, s: dict[str, Any]) -> Iterator[Metric]:
+        replicas = s.get("replicas") or None
+        rows: list[tuple[str | None, dict[str, Any]]] = [(str(i), r) for i, r in enumerate(replicas or ())]
+        if prefix == "vllm":
+            yield from _engine_families("vllm:", self._model, rows or [("0", s)])
+        else:
+            yield from _engine_families(f"{prefix}:", self._model, [(None, s)])
+            if rows:
+                yield from _engine_families(f"{prefix}:replica_", self._model, rows, _COUNTERS + _REPLICA_COUNTERS)
         lora = s.get("lora")
         if lora is not None:  # vLLM's info gauge: the labels carry the data, the value is the scrape time
-            g = GaugeMetricFamily("heron:lora_requests_info", "Running stats on lora requests.",
+            g = GaugeMetricFamily(f"{prefix}:lora_requests_info", "Running stats on lora requests.",
                                   labels=["max_lora", "waiting_lora_adapters", "running_lora_adapters"])
             g.add_metric([str(lora.get("max_lora", 0)), ",".join(lora.get("waiting", ())),
                           ",".join(lora.get("running", ()))], time.time())
@@ -111,16 +147,18 @@ class _EngineCollector:
 
 
 class _Prefixed:
-    """Every family of ``inner`` (named ``heron:...``) once per prefix; ``vllm:`` adds ``engine="0"``."""
+    """Every family of ``inner`` (named ``heron:...``) once per prefix (``vllm:`` adds ``engine="0"``),
+    then the engine's families for that prefix, from one ``stats()`` call."""
 
-    def __init__(self, inner: CollectorRegistry, prefixes: tuple[str, ...]) -> None:
-        self._inner, self._prefixes = inner, prefixes
+    def __init__(self, inner: CollectorRegistry, prefixes: tuple[str, ...], engine: _EngineCollector) -> None:
+        self._inner, self._prefixes, self._engine = inner, prefixes, engine
 
     def collect(self) -> Iterator[Metric]:
-        families = list(self._inner.collect())
+        families, stats = list(self._inner.collect()), self._engine.stats()
         for prefix in self._prefixes:
             for fam in families:
                 yield _renamed(fam, prefix)
+            yield from self._engine.collect(prefix, stats)
 
 
 def _renamed(fam: Metric, prefix: str) -> Metric:
@@ -175,7 +213,7 @@ class ServerMetrics:
         self._groups: dict[int, list[Any]] = {}  # id(params) -> [params, choices left, most tokens]
         self.registry = CollectorRegistry()
         self._inner = r = CollectorRegistry()
-        self.registry.register(_Prefixed(r, self.prefixes))
+        self.registry.register(_Prefixed(r, self.prefixes, _EngineCollector(engine_stats, model_name)))
         for runtime in (ProcessCollector, PlatformCollector, GCCollector):
             runtime(registry=self.registry)
         self.http = HttpMetrics(self.registry)
@@ -210,7 +248,6 @@ class ServerMetrics:
         self.decode_time = hist("request_decode_time_seconds", "Histogram of time spent in DECODE phase for request.",
                                 E2E_BUCKETS)
         self.params_n = hist("request_params_n", "Histogram of the n request parameter.", _N_BUCKETS)
-        r.register(_EngineCollector(engine_stats, model_name))
 
     def _token_histograms(self) -> _TokenHistograms | None:
         if self._tokens is None and (length := self._max_len()):

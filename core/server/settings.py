@@ -158,6 +158,18 @@ class ServerSettings:
     allowed_lora_dirs: list[str] = field(default_factory=list)
     #: the built-in ``directory`` resolver looks for ``<dir>/<adapter name>`` (unset: it finds nothing)
     lora_resolver_dir: str | None = None
+    # processes and parallelism (docs/distributed.md)
+    #: run the engine loop in the HTTP server's process (a thread) instead of an engine process
+    engine_in_process: bool = False
+    data_parallel_size: int = 1  # engine replicas, each its own process, KV pool and share of the cores
+    tensor_parallel_size: int = 1  # ranks one model is split over (torch.distributed)
+    nnodes: int = 1  # machines the tensor-parallel ranks span
+    node_rank: int = 0  # this machine's place among them (0 serves HTTP)
+    master_addr: str = "127.0.0.1"  # rank 0's address for torch.distributed's rendezvous
+    master_port: int = 29501
+    headless: bool = False  # run this node's workers only (no HTTP); implied by --node-rank > 0
+    device: str = "cpu"  # cpu, cuda or auto (cuda when torch sees a GPU)
+    distributed_executor_backend: str = "mp"  # mp (processes) or uni (one process, tensor parallel 1)
     #: serve /v1/load_lora_adapter and /v1/unload_lora_adapter (also VLLM_ALLOW_RUNTIME_LORA_UPDATING)
     allow_runtime_lora_updating: bool = False
 
@@ -388,6 +400,23 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                       help="the built-in 'directory' resolver serves <dir>/<name> when a request names it")
     lora.add_argument("--allow-runtime-lora-updating", action="store_true", default=S,
                       help="serve /v1/load_lora_adapter and /v1/unload_lora_adapter (as VLLM_ALLOW_RUNTIME_LORA_UPDATING)")
+    par = p.add_argument_group("processes and parallelism", "engine process, data and tensor parallelism, "
+                               "several machines (docs/distributed.md)")
+    par.add_argument("--engine-in-process", action=argparse.BooleanOptionalAction, default=S,
+                     help="run the engine loop as a thread of the HTTP server's process (debugging, tests)")
+    par.add_argument("--data-parallel-size", "-dp", type=int, default=S,
+                     help="engine replicas, each its own process with its own KV pool and share of the cores")
+    par.add_argument("--tensor-parallel-size", "-tp", type=int, default=S,
+                     help="processes one model is split over (torch.distributed: gloo on CPU, NCCL on GPU)")
+    par.add_argument("--nnodes", "-n", type=int, default=S, help="machines the tensor-parallel ranks span")
+    par.add_argument("--node-rank", "-r", type=int, default=S, help="this machine's rank (0 serves HTTP)")
+    par.add_argument("--master-addr", default=S, help="node 0's address for the rendezvous (default 127.0.0.1)")
+    par.add_argument("--master-port", type=int, default=S, help="node 0's rendezvous port (default 29501)")
+    par.add_argument("--headless", action=argparse.BooleanOptionalAction, default=S, help="run this node's workers, no HTTP server")
+    par.add_argument("--device", choices=["auto", "cpu", "cuda"], default=S,
+                     help="where the model, KV pool and sampler live (auto: cuda when torch sees a GPU)")
+    par.add_argument("--distributed-executor-backend", choices=["mp", "uni"], default=S,
+                     help="mp: worker processes (default); uni: one process (tensor parallel size 1)")
 
 
 _CONVERT = {

@@ -50,7 +50,7 @@ REASONS = {
     "requests": "heron logs requests only with --log-requests",
     "tokenizer": "heron always runs the checkpoint's own (fast) tokenizer in the server process",
     "hub": "heron loads local checkpoints and the local Hugging Face cache as they are and downloads nothing",
-    "one-process": "heron runs one engine process, so there is nothing to distribute",
+    "one-process": "heron runs its engine and tensor-parallel workers as its own processes over torch.distributed; this tuning does not apply",
     "multimodal": "heron serves text-only models",
     "scheduler": "heron's scheduler always chunks prefills, recomputes on preemption and streams every step",
     "tracing": "heron has no tracing or extra engine statistics; /metrics serves its metrics",
@@ -91,13 +91,13 @@ tokenizer: tokenizer-pool-extra-config:j intial-incremental-detokenization-offse
 hub: revision:s code-revision:s tokenizer-revision:s download-dir:s hf-token:o hf-config-path:s load-format:s
 hub: config-format:s ignore-patterns:l safetensors-load-strategy:s model-loader-extra-config:j
 hub: pt-load-map-location:s use-tqdm-on-load quantization-param-path:s qlora-adapter-name-or-path:s
-one-process: distributed-executor-backend:s worker-cls:s worker-extension-cls:s ray-workers-use-nsight
+one-process: worker-cls:s worker-extension-cls:s ray-workers-use-nsight
 one-process: max-parallel-loading-workers:i disable-custom-all-reduce all2all-backend:s
 one-process: enable-expert-parallel/-ep enable-eplb eplb-config:j expert-placement-strategy:s enable-dbo
 one-process: ubatch-size:i dbo-decode-token-threshold:i dbo-prefill-token-threshold:i enable-elastic-ep
 one-process: disable-nccl-for-dp-synchronization dcp-comm-backend:s dcp-kv-cache-interleave-size:i
 one-process: cp-kv-cache-interleave-size:i data-parallel-backend/-dpb:s distributed-timeout-seconds:i
-one-process: worker-use-ray engine-use-ray disable-frontend-multiprocessing data-parallel-supervisor-port:i
+one-process: worker-use-ray engine-use-ray data-parallel-supervisor-port:i
 one-process: dp-supervisor-probe-interval-s:f dp-supervisor-probe-timeout-s:f
 one-process: dp-supervisor-probe-failure-threshold:i moe-backend:s
 multimodal: limit-mm-per-prompt:j mm-processor-kwargs:j mm-processor-cache-gb:f mm-processor-cache-type:s
@@ -142,17 +142,16 @@ env: fail-on-environ-validation
 profiler: profiler-config:j
 """
 
-_PARALLEL = "heron runs one engine process; tensor, pipeline, context and data parallelism are not available yet"
+_PARALLEL = "heron has tensor and data parallelism; pipeline and context parallelism are not available yet"
 _SPECULATIVE = "speculative decoding is not available yet"
 # flag[/short][:value]=allowed,values  (no "=": any value is an error)
 _LATER = {
     _PARALLEL: """
-        tensor-parallel-size/-tp:i=1 pipeline-parallel-size/-pp:i=1 data-parallel-size/-dp:i=1
+        pipeline-parallel-size/-pp:i=1
         decode-context-parallel-size/-dcp:i=1 prefill-context-parallel-size/-pcp:i=1
-        data-parallel-rank/-dpn:i=0 data-parallel-start-rank/-dpr:i=0 data-parallel-size-local/-dpl:i=1
+        data-parallel-rank/-dpn:i=0 data-parallel-start-rank/-dpr:i=0 data-parallel-size-local/-dpl:i
         data-parallel-address/-dpa:s data-parallel-rpc-port/-dpp:i data-parallel-hybrid-lb/-dph=false
-        data-parallel-external-lb/-dpe=false nnodes/-n:i=1 node-rank/-r:i=0 master-addr:s=127.0.0.1
-        master-port:i=29501 headless=false api-server-count/-asc:i=1
+        data-parallel-external-lb/-dpe=false api-server-count/-asc:i=1
     """,
     _SPECULATIVE: """
         speculative-config:j=none,null,{} speculative-model:s num-speculative-tokens:i
@@ -161,7 +160,6 @@ _LATER = {
         spec-decoding-acceptance-method:s typical-acceptance-sampler-posterior-threshold:f
         typical-acceptance-sampler-posterior-alpha:f speculative-disable-mqa-scorer disable-logprobs-during-spec-decoding
     """,
-    "heron serves on the CPU; other devices are not available yet": "device:s=auto,cpu",
 }
 
 #: vLLM spellings of heron settings: flag -> (value kind, heron setting)
@@ -171,7 +169,8 @@ _ALIASES = {
     "enable-log-requests": ("b", "log_requests"),
     "shutdown-timeout": ("f", "drain_timeout"),
     "override-pooler-config": ("j", "pooler_config"),
-    "task": ("s", "runner"),  # vLLM's older --task: generate, embed, classify, score, reward
+    "task": ("s", "runner"),
+    "disable-frontend-multiprocessing": ("b", "engine_in_process"),  # vLLM's older --task: generate, embed, classify, score, reward
 }
 
 #: vLLM's attention backend names (``--attention-backend``); one heron lacks falls back to auto

@@ -27,6 +27,7 @@ from heron.layers import (
     allocate_kv_caches,
     attention_needs,
     bind_attention_backend,
+    select_attention_backend,
 )
 from heron.loader import build_model, load_checkpoint
 from heron.plugins import registry
@@ -184,21 +185,31 @@ class PagedRunner:
         backend: str,
         dtype: torch.dtype = torch.float32,
         model_impl: str = "auto",
+        tp_rank: int = 0,
+        tp_size: int = 1,
         **kw: Any,
     ) -> PagedRunner:
-        """Build the checkpoint at ``path`` with attention backend ``backend``.
+        """Build the checkpoint at ``path`` with attention backend ``backend`` (``"auto"``: as the engine picks).
+
+        ``tp_rank``/``tp_size`` build this rank's shard of a tensor-parallel model (the caller has
+        joined the process group; :mod:`heron.testing.parallel` does it all).
 
         Raises:
             UnsupportedBackendError: the backend declines what the model's layers need (a soft
                 cap, a sliding window, a head size): the engine would not pick it either.
         """
-        backend_cls = registry("attention_backends").load(backend)
-        ctx = ModelContext(dtype=dtype, device=torch.device("cpu"), attention_backend=None)
+        ctx = ModelContext(
+            dtype=dtype, device=torch.device("cpu"), attention_backend=None, tp_rank=tp_rank, tp_size=tp_size
+        )
         model = build_model(load_checkpoint(str(path)), ctx, model_impl=model_impl)
         needs = attention_needs(model)
-        why_not = backend_cls.supports(torch.device("cpu"), dtype, **needs)
-        if why_not is not None:
-            raise UnsupportedBackendError(f"{backend}: {why_not}")
+        if backend == "auto":  # what the engine would pick: the first backend by priority that accepts it
+            backend_cls, _ = select_attention_backend("auto", torch.device("cpu"), dtype, **needs)
+        else:
+            backend_cls = registry("attention_backends").load(backend)
+            why_not = backend_cls.supports(torch.device("cpu"), dtype, **needs)
+            if why_not is not None:
+                raise UnsupportedBackendError(f"{backend}: {why_not}")
         instance = backend_cls()
         bind_attention_backend(model, instance)
         runner = cls(model, instance, **kw)

@@ -14,6 +14,11 @@ type. XLM-RoBERTa never derives them: its tokenizer gives every token type 0, pa
 ``config.sep_token_id`` when set, else ``ctx.extra["sep_token_id"]``; the engine sets
 ``model.sep_token_id`` from the tokenizer when neither did. (A literal separator token inside a
 single text would start type 1 early; tokenizers do not emit one from plain text.)
+
+Tensor parallel: q/k/v split by heads, the attention output and MLP output projections are row
+parallel (one all-reduce each) after the column-parallel MLP input; word embeddings are
+vocabulary-parallel; position/token-type embeddings, LayerNorms and the pooler/classifier heads are
+replicated, so every rank ends with the full hidden states.
 """
 
 from __future__ import annotations
@@ -25,7 +30,17 @@ import torch
 from torch import nn
 
 from heron.interfaces import ForwardBatch, ModelContext, PoolingModel
-from heron.layers import Attention, LayerNorm, get_act_fn
+from heron.layers import (
+    Attention,
+    ColumnParallelLinear,
+    LayerNorm,
+    QKVParallelLinear,
+    RowParallelLinear,
+    VocabParallelEmbedding,
+    get_act_fn,
+    load_parameter,
+    tp_of,
+)
 
 __all__ = ("BertForSequenceClassification", "BertModel", "XLMRobertaForSequenceClassification", "XLMRobertaModel")
 
@@ -46,9 +61,9 @@ _QKV = ("query", "key", "value")
 class BertEmbeddings(nn.Module):
     """Word + token type + position embeddings, then LayerNorm."""
 
-    def __init__(self, config: Any, position_offset: int) -> None:
+    def __init__(self, config: Any, position_offset: int, rank: int = 0, size: int = 1) -> None:
         super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.word_embeddings = VocabParallelEmbedding(config.vocab_size, config.hidden_size, rank=rank, size=size)
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
@@ -66,20 +81,25 @@ class BertLayer(nn.Module):
 
     def __init__(self, config: Any, ctx: ModelContext, layer_idx: int) -> None:
         super().__init__()
+        rank, size = tp_of(ctx)
         width, heads, eps = config.hidden_size, config.num_attention_heads, config.layer_norm_eps
-        self.width, head_size = width, width // heads
-        self.qkv_proj = nn.Linear(width, 3 * width)
-        self.attn = Attention(heads, heads, head_size, head_size**-0.5, layer_idx, ctx.attention_backend, causal=False)
-        self.attn_out = nn.Linear(width, width)
+        head_size = width // heads
+        self.qkv_proj = QKVParallelLinear(width, head_size, heads, heads, bias=True, rank=rank, size=size)
+        local = self.qkv_proj.heads
+        self.width = self.qkv_proj.q_size  # this rank's heads * head_size (all of them at tp 1)
+        self.attn = Attention(local.num_heads, local.num_heads, head_size, head_size**-0.5, layer_idx,
+                              ctx.attention_backend, causal=False)
+        self.attn_out = RowParallelLinear(width, width, rank=rank, size=size,
+                                          local_in=(local.q_start * head_size, self.width))
         self.attn_norm = LayerNorm(width, eps)
-        self.mlp_in = nn.Linear(width, config.intermediate_size)
+        self.mlp_in = ColumnParallelLinear(width, config.intermediate_size, rank=rank, size=size)
         self.act = get_act_fn(config.hidden_act)
-        self.mlp_out = nn.Linear(config.intermediate_size, width)
+        self.mlp_out = RowParallelLinear(config.intermediate_size, width, rank=rank, size=size)
         self.mlp_norm = LayerNorm(width, eps)
 
     def forward(self, hidden: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
         """[T, H] -> [T, H]."""
-        q, k, v = self.qkv_proj(hidden).split(self.width, dim=-1)  # each [T, H]
+        q, k, v = self.qkv_proj(hidden).split(self.width, dim=-1)  # each [T, local H]
         hidden = self.attn_norm(self.attn_out(self.attn(q, k, v, batch)) + hidden)
         return self.mlp_norm(self.mlp_out(self.act(self.mlp_in(hidden))) + hidden)
 
@@ -101,13 +121,15 @@ class BertModel(nn.Module, PoolingModel):
     roberta_positions: ClassVar[bool] = False
     #: derive token types from separators (RoBERTa tokenizers give every token type 0, pairs too)
     pair_token_types: ClassVar[bool] = True
+    #: splits over ``ctx.tp_size`` ranks (heads, MLP, word embeddings; heads replicated)
+    supports_tensor_parallel: ClassVar[bool] = True
 
     def __init__(self, config: Any, ctx: ModelContext) -> None:
         super().__init__()
         _check_config(config)
         self.config = config
         offset = config.pad_token_id + 1 if self.roberta_positions else 0
-        self.embeddings = BertEmbeddings(config, offset)
+        self.embeddings = BertEmbeddings(config, offset, *tp_of(ctx))
         self.layers = nn.ModuleList(BertLayer(config, ctx, i) for i in range(config.num_hidden_layers))
         sep = getattr(config, "sep_token_id", None)
         #: the separator id that starts token type 1 (see the module docstring); None: all type 0
@@ -143,9 +165,7 @@ class BertModel(nn.Module, PoolingModel):
             param = params.get(name)
             if param is None:
                 raise KeyError(f"Checkpoint tensor {hf_name!r} has no matching parameter in {type(self).__name__}.")
-            with torch.no_grad():
-                target = param if shard is None else param.chunk(3, dim=0)[shard]
-                target.copy_(tensor.view_as(target))
+            load_parameter(self, name, param, tensor, shard)  # this rank's slice (qkv_proj: the q, k or v part)
             if shard is not None:
                 qkv_seen.setdefault(name, set()).add(shard)
             if shard is None or len(qkv_seen[name]) == 3:  # a fused qkv parameter is set once q, k and v are

@@ -6,6 +6,11 @@ layer), a GeGLU MLP, a softmax scale of ``query_pre_attn_scalar ** -0.5``, atten
 logit soft caps, and a sliding window on the layers ``layer_types`` marks ``sliding_attention``
 (transformers and heron both attend to the last ``sliding_window`` tokens, the query included).
 q/k/v and gate/up are fused into single matmuls; ``load_weights`` slices the HF tensors into them.
+
+Tensor parallel (``ctx.tp_size`` ranks): heads split by key/value groups (``qkv_proj``), ``o_proj``
+and the MLP's ``down_proj`` are row parallel (one all-reduce each), the embedding is
+vocabulary-parallel (scaled after its all-reduce) and the LM head gathers the full logits before
+the final soft cap. Checkpoint tensors are full size; each layer's ``weight_loader`` takes its slice.
 """
 
 from __future__ import annotations
@@ -21,13 +26,25 @@ from heron.layers import (
     Attention,
     GatedMLP,
     GemmaRMSNorm,
+    ParallelLMHead,
+    QKVParallelLinear,
     RotaryTables,
+    RowParallelLinear,
+    VocabParallelEmbedding,
     get_rope,
+    load_parameter,
     rotary_tables,
     rotate_heads,
+    tp_of,
 )
 
-__all__ = ("Gemma2ForCausalLM", "GemmaAttention", "GemmaDecoderLayer", "GemmaModel", "load_fused_weights")
+__all__ = (
+    "Gemma2ForCausalLM",
+    "GemmaAttention",
+    "GemmaDecoderLayer",
+    "GemmaModel",
+    "load_fused_weights",
+)
 
 # HF name fragment -> (fused parameter fragment, shard index)
 _STACKED = {
@@ -49,19 +66,25 @@ def layer_types(config: Any) -> list[str]:
 
 
 class GemmaAttention(nn.Module):
-    """Fused qkv, optional per-head q/k norms (Gemma 3), rotary, paged attention, output projection."""
+    """Fused qkv, optional per-head q/k norms (Gemma 3), rotary, paged attention, output projection.
+
+    ``num_heads``/``num_kv_heads``/``q_size``/``kv_size`` are this rank's (all of them at tp 1).
+    """
 
     def __init__(self, config: Any, ctx: ModelContext, layer_idx: int, qk_norm: bool, soft_cap: bool = True) -> None:
         super().__init__()
-        self.num_heads = config.num_attention_heads
-        self.num_kv_heads = config.num_key_value_heads
-        self.head_size = getattr(config, "head_dim", None) or config.hidden_size // self.num_heads
-        self.q_size = self.num_heads * self.head_size
-        self.kv_size = self.num_kv_heads * self.head_size
+        rank, size = tp_of(ctx)
+        heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+        self.head_size = getattr(config, "head_dim", None) or config.hidden_size // heads
         self.layer_type = layer_types(config)[layer_idx]
         bias = bool(getattr(config, "attention_bias", False))
-        self.qkv_proj = nn.Linear(config.hidden_size, self.q_size + 2 * self.kv_size, bias=bias)
-        self.o_proj = nn.Linear(self.q_size, config.hidden_size, bias=bias)
+        self.qkv_proj = QKVParallelLinear(config.hidden_size, self.head_size, heads, kv_heads, bias=bias,
+                                          rank=rank, size=size)
+        shard = self.qkv_proj.heads
+        self.num_heads, self.num_kv_heads = shard.num_heads, shard.num_kv_heads
+        self.q_size, self.kv_size = self.qkv_proj.q_size, self.qkv_proj.kv_size
+        self.o_proj = RowParallelLinear(heads * self.head_size, config.hidden_size, bias=bias, rank=rank, size=size,
+                                        local_in=(shard.q_start * self.head_size, self.q_size))
         self.q_norm = GemmaRMSNorm(self.head_size, config.rms_norm_eps) if qk_norm else None
         self.k_norm = GemmaRMSNorm(self.head_size, config.rms_norm_eps) if qk_norm else None
         sliding = self.layer_type == "sliding_attention"
@@ -100,7 +123,8 @@ class GemmaDecoderLayer(nn.Module):
         h, eps = config.hidden_size, config.rms_norm_eps
         self.self_attn = GemmaAttention(config, ctx, layer_idx, qk_norm, soft_cap)
         act = getattr(config, "hidden_activation", None) or getattr(config, "hidden_act", "gelu_pytorch_tanh")
-        self.mlp = GatedMLP(h, config.intermediate_size, activation=act)
+        rank, size = tp_of(ctx)
+        self.mlp = GatedMLP(h, config.intermediate_size, activation=act, rank=rank, size=size)
         self.input_layernorm = GemmaRMSNorm(h, eps)
         self.post_attention_layernorm = GemmaRMSNorm(h, eps)
         self.pre_feedforward_layernorm = GemmaRMSNorm(h, eps)
@@ -117,7 +141,8 @@ class GemmaModel(nn.Module):
     def __init__(self, config: Any, ctx: ModelContext, variant: type[Gemma2ForCausalLM]) -> None:
         super().__init__()
         self.hidden_size = config.hidden_size
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        rank, size = tp_of(ctx)
+        self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size, rank=rank, size=size)
         self.layers = nn.ModuleList(
             GemmaDecoderLayer(config, ctx, i, variant.qk_norm, variant.attn_soft_cap)
             for i in range(config.num_hidden_layers)
@@ -152,15 +177,17 @@ class Gemma2ForCausalLM(nn.Module, CausalLM):
     rope_per_layer_type: bool = False
     #: apply ``attn_logit_softcapping`` (transformers' Gemma 3 reads it but never applies it)
     attn_soft_cap: bool = True
+    supports_tensor_parallel = True
 
     def __init__(self, config: Any, ctx: ModelContext) -> None:
         super().__init__()
         self.config = config
         self.model = GemmaModel(config, ctx, type(self))
         self.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", True))
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        rank, size = tp_of(ctx)
+        self.lm_head = ParallelLMHead(config.hidden_size, config.vocab_size, rank=rank, size=size)
         if self.tie_word_embeddings:
-            self.lm_head.weight = self.model.embed_tokens.weight
+            self.lm_head.tie(self.model.embed_tokens)
         self.final_logit_softcapping = getattr(config, "final_logit_softcapping", None) or None
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
@@ -168,7 +195,7 @@ class Gemma2ForCausalLM(nn.Module, CausalLM):
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """[n, hidden] -> [n, vocab] float32, soft-capped as ``cap * tanh(logits / cap)`` when set."""
-        logits = self.lm_head(hidden_states).float()
+        logits = self.lm_head(hidden_states).float()  # gathered over the ranks: the full vocabulary
         if self.final_logit_softcapping:
             cap = self.final_logit_softcapping
             logits = torch.tanh(logits / cap) * cap
@@ -188,13 +215,10 @@ class Gemma2ForCausalLM(nn.Module, CausalLM):
 
 
 def _shard_rows(model: nn.Module, param_name: str, index: int) -> tuple[int, int]:
-    """(first row, row count) of shard ``index`` inside fused parameter ``param_name``."""
-    layer = model.model.layers[int(param_name.split(".")[2])]
-    if ".qkv_proj." in param_name:
-        sizes = [layer.self_attn.q_size, layer.self_attn.kv_size, layer.self_attn.kv_size]
-    else:
-        sizes = [layer.mlp.intermediate_size] * 2
-    return sum(sizes[:index]), sizes[index]
+    """(first local row, row count) of shard ``index`` inside fused parameter ``param_name`` (this rank's rows)."""
+    module = model.get_submodule(param_name.rpartition(".")[0])
+    _, count, local = module.spans[index]
+    return local, count
 
 
 def load_fused_weights(model: nn.Module, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
@@ -214,12 +238,7 @@ def load_fused_weights(model: nn.Module, weights: Iterable[tuple[str, torch.Tens
         param = params.get(target)
         if param is None:
             raise KeyError(f"Checkpoint tensor {name!r} has no matching parameter in {type(model).__name__}.")
-        with torch.no_grad():
-            if index is None:
-                param.copy_(tensor.view_as(param))
-            else:
-                start, rows = _shard_rows(model, target, index)
-                param[start : start + rows].copy_(tensor.view(rows, *param.shape[1:]))
+        load_parameter(model, target, param, tensor, index)
         missing.discard((target, index))
     if missing:
         names = sorted(n if i is None else f"{n}[shard {i}]" for n, i in missing)

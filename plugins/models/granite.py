@@ -63,6 +63,8 @@ class GraniteForCausalLM(LlamaForCausalLM):
 
     decoder_layer_cls = GraniteDecoderLayer
     model_cls = GraniteModel
+    #: the multipliers are scalars: every rank applies them to its shard (or to the gathered logits)
+    supports_tensor_parallel = True
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """[n, hidden] -> [n, vocab] float32."""

@@ -4,6 +4,13 @@ The three differ only in details read off the HF config: Qwen2 always has q/k/v 
 Mistral may use a sliding window, Llama may carry ``attention_bias``/``mlp_bias``. q/k/v and
 gate/up are fused into single matmuls (fewer, larger GEMMs are faster on CPU); ``load_weights``
 slices the HF tensors into them.
+
+Tensor parallel: every layer comes from :mod:`heron.layers.parallel` with ``rank, size =
+tp_of(ctx)``. Heads split by key/value groups (q/k/v column parallel, ``o_proj`` row parallel),
+gate/up column parallel and ``down_proj`` row parallel, so each block half ends in one
+all-reduce; the embedding and LM head split the vocabulary. Checkpoint tensors are full size and
+each layer's ``weight_loader`` copies its rank's slice. At ``tp_size == 1`` the layers are the
+plain ``nn.Linear`` / ``nn.Embedding``.
 """
 
 from __future__ import annotations
@@ -18,11 +25,16 @@ from heron.interfaces import CausalLM, ForwardBatch, ModelContext
 from heron.layers import (
     Attention,
     GatedMLP,
+    ParallelLMHead,
+    QKVParallelLinear,
     RMSNorm,
     RotaryTables,
+    RowParallelLinear,
+    VocabParallelEmbedding,
     get_rope,
     rotary_tables,
     rotate_heads,
+    tp_of,
 )
 
 __all__ = (
@@ -38,22 +50,32 @@ __all__ = (
 class LlamaAttention(nn.Module):
     """Fused qkv projection, rotary, paged attention, output projection.
 
-    Extension points for variants: :meth:`project_qk` (e.g. q/k norms), :meth:`softmax_scale`
-    and the ``use_rope`` attribute (layers without positional rotation).
+    ``num_heads``/``num_kv_heads``/``q_size``/``kv_size`` are this rank's (``heads`` says which);
+    the ``total_*`` attributes are the model's. Extension points for variants: :meth:`project_qk`
+    (e.g. q/k norms), :meth:`softmax_scale` and the ``use_rope`` attribute (layers without
+    positional rotation).
     """
 
     def __init__(self, config: Any, ctx: ModelContext, layer_idx: int, qkv_bias: bool) -> None:
         super().__init__()
-        self.num_heads = config.num_attention_heads
-        self.num_kv_heads = getattr(config, "num_key_value_heads", None) or self.num_heads
-        self.head_size = getattr(config, "head_dim", None) or config.hidden_size // self.num_heads
-        self.q_size = self.num_heads * self.head_size
-        self.kv_size = self.num_kv_heads * self.head_size
+        rank, size = tp_of(ctx)
+        self.total_num_heads = config.num_attention_heads
+        self.total_num_kv_heads = getattr(config, "num_key_value_heads", None) or self.total_num_heads
+        self.head_size = getattr(config, "head_dim", None) or config.hidden_size // self.total_num_heads
         #: rotate q/k with rope (False for NoPE layers)
         self.use_rope = True
         bias = bool(getattr(config, "attention_bias", False))
-        self.qkv_proj = nn.Linear(config.hidden_size, self.q_size + 2 * self.kv_size, bias=bias or qkv_bias)
-        self.o_proj = nn.Linear(self.q_size, config.hidden_size, bias=bias)
+        self.qkv_proj = QKVParallelLinear(
+            config.hidden_size, self.head_size, self.total_num_heads, self.total_num_kv_heads,
+            bias=bias or qkv_bias, rank=rank, size=size,
+        )  # [q_size + 2 * kv_size, hidden] local rows
+        self.heads = self.qkv_proj.heads
+        self.num_heads, self.num_kv_heads = self.heads.num_heads, self.heads.num_kv_heads
+        self.q_size, self.kv_size = self.qkv_proj.q_size, self.qkv_proj.kv_size
+        self.o_proj = RowParallelLinear(
+            self.total_num_heads * self.head_size, config.hidden_size, bias=bias, rank=rank, size=size,
+            local_in=(self.heads.q_start * self.head_size, self.q_size),
+        )
         self.attn = Attention(
             self.num_heads,
             self.num_kv_heads,
@@ -110,7 +132,8 @@ class LlamaDecoderLayer(nn.Module):
         """The feed-forward block of layer ``layer_idx`` (subclasses swap in e.g. a mixture of experts)."""
         bias = bool(getattr(config, "mlp_bias", False))
         act = getattr(config, "hidden_act", None) or "silu"
-        return GatedMLP(config.hidden_size, config.intermediate_size, bias=bias, activation=act)
+        rank, size = tp_of(ctx)
+        return GatedMLP(config.hidden_size, config.intermediate_size, bias=bias, activation=act, rank=rank, size=size)
 
     def forward(self, hidden: torch.Tensor, rope: RotaryTables, batch: ForwardBatch) -> torch.Tensor:
         hidden = hidden + self.self_attn(self.input_layernorm(hidden), rope, batch)
@@ -124,7 +147,8 @@ class LlamaModel(nn.Module):
         self, config: Any, ctx: ModelContext, qkv_bias: bool, layer_cls: type[LlamaDecoderLayer] = LlamaDecoderLayer
     ) -> None:
         super().__init__()
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        rank, size = tp_of(ctx)
+        self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size, rank=rank, size=size)
         self.layers = nn.ModuleList(layer_cls(config, ctx, i, qkv_bias) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = get_rope(config, self.layers[0].self_attn.head_size)
@@ -143,6 +167,10 @@ class LlamaModel(nn.Module):
 
 class LlamaForCausalLM(nn.Module, CausalLM):
     """Llama decoder with an LM head (tied to the embeddings when the config says so)."""
+
+    #: every subclass inherits the split attention, MLP and vocabulary; a feed-forward block built
+    #: without ``rank``/``size`` (e.g. experts) is replicated on every rank, which is still exact
+    supports_tensor_parallel = True
 
     #: q/k/v projections always carry a bias (Qwen2), whatever ``attention_bias`` says
     qkv_bias: bool = False
@@ -165,9 +193,10 @@ class LlamaForCausalLM(nn.Module, CausalLM):
         self.config = config
         self.model = self.model_cls(config, ctx, self.qkv_bias, self.decoder_layer_cls)
         self.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", False))
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        rank, size = tp_of(ctx)
+        self.lm_head = ParallelLMHead(config.hidden_size, config.vocab_size, rank=rank, size=size)
         if self.tie_word_embeddings:
-            self.lm_head.weight = self.model.embed_tokens.weight
+            self.lm_head.tie(self.model.embed_tokens)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
         return self.model(input_ids, positions, batch)
@@ -199,6 +228,23 @@ class LlamaForCausalLM(nn.Module, CausalLM):
             return name, None
         return fused[:-1], self._shard_rows(f"{fused}weight", index)
 
+    def _load_param(self, target: str, param: torch.Tensor, tensor: torch.Tensor, index: int | None) -> None:
+        """Copy a full checkpoint tensor (shard ``index`` of a fused parameter, or all of it) into ``param``.
+
+        A module with a ``weight_loader`` (the tensor-parallel layers) copies its rank's slice;
+        other parameters (norms, stacked experts) are replicated and copied whole.
+        """
+        loader = getattr(self.get_submodule(target.rpartition(".")[0]), "weight_loader", None)
+        if loader is not None:
+            loader(param, tensor, index)
+            return
+        with torch.no_grad():
+            if index is None:
+                param.copy_(tensor.view_as(param))
+            else:
+                start, rows = self._shard_rows(target, index)
+                param[start : start + rows].copy_(tensor.view(rows, *param.shape[1:]))
+
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Copy HF-named tensors into the (partly fused) parameters; every parameter must be set."""
         params = dict(self.named_parameters())
@@ -213,12 +259,7 @@ class LlamaForCausalLM(nn.Module, CausalLM):
             param = params.get(target)
             if param is None:
                 raise KeyError(f"Checkpoint tensor {name!r} has no matching parameter in {type(self).__name__}.")
-            with torch.no_grad():
-                if index is None:
-                    param.copy_(tensor.view_as(param))
-                else:
-                    start, rows = self._shard_rows(target, index)
-                    param[start : start + rows].copy_(tensor.view(rows, *param.shape[1:]))
+            self._load_param(target, param, tensor, index)
             missing.discard((target, index))
         if missing:
             names = sorted(n if i is None else f"{n}[shard {i}]" for n, i in missing)

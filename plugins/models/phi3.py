@@ -5,6 +5,8 @@ Phi-3 checkpoints already store ``qkv_proj`` (``[q | k | v]`` rows) and ``gate_u
 into the HF per-projection names Llama's loader expects. Rope may be ``longrope`` (short/long
 factors chosen per request by its length) and partial (``partial_rotary_factor``); a
 ``sliding_window`` applies to every layer when set; both are read off the config by the layers.
+Under tensor parallelism each fused tensor is split into its parts first, so every part is
+sliced to this rank's heads (or MLP rows) by the layer's ``weight_loader`` like Llama's.
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ __all__ = ("Phi3ForCausalLM",)
 class Phi3ForCausalLM(LlamaForCausalLM):
     """Phi-3 causal LM (``model_type`` ``phi3``)."""
 
+    supports_tensor_parallel = True
+
     def _split_fused(self, weights: Iterable[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
         """``qkv_proj`` -> q/k/v_proj, ``gate_up_proj`` -> gate/up_proj (rows); other tensors pass."""
         for name, tensor in weights:
             if ".qkv_proj." in name:
-                attn = self.model.layers[int(name.split(".")[2])].self_attn
-                q, k, v = tensor.split([attn.q_size, attn.kv_size, attn.kv_size])
+                # the checkpoint's full widths (not this rank's): each part is then sliced per rank
+                qkv_proj = self.model.layers[int(name.split(".")[2])].self_attn.qkv_proj
+                q, k, v = tensor.split(qkv_proj.full_sizes)
                 yield from ((name.replace(".qkv_proj.", f".{p}_proj."), t) for p, t in zip("qkv", (q, k, v), strict=True))
             elif ".gate_up_proj." in name:
                 gate, up = tensor.chunk(2)

@@ -43,3 +43,5 @@ class Qwen3ForCausalLM(LlamaForCausalLM):
     """Qwen3 dense model (``Qwen3ForCausalLM``), tied embeddings when the config says so."""
 
     decoder_layer_cls = Qwen3DecoderLayer
+    #: q/k norms act per head, so they need nothing under tensor parallelism (each rank norms its heads)
+    supports_tensor_parallel = True

@@ -42,3 +42,4 @@ class SmolLM3ForCausalLM(LlamaForCausalLM):
     """SmolLM3 (``SmolLM3ForCausalLM``)."""
 
     decoder_layer_cls = SmolLM3DecoderLayer
+    supports_tensor_parallel = True

@@ -9,6 +9,8 @@ through a small per-model :class:`_Step` object. ``compute_logits`` runs the HF 
 cap, logit scaling) on the given hidden states by making the base model pass them through for that call.
 Limits: models whose attention bypasses the interface (e.g. Falcon), recurrent/linear-attention layers and
 checkpoints whose names need transformers' weight converters (fused MoE experts) are refused with an error.
+It does not split over tensor-parallel ranks (transformers' modules hold whole weights): it declares
+``supports_tensor_parallel = False`` and refuses ``ctx.tp_size > 1`` itself too, naming the way out.
 """
 
 from __future__ import annotations
@@ -158,10 +160,17 @@ def _checkpoint_renamer(hf: nn.Module) -> Any:
 class TransformersForCausalLM(nn.Module, CausalLM):
     """A transformers-built causal LM whose attention layers compute through heron's paged attention."""
 
+    #: transformers' modules hold whole weights: no tensor-parallel split (the engine refuses tp > 1)
+    supports_tensor_parallel = False
+
     def __init__(self, config: Any, ctx: ModelContext) -> None:
         super().__init__()
         from transformers import AutoModelForCausalLM
 
+        if getattr(ctx, "tp_size", 1) > 1:
+            arch = (getattr(config, "architectures", None) or [config.model_type])[0]
+            raise ValueError(f"The transformers fallback cannot split {arch} over {ctx.tp_size} tensor-parallel ranks; "
+                             "serve it with --tensor-parallel-size 1, or use a model heron implements natively.")
         _register_with_transformers()
         _check_supported(config)
         self.hf = AutoModelForCausalLM.from_config(config, attn_implementation=ATTN_IMPL, dtype=ctx.dtype,

@@ -4,6 +4,10 @@
 waits for ``/health`` to answer 200, and always kills the process at the end. Its output goes to
 a log file; when a test that uses the server fails, the lines the server wrote during that test
 are attached to the failure report as a "heron serve log" section.
+
+The engine runs in its own process (``--no-engine-in-process``, passed explicitly whatever the
+server's default); ``engine_in_process=True`` (or ``HERON_E2E_ENGINE_IN_PROCESS=1`` in the test
+runner's environment, for the whole suite) runs it as a thread of the server instead.
 """
 
 from __future__ import annotations
@@ -21,9 +25,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-__all__ = ("ServerProcess", "free_port", "running_server", "wait_until")
+__all__ = ("ServerProcess", "free_port", "in_process_by_default", "process_tree", "running_server", "tree_rss",
+           "wait_until")
 
 START_TIMEOUT_S = 240.0
+_MODE_FLAGS = ("--engine-in-process", "--no-engine-in-process")
+
+
+def in_process_by_default() -> bool:
+    """Whether the e2e servers run their engine in-process unless a test says otherwise."""
+    return os.environ.get("HERON_E2E_ENGINE_IN_PROCESS", "") not in ("", "0", "false")
 
 
 def free_port() -> int:
@@ -44,11 +55,45 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
         time.sleep(interval)
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every live descendant (the engine process, its workers), from /proc."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state, ppid, ...
+            if fields[0] != "Z":
+                parents[int(entry.name)] = int(fields[1])
+    found, frontier = [pid], {pid}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier}
+        found += sorted(frontier)
+    return found
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory in bytes of ``pid`` and its descendants (summed ``VmRSS``)."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+    return total
+
+
 class ServerProcess:
     """One ``heron serve`` process and its log file."""
 
-    def __init__(self, flags: list[str], log_path: Path) -> None:
+    def __init__(self, flags: list[str], log_path: Path, *, engine_in_process: bool | None = None) -> None:
         self.port = free_port()
+        if not any(f in _MODE_FLAGS for f in flags):
+            in_process = in_process_by_default() if engine_in_process is None else engine_in_process
+            flags = [*flags, _MODE_FLAGS[0] if in_process else _MODE_FLAGS[1]]
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         # --log-requests: one access-log line per request, so failure reports show the traffic
@@ -65,7 +110,8 @@ class ServerProcess:
         return self.proc.pid
 
     def log_text(self, start: int = 0) -> str:
-        self._log.flush()
+        if not self._log.closed:  # still readable after stop()
+            self._log.flush()
         return self.log_path.read_bytes()[start:].decode("utf-8", "replace")
 
     def log_size(self) -> int:
@@ -122,11 +168,13 @@ class _LogOnFailure:
 
 
 @contextmanager
-def running_server(request: pytest.FixtureRequest, *flags: str) -> Iterator[ServerProcess]:
-    """Start ``heron serve FLAGS`` for the fixture ``request.fixturename`` and kill it afterwards."""
+def running_server(request: pytest.FixtureRequest, *flags: str,
+                   engine_in_process: bool | None = None) -> Iterator[ServerProcess]:
+    """Start ``heron serve FLAGS`` for the fixture ``request.fixturename`` and kill it afterwards
+    (``engine_in_process``: True for ``--engine-in-process``; None: the suite's default)."""
     name = request.fixturename
     log_dir = request.getfixturevalue("tmp_path_factory").mktemp("heron-serve")
-    server = ServerProcess(list(flags), log_dir / f"{name}.log")
+    server = ServerProcess(list(flags), log_dir / f"{name}.log", engine_in_process=engine_in_process)
     reporter = _LogOnFailure(server, name)
     request.config.pluginmanager.register(reporter, f"heron-serve-log-{name}-{server.port}")
     try:

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import have_default_model
-from tests.e2e.server_fixture import ServerProcess, running_server
+from tests.e2e.server_fixture import ServerProcess, running_server, tree_rss
 
 pytestmark = pytest.mark.slow
 
@@ -50,11 +50,8 @@ def plain_server(request) -> ServerProcess:
 
 
 def rss(pid: int) -> int:
-    """The process's resident memory in bytes (``VmRSS`` of /proc/PID/status)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for process {pid}")
+    """The resident memory in bytes of the server and its engine process (the whole process tree)."""
+    return tree_rss(pid)
 
 
 def greedy(http: httpx.Client, prompt: str = PROMPT, n: int = 16) -> dict:

@@ -21,7 +21,7 @@ REALISTIC = ("serve /models/my-model --host 0.0.0.0 --port 8001 --served-model-n
 #: the vLLM-only flags above that change nothing here, each worth exactly one warning line
 NO_EFFECT = ("--gpu-memory-utilization", "--enforce-eager", "--disable-log-requests", "--swap-space",
              "--kv-cache-dtype", "--block-size", "--disable-log-stats", "--tokenizer-mode",
-             "--distributed-executor-backend", "--enable-chunked-prefill", "--compilation-config",
+             "--enable-chunked-prefill", "--compilation-config",
              "--optimization-level")
 SAMPLE = {"b": [], "i": ["3"], "f": ["0.5"], "s": ["x"], "j": ['{"a": 1}'], "l": ["a", "b"], "o": []}
 
@@ -61,20 +61,17 @@ def test_realistic_command_line_starts_with_one_warning_per_no_op_flag(parser, c
         assert "has no effect in heron: " in line and len(line.splitlines()) == 1
     assert any("GPU memory" in w for w in lines if w.startswith("--gpu-memory-utilization 0.9"))
     assert '--compilation-config {"level": 3}' in " ".join(lines)
-    assert any(r.getMessage() == "--tensor-parallel-size 1: heron does the same" for r in caplog.records)
+    assert s.tensor_parallel_size == 1
 
 
 @pytest.mark.parametrize("argv, named", [
-    (["-tp", "2"], "--tensor-parallel-size 2"),
-    (["--tensor-parallel-size=4"], "--tensor-parallel-size 4"),
-    (["-dp", "2"], "--data-parallel-size 2"),
-    (["--pipeline-parallel-size", "2"], "--pipeline-parallel-size 2"),
+    (["-pp", "2"], "--pipeline-parallel-size 2"),
+    (["--pipeline-parallel-size=4"], "--pipeline-parallel-size 4"),
+    (["-dcp", "2"], "--decode-context-parallel-size 2"),
     (["--speculative-config", '{"method": "ngram", "num_speculative_tokens": 3}'], "speculative decoding"),
     (["--speculative-config.method", "ngram"], '--speculative-config {"method": "ngram"}'),
     (["--num-speculative-tokens", "5"], "speculative decoding"),
-    (["--nnodes", "2"], "--nnodes 2"),
-    (["--headless"], "--headless"),
-    (["--device", "cuda"], "heron serves on the CPU"),
+    (["--data-parallel-size-local", "2"], "--data-parallel-size-local 2"),
 ])
 def test_features_heron_lacks_are_a_clear_error(parser, capsys, argv, named):
     err = exits(parser, capsys, argv)
@@ -83,11 +80,22 @@ def test_features_heron_lacks_are_a_clear_error(parser, capsys, argv, named):
 
 
 def test_every_missing_feature_is_named_at_once_and_defaults_pass(parser, capsys, caplog):
-    err = exits(parser, capsys, ["-tp", "2", "-dp", "4", "--speculative-config", '{"method": "ngram"}'])
-    assert "--tensor-parallel-size 2" in err and "--data-parallel-size 4" in err and "--speculative-config" in err
+    err = exits(parser, capsys, ["-pp", "2", "-dcp", "4", "--speculative-config", '{"method": "ngram"}'])
+    assert "--pipeline-parallel-size 2" in err and "--decode-context-parallel-size 4" in err
+    assert "--speculative-config" in err
     assert "set it to 1" in err
     caplog.set_level(logging.INFO, logger="heron.serve")
     settings(parser, ["-tp", "1", "-pp", "1", "-dp", "1", "--no-headless", "--device", "cpu", "--nnodes", "1"])
+    assert not warnings(caplog)
+
+
+def test_parallelism_flags_are_heron_settings(parser, caplog):
+    caplog.set_level(logging.INFO, logger="heron.serve")
+    s = settings(parser, ["-tp", "2", "-dp", "2", "--nnodes", "2", "--node-rank", "1", "--master-addr", "10.0.0.1",
+                          "--master-port", "29600", "--headless", "--device", "auto",
+                          "--distributed-executor-backend", "mp"])
+    assert (s.tensor_parallel_size, s.data_parallel_size, s.nnodes, s.node_rank) == (2, 2, 2, 1)
+    assert (s.master_addr, s.master_port, s.headless, s.device) == ("10.0.0.1", 29600, True, "auto")
     assert not warnings(caplog)
 
 
@@ -187,8 +195,11 @@ def test_yaml_config_with_vllms_keys(parser, tmp_path: Path, caplog, capsys):
                                                      "--gpu-memory-utilization"]
     assert settings(parser, ["--config", str(config)], {"VLLM_API_KEY": "env"}).api_key == ["env"]
 
-    config.write_text("tensor-parallel-size: 2\n")
-    assert "--tensor-parallel-size 2" in exits(parser, capsys, ["--config", str(config)])
+    config.write_text("pipeline-parallel-size: 2\n")
+    assert "--pipeline-parallel-size 2" in exits(parser, capsys, ["--config", str(config)])
+    config.write_text("tensor-parallel-size: 2\ndata-parallel-size: 2\n")
+    s = settings(parser, ["--config", str(config)])
+    assert (s.tensor_parallel_size, s.data_parallel_size) == (2, 2)
     config.write_text("max-modle-len: 2048\ngpu_memory_utilisation: 0.9\nport: 1\n")
     err = exits(parser, capsys, ["--config", str(config)])
     assert "max-modle-len (did you mean max-model-len?)" in err

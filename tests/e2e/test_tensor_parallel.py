@@ -1,0 +1,74 @@
+"""``heron serve -tp 2`` (gloo, fp32) on a tiny Llama: the same greedy tokens as offline tp=1, on one
+machine and as two "nodes" on 127.0.0.1 (node 1 ``--headless``), and node 1 exits when node 0 stops."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from openai import OpenAI
+
+from heron import LLM, SamplingParams
+from heron.testing.models import save_tiny_tokenizer, tiny_checkpoint, tiny_config
+from tests.e2e.server_fixture import free_port, running_server
+
+pytestmark = pytest.mark.slow
+
+PROMPTS = [f"p{i}: " + "abcdefgh"[: i + 1] * 2 for i in range(8)]  # <= 20 tokens: 32 more fit in 64
+TOKENS = 32
+FLAGS = ("--dtype", "float32", "--num-kv-blocks", "64", "--max-num-seqs", "8")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[list[int]]]:
+    """A tiny Llama checkpoint and its offline tp=1 greedy tokens."""
+    path = tmp_path_factory.mktemp("tp-e2e") / "llama"
+    tiny_checkpoint(tiny_config("llama"), path)
+    save_tiny_tokenizer(path)
+    params = SamplingParams(max_tokens=TOKENS, temperature=0.0, ignore_eos=True)
+    llm = LLM(str(path), dtype="float32", num_kv_blocks=64)
+    reference = [list(o.outputs[0].token_ids) for o in llm.generate(PROMPTS, params, use_tqdm=False)]
+    return str(path), reference
+
+
+def served_tokens(base_url: str, model: str) -> list[list[int]]:
+    """Greedy completions of every prompt through the openai SDK; their token ids."""
+    client = OpenAI(base_url=f"{base_url}/v1", api_key="unused", timeout=300)
+    tokens = []
+    for prompt in PROMPTS:
+        out = client.completions.create(model=model, prompt=prompt, max_tokens=TOKENS, temperature=0.0,
+                                        extra_body={"ignore_eos": True, "return_token_ids": True})
+        tokens.append(list(out.choices[0].model_extra["token_ids"]))
+    return tokens
+
+
+def test_serve_tp2_matches_offline_tp1(request, tiny) -> None:
+    path, reference = tiny
+    with running_server(request, path, "-tp", "2", *FLAGS) as server:
+        assert served_tokens(server.base_url, path) == reference
+        assert "tensor parallel: 2 ranks over 1 node(s)" in server.log_text()
+
+
+def test_two_nodes_on_one_machine(request, tiny, tmp_path: Path) -> None:
+    path, reference = tiny
+    port = str(free_port())
+    node_flags = ("--nnodes", "2", "-tp", "2", "--master-addr", "127.0.0.1", "--master-port", port, *FLAGS)
+    log = open(tmp_path / "node1.log", "wb")  # noqa: SIM115 - closed below
+    node1 = subprocess.Popen([sys.executable, "-m", "heron.cli", "serve", path, "--node-rank", "1", "--headless",
+                              *node_flags], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        with running_server(request, path, "--node-rank", "0", *node_flags) as server:
+            assert node1.poll() is None, (tmp_path / "node1.log").read_text()
+            assert served_tokens(server.base_url, path) == reference
+        start = time.monotonic()
+        code = node1.wait(timeout=60)  # node 0 stopped: node 1's ranks are told to stop and it exits
+        assert code == 0, (tmp_path / "node1.log").read_text()
+        assert time.monotonic() - start < 60
+    finally:
+        if node1.poll() is None:
+            node1.kill()
+            node1.wait(10)
+        log.close()
