@@ -31,28 +31,10 @@ from heron.loader import load_checkpoint
 MODES = {"engine process": "--no-engine-in-process", "in-process": "--engine-in-process"}
 
 
-def _tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants (from /proc)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat[stat.rindex(")") + 2:].split()[1])
-    found, frontier = [pid], [pid]
-    while frontier:
-        kids = [p for p, pp in parents.items() if pp in frontier]
-        found += kids
-        frontier = kids
-    return found
-
-
 def tree_memory_mib(pid: int) -> dict[str, float]:
     """Summed RSS and PSS (MiB) of ``pid``'s process tree."""
     total = {"rss": 0.0, "pss": 0.0}
-    for p in _tree(pid):
+    for p in servers.process_tree(pid):
         try:
             for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
                 key, _, value = line.partition(":")

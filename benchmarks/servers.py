@@ -34,6 +34,24 @@ or reuse the llama.cpp built above: copy the sdist's llama_cpp/ folder into that
 site-packages, pip install its [server] dependencies, and set LLAMA_CPP_LIB_PATH to build/bin."""
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat[stat.rindex(")") + 2:].split()[1])
+    found, frontier = [pid], [pid]
+    while frontier:
+        kids = [p for p, pp in parents.items() if pp in frontier]
+        found += kids
+        frontier = kids
+    return found
+
+
 @dataclass
 class Server:
     name: str
@@ -42,13 +60,16 @@ class Server:
     log_path: Path
 
     def rss_mib(self) -> tuple[float, float] | None:
-        """(current, peak) resident memory of the server process in MiB, from /proc."""
-        try:
-            fields = dict(line.split(":", 1) for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines())
-        except OSError:
-            return None
-        kib = [int(fields[k].split()[0]) for k in ("VmRSS", "VmHWM")]
-        return kib[0] / 1024, kib[1] / 1024
+        """(current, peak) resident memory in MiB of the server's whole process tree (heron's
+        engine process and workers included), from /proc; the peak is the sum of each process's."""
+        kib = [0, 0]
+        for pid in process_tree(self.proc.pid):
+            try:
+                fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+            except OSError:
+                continue
+            kib = [kib[0] + int(fields["VmRSS"].split()[0]), kib[1] + int(fields["VmHWM"].split()[0])]
+        return (kib[0] / 1024, kib[1] / 1024) if kib[0] else None
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -1,5 +1,6 @@
-"""``heron serve -tp 2`` (gloo, fp32) on a tiny Llama: the same greedy tokens as offline tp=1, on one
-machine and as two "nodes" on 127.0.0.1 (node 1 ``--headless``), and node 1 exits when node 0 stops."""
+"""``heron serve -tp 2`` (gloo, fp32) on a tiny Llama and a tiny Qwen3: the same greedy tokens as
+offline tp=1, on one machine and (Llama) as two "nodes" on 127.0.0.1 (node 1 ``--headless``), and
+node 1 exits when node 0 stops."""
 
 from __future__ import annotations
 
@@ -22,16 +23,21 @@ TOKENS = 32
 FLAGS = ("--dtype", "float32", "--num-kv-blocks", "64", "--max-num-seqs", "8")
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[list[int]]]:
-    """A tiny Llama checkpoint and its offline tp=1 greedy tokens."""
-    path = tmp_path_factory.mktemp("tp-e2e") / "llama"
-    tiny_checkpoint(tiny_config("llama"), path)
+def _checkpoint(tmp_path_factory: pytest.TempPathFactory, family: str) -> tuple[str, list[list[int]]]:
+    """A tiny checkpoint of ``family`` and its offline tp=1 greedy tokens."""
+    path = tmp_path_factory.mktemp("tp-e2e") / family
+    tiny_checkpoint(tiny_config(family), path)
     save_tiny_tokenizer(path)
     params = SamplingParams(max_tokens=TOKENS, temperature=0.0, ignore_eos=True)
     llm = LLM(str(path), dtype="float32", num_kv_blocks=64)
     reference = [list(o.outputs[0].token_ids) for o in llm.generate(PROMPTS, params, use_tqdm=False)]
+    llm.shutdown()
     return str(path), reference
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[list[int]]]:
+    return _checkpoint(tmp_path_factory, "llama")
 
 
 def served_tokens(base_url: str, model: str) -> list[list[int]]:
@@ -50,6 +56,12 @@ def test_serve_tp2_matches_offline_tp1(request, tiny) -> None:
     with running_server(request, path, "-tp", "2", *FLAGS) as server:
         assert served_tokens(server.base_url, path) == reference
         assert "tensor parallel: 2 ranks over 1 node(s)" in server.log_text()
+
+
+def test_serve_tp2_second_family(request, tmp_path_factory) -> None:
+    path, reference = _checkpoint(tmp_path_factory, "qwen3")
+    with running_server(request, path, "-tp", "2", *FLAGS) as server:
+        assert served_tokens(server.base_url, path) == reference
 
 
 def test_two_nodes_on_one_machine(request, tiny, tmp_path: Path) -> None:
