@@ -27,6 +27,7 @@ from compare import free_port
 
 from heron.bench import ServeConfig, random_prompts, run_serve
 from heron.loader import load_checkpoint
+from heron.testing.processes import process_tree
 
 MODES = {"engine process": "--no-engine-in-process", "in-process": "--engine-in-process"}
 
@@ -34,7 +35,7 @@ MODES = {"engine process": "--no-engine-in-process", "in-process": "--engine-in-
 def tree_memory_mib(pid: int) -> dict[str, float]:
     """Summed RSS and PSS (MiB) of ``pid``'s process tree."""
     total = {"rss": 0.0, "pss": 0.0}
-    for p in servers.process_tree(pid):
+    for p in process_tree(pid):
         try:
             for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
                 key, _, value = line.partition(":")

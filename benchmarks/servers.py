@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from heron.testing.processes import process_tree
+
 LLAMA_SERVER_HELP = """\
 llama.cpp's llama-server was not found (pass --llama-server PATH, or put it on PATH). To build it
 from the llama.cpp that llama-cpp-python's sdist vendors (about 10-40 minutes on 2 cores):
@@ -32,24 +34,6 @@ llama-cpp-python's server was not found (pass --llama-cpp-python PYTHON: an inte
     python -m venv /tmp/lcp-venv && /tmp/lcp-venv/bin/pip install 'llama-cpp-python[server]'
 or reuse the llama.cpp built above: copy the sdist's llama_cpp/ folder into that venv's
 site-packages, pip install its [server] dependencies, and set LLAMA_CPP_LIB_PATH to build/bin."""
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants (from /proc)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat[stat.rindex(")") + 2:].split()[1])
-    found, frontier = [pid], [pid]
-    while frontier:
-        kids = [p for p, pp in parents.items() if pp in frontier]
-        found += kids
-        frontier = kids
-    return found
 
 
 @dataclass

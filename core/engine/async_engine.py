@@ -32,41 +32,18 @@ from heron.engine.errors import (
     RequestFailedError,
     RequestRejectedError,
 )
-from heron.engine.outputs import RequestOutput, merge_output
+from heron.engine.outputs import RequestOutput
 from heron.engine.profiler import EngineProfiler, ProfilerControl
+from heron.engine.request_streams import FailureCallback, OutputStream, register_stream
 from heron.engine.sampling_params import SamplingParams
-from heron.engine.sleep import EngineSleepingError, SleepControl
+from heron.engine.sleep import SleepControl
 
 __all__ = ("AsyncEngine", "EngineBusyError", "EngineDeadError", "RequestFailedError", "RequestRejectedError")
 
 log = logging.getLogger("heron.engine")
 
 
-class _Stream:
-    __slots__ = ("loop", "event", "pending", "error")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.event = asyncio.Event()
-        self.pending: RequestOutput | None = None  # deltas not read yet, merged
-        self.error: BaseException | None = None
-
-    def _put(self, out: RequestOutput | None, error: BaseException | None) -> None:
-        if out is not None:
-            self.pending = out if self.pending is None else merge_output(self.pending, out)
-        if error is not None and self.error is None:
-            self.error = error
-        self.event.set()
-
-    def put(self, out: RequestOutput | None = None, error: BaseException | None = None) -> None:
-        """From the engine thread."""
-        try:
-            self.loop.call_soon_threadsafe(self._put, out, error)
-        except RuntimeError:  # the event loop is closed: nobody is listening
-            pass
-
-
-class AsyncEngine(SleepControl, ProfilerControl):
+class AsyncEngine(FailureCallback, SleepControl, ProfilerControl):
     """Runs an :class:`LLMEngine` in a background thread and serves async streams.
 
     Args:
@@ -91,7 +68,7 @@ class AsyncEngine(SleepControl, ProfilerControl):
         self.max_open_requests = max_open_requests
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._wake = threading.Event()
-        self._streams: dict[str, _Stream] = {}
+        self._streams: dict[str, OutputStream] = {}
         self._lock = threading.Lock()
         self._stop = False
         self._sleep_requested = False  # heron.engine.sleep: refuse new requests from the moment sleep() is called
@@ -100,19 +77,6 @@ class AsyncEngine(SleepControl, ProfilerControl):
         self._thread.start()
 
     # -- the server's side ------------------------------------------------------------------
-
-    @property
-    def on_failure(self) -> Callable[[BaseException], Any] | None:
-        return self._on_failure
-
-    @on_failure.setter
-    def on_failure(self, callback: Callable[[BaseException], Any] | None) -> None:
-        with self._lock:
-            self._on_failure = callback
-            self._failure_reported = False  # a new callback hears of a failure, even a past one
-            report = self.error is not None
-        if report:
-            self._report_failure()
 
     def stats(self) -> dict[str, Any]:
         return self.engine.stats()
@@ -142,40 +106,22 @@ class AsyncEngine(SleepControl, ProfilerControl):
             EngineBusyError: ``max_open_requests`` requests are already open.
             EngineDeadError: the engine loop has stopped.
         """
-        stream = _Stream(asyncio.get_running_loop())
+        stream = OutputStream(asyncio.get_running_loop())
         with self._lock:  # under the lock: a dying loop either sees this stream or we see its error
             if self.error is not None:
                 raise EngineDeadError(f"the engine stopped: {self.error}")
-            if request_id in self._streams:
-                raise ValueError(f"Request id {request_id!r} is already in use.")
-            if self.max_open_requests is not None and len(self._streams) >= self.max_open_requests:
-                raise EngineBusyError(f"The engine already holds {len(self._streams)} open requests; retry shortly.")
-            if self.is_sleeping:
-                raise EngineSleepingError("The engine is asleep; POST /wake_up (or call wake_up()) first.")
-            self._streams[request_id] = stream
+            register_stream(self._streams, request_id, stream, max_open_requests=self.max_open_requests,
+                            sleeping=self.is_sleeping)
         self._inbox.put(("add", (request_id, list(prompt_ids), params, priority, cache_salt, cache_key_extra,
                                  lora_request)))
         self._wake.set()
-        finished = False
         try:
-            while True:
-                await stream.event.wait()
-                stream.event.clear()
-                out, stream.pending = stream.pending, None
-                if out is not None and out.error is None:
-                    finished = out.finished
-                    yield out
-                    if finished:
-                        return
-                if stream.error is not None:
-                    raise stream.error
-                if out is not None and out.error is not None:
-                    finished = True
-                    raise RequestFailedError(f"request {request_id!r} failed: {out.error}")
+            async for out in stream.outputs(request_id):
+                yield out
         finally:
             with self._lock:
                 self._streams.pop(request_id, None)
-            if not finished:
+            if not stream.done:
                 self.abort(request_id)
 
     async def compile_grammar(self, constraint: Any) -> Any:
@@ -237,7 +183,7 @@ class AsyncEngine(SleepControl, ProfilerControl):
 
     # -- the engine thread ------------------------------------------------------------------
 
-    def _stream(self, request_id: str) -> _Stream | None:
+    def _stream(self, request_id: str) -> OutputStream | None:
         with self._lock:
             return self._streams.get(request_id)
 
@@ -318,14 +264,3 @@ class AsyncEngine(SleepControl, ProfilerControl):
                 stream.put(error=dead)
             self._report_failure()
 
-    def _report_failure(self) -> None:
-        with self._lock:
-            callback, done = self._on_failure, self._failure_reported
-            if callback is not None:
-                self._failure_reported = True
-        if callback is None or done or self.error is None:
-            return
-        try:
-            callback(self.error)
-        except Exception:  # noqa: BLE001 - the engine is already dead; do not mask that
-            log.exception("the engine's on_failure callback failed")

@@ -27,6 +27,7 @@ from typing import Any
 
 from heron.engine.config import EngineConfig
 from heron.engine.errors import EngineDeadError
+from heron.engine.request_streams import FailureCallback
 
 __all__ = ("DataParallelClient", "replica_configs")
 
@@ -80,7 +81,7 @@ def replica_configs(config: EngineConfig, n: int) -> list[EngineConfig]:
     return out
 
 
-class DataParallelClient:
+class DataParallelClient(FailureCallback):
     """One engine client over several identical replicas (each an engine client itself).
 
     Args:
@@ -137,34 +138,14 @@ class DataParallelClient:
     def alive(self) -> bool:
         return self.error is None and all(client.alive for client in self.clients)
 
-    @property
-    def on_failure(self) -> Callable[[BaseException], Any] | None:
-        return self._on_failure
-
-    @on_failure.setter
-    def on_failure(self, callback: Callable[[BaseException], Any] | None) -> None:
-        with self._lock:
-            self._on_failure, self._failure_reported = callback, False
-        if self.error is not None:
-            self._report_failure()
+    def _failure(self) -> BaseException | None:
+        return self._error  # not ``error``: that one asks the replicas, which may report again
 
     def _replica_failed(self, index: int, err: BaseException) -> None:
         with self._lock:
             if self._error is None:
                 self._error = EngineDeadError(f"data-parallel replica {index} of {len(self.clients)} stopped: {err}")
         self._report_failure()
-
-    def _report_failure(self) -> None:
-        with self._lock:
-            callback, done, error = self._on_failure, self._failure_reported, self._error
-            if callback is not None and error is not None:
-                self._failure_reported = True
-        if callback is None or done or error is None:
-            return
-        try:
-            callback(error)
-        except Exception:  # noqa: BLE001 - the replica is already dead; do not mask that
-            log.exception("the data-parallel client's on_failure callback failed")
 
     # -- requests ---------------------------------------------------------------------------
 

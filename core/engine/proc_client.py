@@ -37,11 +37,11 @@ from heron.engine.core_proc import (
     dumps,
     run_engine_process,
 )
-from heron.engine.errors import EngineBusyError, EngineDeadError, RequestFailedError
-from heron.engine.outputs import RequestOutput, merge_output
+from heron.engine.errors import EngineDeadError
+from heron.engine.outputs import RequestOutput
 from heron.engine.proc_control import ProcControl, settle
+from heron.engine.request_streams import FailureCallback, OutputStream, register_stream
 from heron.engine.sampling_params import SamplingParams
-from heron.engine.sleep import EngineSleepingError
 
 __all__ = ("EngineProcClient",)
 
@@ -56,27 +56,9 @@ def _stop_all() -> None:  # before multiprocessing's own atexit joins (and would
         client.shutdown(timeout=2.0)
 
 
-class _Stream:
-    __slots__ = ("loop", "event", "pending", "error")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.event = asyncio.Event()
-        self.pending: RequestOutput | None = None  # deltas not read yet, merged
-        self.error: BaseException | None = None
-
-    def put(self, out: RequestOutput | None, error: BaseException | None) -> None:
-        """On the stream's event loop."""
-        if out is not None:
-            self.pending = out if self.pending is None else merge_output(self.pending, out)
-        if error is not None and self.error is None:
-            self.error = error
-        self.event.set()
-
-
-def _deliver(items: list[tuple[_Stream, Any, BaseException | None]]) -> None:
+def _deliver(items: list[tuple[OutputStream, Any, BaseException | None]]) -> None:
     for stream, out, error in items:
-        stream.put(out, error)
+        stream.deliver(out, error)
 
 
 def _portable_params(params: Any) -> Any:
@@ -95,7 +77,7 @@ def _portable_params(params: Any) -> Any:
         return params
 
 
-class EngineProcClient(ProcControl):
+class EngineProcClient(FailureCallback, ProcControl):
     """Runs an :class:`LLMEngine` for ``config`` in a spawned process and serves async streams.
 
     Args:
@@ -120,7 +102,7 @@ class EngineProcClient(ProcControl):
         self.engine: EngineFacts | None = None
         self._snapshot = Snapshot({}, [], None)
         self._on_failure, self._failure_reported = on_failure, False
-        self._streams: dict[str, _Stream] = {}
+        self._streams: dict[str, OutputStream] = {}
         self._calls: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future]] = {}
         self._call_ids = itertools.count()
         self._lock = threading.Lock()
@@ -169,19 +151,6 @@ class EngineProcClient(ProcControl):
     # -- the server's side ------------------------------------------------------------------
 
     @property
-    def on_failure(self) -> Callable[[BaseException], Any] | None:
-        return self._on_failure
-
-    @on_failure.setter
-    def on_failure(self, callback: Callable[[BaseException], Any] | None) -> None:
-        with self._lock:
-            self._on_failure = callback
-            self._failure_reported = False  # a new callback hears of a failure, even a past one
-            report = self.error is not None
-        if report:
-            self._report_failure()
-
-    @property
     def alive(self) -> bool:
         return self.error is None and self.process.is_alive()
 
@@ -214,39 +183,20 @@ class EngineProcClient(ProcControl):
             EngineBusyError: ``max_open_requests`` requests are already open.
             EngineDeadError: the engine process has stopped.
         """
-        stream = _Stream(asyncio.get_running_loop())
+        stream = OutputStream(asyncio.get_running_loop())
         with self._lock:  # under the lock: a dying engine either sees this stream or we see its error
             self._check_running()
-            if request_id in self._streams:
-                raise ValueError(f"Request id {request_id!r} is already in use.")
-            if self.max_open_requests is not None and len(self._streams) >= self.max_open_requests:
-                raise EngineBusyError(f"The engine already holds {len(self._streams)} open requests; retry shortly.")
-            if self.is_sleeping:
-                raise EngineSleepingError("The engine is asleep; POST /wake_up (or call wake_up()) first.")
-            self._streams[request_id] = stream
-        finished = False
+            register_stream(self._streams, request_id, stream, max_open_requests=self.max_open_requests,
+                            sleeping=self.is_sleeping)
         try:
             self._post(("add", request_id, list(prompt_ids), _portable_params(params), priority, cache_salt,
                         cache_key_extra, lora_request))
-            while True:
-                await stream.event.wait()
-                stream.event.clear()
-                out, stream.pending = stream.pending, None
-                if out is not None and out.error is None:
-                    finished = out.finished
-                    yield out
-                    if finished:
-                        return
-                if stream.error is not None:
-                    finished = True  # refused or dead: nothing to abort
-                    raise stream.error
-                if out is not None and out.error is not None:
-                    finished = True
-                    raise RequestFailedError(f"request {request_id!r} failed: {out.error}")
+            async for out in stream.outputs(request_id):
+                yield out
         finally:
             with self._lock:
                 self._streams.pop(request_id, None)
-            if not finished:
+            if not stream.done:  # refused, dead or finished: nothing to abort
                 self.abort(request_id)
 
     def abort(self, request_id: str) -> None:
@@ -397,16 +347,4 @@ class EngineProcClient(ProcControl):
             self._call_soon(loop, _deliver, items)
         for loop, future in calls:
             self._call_soon(loop, settle, future, False, dead)
-
-    def _report_failure(self) -> None:
-        with self._lock:
-            callback, done = self._on_failure, self._failure_reported
-            if callback is not None:
-                self._failure_reported = True
-        if callback is None or done or self.error is None:
-            return
-        try:
-            callback(self.error)
-        except Exception:  # noqa: BLE001 - the engine is already dead; do not mask that
-            log.exception("the engine's on_failure callback failed")
 

@@ -25,6 +25,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from heron.testing.processes import process_tree
+
 __all__ = ("ServerProcess", "free_port", "in_process_by_default", "process_tree", "running_server", "tree_rss",
            "wait_until")
 
@@ -53,25 +55,6 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and every live descendant (the engine process, its workers), from /proc."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state, ppid, ...
-            if fields[0] != "Z":
-                parents[int(entry.name)] = int(fields[1])
-    found, frontier = [pid], {pid}
-    while frontier:
-        frontier = {p for p, parent in parents.items() if parent in frontier}
-        found += sorted(frontier)
-    return found
 
 
 def tree_rss(pid: int) -> int:
