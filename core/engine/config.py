@@ -59,6 +59,9 @@ class EngineConfig:
     #: CPUs this engine's threads are pinned to (None: all the process may use); data-parallel
     #: replicas each get a share
     cpu_affinity: list[int] | None = None
+    #: fill in output text and end samples at stop strings here; False: outputs carry token ids
+    #: only and the caller does both (the engine-process front-end, :mod:`heron.engine.proc_client`)
+    detokenize: bool = True
 
 
 def physical_cores() -> int:

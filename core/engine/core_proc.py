@@ -3,12 +3,13 @@
 :class:`heron.engine.proc_client.EngineProcClient` starts :func:`run_engine_process` with
 multiprocessing's ``spawn`` context and talks to it over one duplex pipe; every message is a
 pickled (protocol 5) tuple, the front-end sends lists of them. Front-end to engine: ``("add",
-rid, prompt_ids, params, priority, cache_salt, cache_key_extra, lora)``, ``("abort", rid)``,
-``("call", call_id, name, args)`` (a control call, run between two steps) and ``("shutdown",)``.
+rid, prompt_ids, params, priority, cache_salt, cache_key_extra, lora)``, ``("abort", rid)`` or
+``("abort", rid, indices)`` (only those samples: the front-end found their stop strings), ``("call", call_id, name, args)`` (a control call, run between two steps) and ``("shutdown",)``.
 Engine to front-end: ``("ready", EngineFacts)`` or ``("failed", error)`` once, then ``("out",
 outputs, rejected, snapshot)`` per step (all the step's delta outputs, the requests refused
 with their errors, and a throttled :class:`Snapshot` of stats, adapters and sleep state, always
-sent when the engine goes idle), ``("result", call_id, ok, value, snapshot)`` per control call
+sent when the engine goes idle; outputs carry token ids, the front-end detokenizes them),
+``("result", call_id, ok, value, snapshot)`` per control call
 and ``("dead", reason)`` before exiting non-zero when the loop fails. The process ends on
 ``shutdown``, on EOF (the front-end is gone) or when its parent process changes (it was killed).
 """
@@ -246,7 +247,7 @@ class _EngineCore:
         if kind == "add":
             self._add(msg[1:])
         elif kind == "abort":
-            self._abort(msg[1])
+            self._abort(msg[1], msg[2] if len(msg) > 2 else None)
         elif kind == "call":
             self._call(*msg[1:])
         elif kind == "shutdown":
@@ -281,12 +282,14 @@ class _EngineCore:
             self.rejected.append((rid, RequestFailedError(f"request {rid!r} failed to start: "
                                                           f"{type(err).__name__}: {err}")))
 
-    def _abort(self, rid: str) -> None:
+    def _abort(self, rid: str, indices: list[int] | None = None) -> None:
+        """Stop ``rid`` (``indices``: only those samples, whose stop strings the front-end found)."""
         before = len(self.compiling)
-        self.compiling = [(f, a) for f, a in self.compiling if a[0] != rid]
+        if indices is None:
+            self.compiling = [(f, a) for f, a in self.compiling if a[0] != rid]
         if len(self.compiling) == before:
             try:
-                self.engine.abort(rid)
+                self.engine.abort(rid, indices)
             except Exception:  # noqa: BLE001 - the request is gone either way
                 log.exception("aborting request %s failed", rid)
 

@@ -1,7 +1,7 @@
 """The synchronous engine: add requests, ``step()`` them, read back delta outputs.
 
 One ``step()`` = schedule, one batched forward over every scheduled token, one batched sample,
-then bookkeeping (detokenize, stop checks, free finished sequences). Everything that varies by
+then bookkeeping (stop checks, detokenizing, free finished sequences). Everything that varies by
 model or hardware comes from a registry: the model class from ``heron.models`` by
 ``architectures[0]``, the attention backend from ``heron.attention_backends``, the linear kernel from
 ``heron.linear_kernels``. An engine either generates (``runner == "generate"``) or pools
@@ -21,7 +21,7 @@ import torch
 
 from heron.engine.block_manager import BlockManager
 from heron.engine.config import EngineConfig, physical_cores
-from heron.engine.detokenizer import IncrementalDetokenizer
+from heron.engine.detokenizer import RequestDetokenizer
 from heron.engine.errors import TokenIdError
 from heron.engine.lora import EngineLoRA
 from heron.engine.model_runner import ModelRunner
@@ -197,6 +197,8 @@ class LLMEngine:
         req = Request(request_id, prompt if isinstance(prompt, str) else None, ids, params, priority=priority,
                       cache_salt=cache_salt, cache_key_extra=cache_key_extra, arrival_time=arrival_time or time.time(),
                       lora_uid=lora_uid)
+        if self.config.detokenize:
+            req.detok = RequestDetokenizer(self.tokenizer, ids, params, self.eos_token_ids)
         if params.prompt_logprobs is not None:
             req.prompt_logprobs = [None]
         for i in range(params.n):
@@ -283,12 +285,7 @@ class LLMEngine:
         gen = None
         if params.seed is not None:
             gen = torch.Generator(device=self.device).manual_seed((params.seed + 0x9E3779B97F4A7C15 * index) & 0x7FFF_FFFF_FFFF_FFFF)
-        detok = IncrementalDetokenizer(
-            self.tokenizer, ids, skip_special_tokens=params.skip_special_tokens,
-            spaces_between_special_tokens=params.spaces_between_special_tokens,
-            stop=params.stop, include_stop_str_in_output=params.include_stop_str_in_output,
-        )
-        seq = Sequence(next(self._seq_ids), req, index, list(ids), len(ids), detok, gen)
+        seq = Sequence(next(self._seq_ids), req, index, list(ids), len(ids), gen)
         if params.logprobs is not None:
             seq.logprobs = []
         if compiled is not None:
@@ -307,11 +304,23 @@ class LLMEngine:
                     found.append(ids)
         return found
 
-    def abort(self, request_id: str) -> RequestOutput | PoolingRequestOutput | None:
-        """Stop a request now and free its blocks; unknown or finished ids are ignored."""
-        req = self.requests.pop(request_id, None)
+    def abort(self, request_id: str, indices: list[int] | None = None) -> RequestOutput | PoolingRequestOutput | None:
+        """Stop a request now and free its blocks; unknown or finished ids are ignored.
+
+        ``indices``: stop only those samples, quietly (a front-end found their stop strings and
+        has sent their last delta); the request ends once none is left.
+        """
+        req = self.requests.get(request_id)
         if req is None:
             return None
+        if indices is not None:
+            for seq in req.seqs:
+                if seq.index in indices and not seq.finished and seq not in req.siblings_pending:
+                    self.scheduler.remove(seq)
+                    seq.status, seq.finish_reason, seq.finish_sent = SequenceStatus.FINISHED, "stop", True
+            if not req.finished:
+                return None
+        del self.requests[request_id]
         req.aborted = True
         self._finish_all(req, "abort")
         return self._final_output(req)
@@ -326,9 +335,9 @@ class LLMEngine:
                 seq.finish_reason = reason
         req.metrics.finished_time = time.time()
 
-    def _final_output(self, req: Request) -> RequestOutput:
+    def _final_output(self, req: Request, out: RequestOutput | None = None) -> RequestOutput:
         try:
-            out = req.output()
+            out = out or req.output()
         except Exception as err:  # noqa: BLE001 - still end the request with a well-formed output
             log.exception("request %s: building its last output failed", req.request_id)
             req.error = req.error or f"building the output failed: {type(err).__name__}: {err}"
@@ -431,14 +440,21 @@ class LLMEngine:
         self._finish_all(req, "stop")
 
     def _output(self, req: Request) -> RequestOutput | PoolingRequestOutput:
+        out = None
         if not req.finished:
             try:
-                return req.output()
+                out = req.output()
             except Exception as err:  # noqa: BLE001 - that request alone fails
                 self._fail(req, err, "building the output")
+                out = None
+            for seq in req.stopped:  # a stop string ended them: free their blocks now
+                self.scheduler.remove(seq)
+            req.stopped.clear()
+            if out is not None and not req.finished:
+                return out
         self.requests.pop(req.request_id, None)
         req.metrics.finished_time = req.metrics.finished_time or time.time()
-        return self._final_output(req)
+        return self._final_output(req, out)
 
     def _sample(self, logits: torch.Tensor, rows: list[tuple[int, Sequence]],
                 touched: dict[str, Request]) -> list[tuple[Sequence, int, dict[int, Logprob] | None, float | None]]:

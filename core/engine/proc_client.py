@@ -2,9 +2,10 @@
 
 :class:`EngineProcClient` spawns :func:`heron.engine.core_proc.run_engine_process` (messages:
 see :mod:`heron.engine.core_proc`) and keeps two threads: a sender that batches what the server
-submits (adds, aborts, control calls) into one pipe write, and a reader that hands each step's
-outputs to the request streams (merged while a consumer is behind, as in ``AsyncEngine``) and
-settles control calls. ``stats()``, ``list_loras()`` and ``is_sleeping`` read the last snapshot
+submits (adds, aborts, control calls) into one pipe write, and a reader that turns each step's
+token outputs into text (:class:`~heron.engine.detokenizer.RequestDetokenizer`: stop strings end
+samples here, and the engine is told to stop them), hands them to the request streams (merged
+while a consumer is behind, as in ``AsyncEngine``) and settles control calls. ``stats()``, ``list_loras()`` and ``is_sleeping`` read the last snapshot
 the engine sent, with no round trip. Errors arrive as the classes the engine raised. When the
 process dies (a failed loop, a signal, EOF), ``error`` is set, every open stream and every later
 call ends with :class:`EngineDeadError`, and ``on_failure`` is called once.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import copy
+import dataclasses
 import itertools
 import logging
 import multiprocessing
@@ -37,7 +39,8 @@ from heron.engine.core_proc import (
     dumps,
     run_engine_process,
 )
-from heron.engine.errors import EngineDeadError
+from heron.engine.detokenizer import RequestDetokenizer
+from heron.engine.errors import EngineDeadError, RequestFailedError
 from heron.engine.outputs import RequestOutput
 from heron.engine.proc_control import ProcControl, settle
 from heron.engine.request_streams import FailureCallback, OutputStream, register_stream
@@ -113,6 +116,7 @@ class EngineProcClient(FailureCallback, ProcControl):
         self._grammar: Any = None
         self._grammar_lock = threading.Lock()
         root = logging.getLogger()
+        config = dataclasses.replace(config, detokenize=False)  # the reader thread detokenizes
         spec = ProcSpec(config, list(lora_modules), disabled_plugins,
                         root.getEffectiveLevel() if root.handlers else None, os.getpid())
         ctx = multiprocessing.get_context("spawn")
@@ -184,6 +188,8 @@ class EngineProcClient(FailureCallback, ProcControl):
             EngineDeadError: the engine process has stopped.
         """
         stream = OutputStream(asyncio.get_running_loop())
+        if isinstance(params, SamplingParams):
+            stream.detok = RequestDetokenizer(self.tokenizer, prompt_ids, params, self.engine.eos_token_ids)
         with self._lock:  # under the lock: a dying engine either sees this stream or we see its error
             self._check_running()
             register_stream(self._streams, request_id, stream, max_open_requests=self.max_open_requests,
@@ -307,18 +313,40 @@ class EngineProcClient(FailureCallback, ProcControl):
     def _dispatch(self, outs: list[Any], rejected: list[tuple[str, BaseException]]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list] = defaultdict(list)
         with self._lock:
-            for out in outs:
-                stream = self._streams.get(out.request_id)
-                if stream is not None:
-                    by_loop[stream.loop].append((stream, out, None))
-                elif not out.finished:
+            found = [(self._streams.get(out.request_id), out) for out in outs]
+            failed = [(stream, error) for rid, error in rejected if (stream := self._streams.get(rid)) is not None]
+        for stream, out in found:
+            if stream is None:
+                if not out.finished:
                     self._post(("abort", out.request_id))  # its consumer left
-            for rid, error in rejected:
-                stream = self._streams.get(rid)
-                if stream is not None:
-                    by_loop[stream.loop].append((stream, None, error))
+                continue
+            if stream.detok is not None and not self._detokenize(stream, out):
+                continue
+            by_loop[stream.loop].append((stream, out, None))
+        for stream, error in failed:
+            by_loop[stream.loop].append((stream, None, error))
         for loop, items in by_loop.items():  # one wake-up per event loop per step
             self._call_soon(loop, _deliver, items)
+
+    def _detokenize(self, stream: OutputStream, out: Any) -> bool:
+        """Fill in ``out``'s text; stop in the engine the samples a stop string ended. False: drop ``out``
+        (late news of samples that already ended, or the detokenizer failed: the stream then fails)."""
+        rid = out.request_id
+        try:
+            stopped = stream.detok.process(out)
+        except Exception as err:  # noqa: BLE001 - that request alone fails
+            log.exception("request %s: detokenizing failed", rid)
+            self._post(("abort", rid))
+            with self._lock:
+                self._streams.pop(rid, None)  # later outputs of this request are dropped
+            self._call_soon(stream.loop, stream.deliver, None,
+                            RequestFailedError(f"request {rid!r} failed: detokenizing failed: {type(err).__name__}: {err}"))
+            return False
+        if stopped is None:
+            return False
+        if stopped:
+            self._post(("abort", rid) if out.finished else ("abort", rid, stopped))
+        return True
 
     @staticmethod
     def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> None:

@@ -1,8 +1,10 @@
 """Request and sequence state: one :class:`Request` per API request, one :class:`Sequence` per sample.
 
 Outputs are deltas: each sequence remembers how much of its output has been handed out, and
-:meth:`Request.output` returns only what is new (tokens, visible text, logprobs) since the last
-call, never a copy of the whole output. Logprobs are not kept once handed out.
+:meth:`Request.output` returns only what is new (tokens, logprobs) since the last call, never a
+copy of the whole output. Logprobs are not kept once handed out. Text comes from the request's
+:class:`~heron.engine.detokenizer.RequestDetokenizer` when the engine detokenizes (in-process);
+an engine process leaves it to the front-end.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import torch
 
-from heron.engine.detokenizer import IncrementalDetokenizer
+from heron.engine.detokenizer import RequestDetokenizer
 from heron.engine.outputs import CompletionOutput, Logprob, RequestMetrics, RequestOutput
 from heron.engine.pooling_outputs import PoolingOutput, PoolingRequestOutput
 from heron.engine.sampling_params import SamplingParams
@@ -79,7 +81,6 @@ class Sequence:
     index: int
     token_ids: list[int]  # prompt + output
     num_prompt_tokens: int
-    detok: IncrementalDetokenizer
     generator: torch.Generator | None = None
     status: SequenceStatus = SequenceStatus.WAITING
     block_table: list[int] = field(default_factory=list)
@@ -138,8 +139,7 @@ class Sequence:
             return None
         start = self.num_prompt_tokens + self.num_sent_tokens
         new_ids = self.token_ids[start:] if start < len(self.token_ids) else []
-        text = self.detok.take(self.finished)
-        if not new_ids and not text and not self.finished:
+        if not new_ids and not self.finished:
             return None
         lps = None
         if self.logprobs is not None:
@@ -148,7 +148,7 @@ class Sequence:
         self.finish_sent = self.finished
         return CompletionOutput(
             index=self.index,
-            text=text,
+            text="",
             token_ids=new_ids,
             cumulative_logprob=self.cumulative_logprob if lps is not None else None,
             logprobs=lps,
@@ -188,6 +188,10 @@ class Request:
     whole_prompt: bool = False
     #: the LoRA adapter it runs with (the engine's uid for it), None for the base model
     lora_uid: int | None = None
+    #: turns the token deltas into text and finds stop strings (None: the caller detokenizes)
+    detok: RequestDetokenizer | None = None
+    #: samples a stop string ended in the last output, still to be removed from the scheduler
+    stopped: list[Sequence] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.metrics is None:
@@ -211,7 +215,7 @@ class Request:
         if self.prompt_logprobs is not None and not self.prompt_logprobs_sent:
             prompt_lps, self.prompt_logprobs_sent = self.prompt_logprobs, True
         outputs = [d for d in map(Sequence.delta, self.seqs) if d is not None]
-        return RequestOutput(
+        out = RequestOutput(
             request_id=self.request_id,
             prompt=self.prompt,
             prompt_token_ids=self.prompt_token_ids,
@@ -222,6 +226,18 @@ class Request:
             metrics=self.metrics,
             error=self.error,
         )
+        if self.detok is not None:
+            self._stop(self.detok.process(out) or (), out)
+        return out
+
+    def _stop(self, indices: Any, out: RequestOutput) -> None:
+        """Samples a stop string ended (their delta already says so): finish them here."""
+        by_index = {c.index: c for c in out.outputs}
+        for i in indices:
+            seq, comp = self.seqs[i], by_index[i]
+            seq.status, seq.finish_sent = SequenceStatus.FINISHED, True
+            seq.finish_reason, seq.stop_reason = comp.finish_reason, comp.stop_reason
+            self.stopped.append(seq)
 
     def _num_cached(self) -> int:
         return max(0, min((s.num_cached_tokens for s in self.seqs), default=0))

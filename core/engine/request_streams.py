@@ -22,10 +22,12 @@ log = logging.getLogger("heron.engine")
 
 
 class OutputStream:
-    __slots__ = ("loop", "event", "pending", "error", "done")
+    __slots__ = ("loop", "event", "pending", "error", "done", "detok")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        #: the request's detokenizer, when the engine sends token ids only (an engine process)
+        self.detok: Any = None
         self.event = asyncio.Event()
         self.pending: RequestOutput | None = None  # deltas not read yet, merged
         self.error: BaseException | None = None

@@ -2,8 +2,9 @@
 record a prompt chunk's logprobs.
 
 These run once per request row after the batched forward and sampling; the engine calls each
-under its own ``try`` so that a failure here (a grammar matcher, a reasoning gate, the
-detokenizer) ends that request alone.
+under its own ``try`` so that a failure here (a grammar matcher, a reasoning gate) ends that
+request alone. Stop strings are found on the text, by the request's detokenizer, when the
+output is built.
 """
 
 from __future__ import annotations
@@ -24,8 +25,7 @@ def append_token(seq: Sequence, token: int, lp: dict[int, Logprob] | None, sampl
     """Append ``token`` to ``seq``; set its finish and stop reasons and return True when it ends.
 
     Stops, in order: a structured-output matcher that is complete (or rejects the token), EOS
-    (unless ``ignore_eos``), a stop token id, a stop string found by the detokenizer, then
-    ``max_tokens`` or ``max_model_len``. A sequence whose grammar waits for the end of
+    (unless ``ignore_eos``), a stop token id, then ``max_tokens`` or ``max_model_len``. A sequence whose grammar waits for the end of
     reasoning gets its matcher once its own reasoning gate says so.
     """
     p = seq.params
@@ -41,16 +41,11 @@ def append_token(seq: Sequence, token: int, lp: dict[int, Logprob] | None, sampl
     elif seq.pending_grammar is not None and seq.gate.is_reasoning_end(seq.output_view):
         seq.matcher = new_matcher(seq.pending_grammar)
         seq.pending_grammar = seq.gate = None
-    if reason is not None:
-        seq.detok.add(token)
-    elif token in eos_token_ids and not p.ignore_eos:
-        reason = "stop"
-    elif token in p.stop_token_ids:
-        reason, stop_reason = "stop", token
-    else:
-        found = seq.detok.add(token)
-        if found is not None:
-            reason, stop_reason = "stop", found
+    if reason is None:
+        if token in eos_token_ids and not p.ignore_eos:
+            reason = "stop"
+        elif token in p.stop_token_ids:
+            reason, stop_reason = "stop", token
     if reason is None and (seq.num_output_tokens >= p.max_tokens or seq.num_tokens >= max_model_len):
         reason = "length"
     if reason is None:

@@ -107,6 +107,45 @@ def test_n_samples_with_logprobs_equal_the_in_process_engine(tiny):
     assert all(len(outs) == 3 and all(len(s[3]) == 10 for s in outs) for outs in got)
 
 
+def _stop_string(client: Any) -> str:
+    """Two characters from the middle of a greedy output of prompt 0 (the tiny model's text is random)."""
+    outs = _run_all(client, SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True), "probe")
+    text = outs[0][0][2]
+    assert len(text) >= 12, text
+    return text[8:10]
+
+
+def test_stop_strings_found_by_the_front_end_cut_the_output_as_in_process(tiny):
+    """The engine process sends token ids; the front-end detokenizes, cuts each sample at its stop
+    string (tokens, text and logprobs), stops those samples in the engine and frees their blocks."""
+    stop = _stop_string(tiny["ref"])
+    cases = [SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True, stop=[stop], logprobs=1),
+             SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True, stop=[stop],
+                            include_stop_str_in_output=True),
+             SamplingParams(n=3, temperature=1.0, seed=3, max_tokens=24, ignore_eos=True,
+                            stop=[stop, *"abcdefghijklmnop"])]
+    for k, params in enumerate(cases):
+        async def scenario(client: Any, params: SamplingParams = params, k: int = k) -> list[Any]:
+            return await asyncio.gather(*(_collect(client, p, params, f"stop{k}-{i}") for i, p in enumerate(PROMPTS)))
+
+        got, want = asyncio.run(scenario(tiny["proc"])), asyncio.run(scenario(tiny["ref"]))
+        for outs_got, outs_want in zip(got, want, strict=True):
+            assert _merged(outs_got) == _merged(outs_want)
+            reasons = [(c.index, c.finish_reason, c.stop_reason) for o in outs_got for c in o.outputs if c.finish_reason]
+            assert sorted(reasons) == sorted((c.index, c.finish_reason, c.stop_reason)
+                                             for o in outs_want for c in o.outputs if c.finish_reason)
+            assert outs_got[-1].finished
+        if params.n > 1:  # some samples end at a stop string while their siblings go on
+            ended = [c for outs in got for o in outs for c in o.outputs if c.finish_reason]
+            assert any(isinstance(c.stop_reason, str) for c in ended) and any(c.finish_reason == "length" for c in ended)
+            continue
+        first = _merged(got[0])[0]
+        assert first[4] == "stop"  # prompt 0's greedy output holds the stop string
+        assert first[2].endswith(stop) if params.include_stop_str_in_output else stop not in first[2]
+        assert len(first[1]) < 24 and len(first[3]) in (0, len(first[1]))
+    assert _wait_idle(tiny["proc"])["kv_cache_usage"] == 0.0
+
+
 def test_leaving_a_stream_early_aborts_the_request_and_frees_it(tiny):
     proc = tiny["proc"]
 

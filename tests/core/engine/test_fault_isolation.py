@@ -11,19 +11,16 @@ pytestmark = pytest.mark.slow
 
 
 class _ExplodingDetokenizer:
-    """Wraps a sequence's detokenizer; ``add`` raises on its third token."""
+    """Wraps a request's detokenizer; ``process`` raises on its third output."""
 
     def __init__(self, inner) -> None:
         self.inner, self.calls = inner, 0
 
-    def add(self, token_id: int):
+    def process(self, out):
         self.calls += 1
         if self.calls == 3:
             raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "injected")
-        return self.inner.add(token_id)
-
-    def take(self, finished: bool) -> str:
-        return self.inner.take(finished)
+        return self.inner.process(out)
 
 
 class _ExplodingGate:
@@ -43,7 +40,7 @@ def _inject(engine, where: str) -> None:
     if where == "sampler":  # an id that slipped past admission: the sampler's mask indexing raises
         req.params.allowed_token_ids = [10**9]
     elif where == "detokenizer":
-        req.seqs[0].detok = _ExplodingDetokenizer(req.seqs[0].detok)
+        req.detok = _ExplodingDetokenizer(req.detok)
 
 
 def _tokens(outs) -> list[int]:
