@@ -70,9 +70,6 @@ def check_plugins(settings: ServerSettings) -> list[str]:
     elif settings.tensor_parallel_size > 1 and settings.distributed_executor_backend == "uni":
         problems.append("--distributed-executor-backend uni runs one process: it cannot hold "
                         f"--tensor-parallel-size {settings.tensor_parallel_size} ranks; use mp.")
-    if settings.enable_lora and settings.tensor_parallel_size > 1:
-        problems.append("LoRA adapters are not supported with tensor parallelism yet: drop --enable-lora or "
-                        "use --tensor-parallel-size 1 (data parallelism works with LoRA).")
     if settings.enable_auto_tool_choice and not settings.tool_call_parser:
         problems.append("--enable-auto-tool-choice needs --tool-call-parser NAME "
                         f"(installed: {', '.join(registry('tool_parsers').names()) or 'none'}).")

@@ -4,8 +4,9 @@ The worker joins the group, takes rank 0's engine settings (dtype, block size, .
 shard through the engine's own loader (:func:`heron.engine.setup.load_model`, which reads
 ``tp_rank``/``tp_size`` from the group), sizes its KV pool to the number of blocks every rank can
 hold, then loops: run each step plan rank 0 broadcasts (the same :func:`run_plan` as rank 0, so
-the collectives match; only rank 0 samples), answer control calls (sleep, wake-up, profiling),
-stop when told. Any failure ends the process with a non-zero status, which rank 0 sees at its
+the collectives match; only rank 0 samples), answer control calls (sleep, wake-up, profiling,
+LoRA load and unload: with ``--enable-lora`` each rank keeps its own slice of every adapter under
+rank 0's uid, in the slots each step plan names), stop when told. Any failure ends the process with a non-zero status, which rank 0 sees at its
 next step.
 """
 
@@ -88,6 +89,13 @@ class Worker:
         self.num_kv_blocks, self.kv_cache_bytes = pool.num_blocks, pool.nbytes
         self.kv_released = self.weights_released = False
         self.profiler: Any = None
+        self.lora: Any = None  # heron.lora.LoRAManager over this rank's shard (--enable-lora)
+        if self.config.enable_lora:
+            from heron.lora import LoRAManager
+
+            self.lora = LoRAManager(self.model, max_loras=self.config.max_loras,
+                                    max_lora_rank=self.config.max_lora_rank, max_cpu_loras=self.config.max_cpu_loras,
+                                    dtype=self.dtype, device=self.device)
         log.info("rank %d ready: %d KV blocks", self.rank, self.num_kv_blocks)
 
     def serve(self) -> None:
@@ -98,7 +106,7 @@ class Worker:
         while True:
             cmd, arg = recv_command(self.group)
             if cmd == STEP:
-                run_plan(self.model, self.backend, arg.to(self.device), bs)
+                run_plan(self.model, self.backend, arg.to(self.device), bs, self.lora)
             elif cmd == CONTROL:
                 name, kwargs = arg
                 try:
@@ -144,6 +152,16 @@ class Worker:
                                self.dtype, self.device)
             self.kv_released = False
         return True
+
+    def _do_lora_add(self, request: Any, uid: int) -> bool:
+        """Read ``request``'s adapter folder (this rank's slice) and register it under rank 0's ``uid``."""
+        if self.lora is None:
+            raise RuntimeError("LoRA is not enabled on this rank.")
+        self.lora.register(self.lora.load(request), uid=uid)
+        return True
+
+    def _do_lora_remove(self, lora_name: str) -> bool:
+        return self.lora is not None and self.lora.remove(lora_name)
 
     def _do_start_profile(self, directory: str) -> bool:
         from heron.engine.profiler import EngineProfiler

@@ -4,7 +4,9 @@ A step is first turned into a :class:`StepPlan`: plain tensors and lists (input 
 the :class:`ForwardBatch` fields, which rows need logits, whole-chunk logits or hidden states)
 that no longer refer to the scheduler. :func:`run_plan` runs a plan; under tensor parallelism
 rank 0 broadcasts each plan and every rank runs it with the same function, so the
-collectives inside the model happen in the same order everywhere.
+collectives inside the model happen in the same order everywhere. With LoRA adapters the plan
+also says, per request, which adapter it uses and the slot rank 0 put that adapter in, so every
+rank's layers add the same adapters' deltas (each rank its own slice of them).
 
 Pooling requests get no logits: the rows of their chunk of the step's hidden states are handed
 back as views (no copy); the model's LM head only runs on the rows that sample.
@@ -47,6 +49,8 @@ class StepPlan:
     full_reqs: list[int] = field(default_factory=list)  # request indices that need whole-chunk logits
     hidden_reqs: list[int] = field(default_factory=list)  # request indices whose hidden rows are kept
     seq_ids: list[int] = field(default_factory=list)  # [R] (rank 0 only: maps request indices back)
+    lora_uids: list[int] = field(default_factory=list)  # [R] adapter uid per request, -1: base ([] : no LoRA)
+    lora_slots: list[int] = field(default_factory=list)  # [R] the slot holding that adapter, -1: base
 
     def to(self, device: torch.device) -> StepPlan:
         """The plan with its tensors on ``device`` (itself when they already are)."""
@@ -55,7 +59,8 @@ class StepPlan:
         move = {"non_blocking": True}
         return StepPlan(self.input_ids.to(device, **move), self.positions.to(device, **move), self.query_lens,
                         self.seq_lens, self.block_tables.to(device, **move), self.slot_mapping.to(device, **move),
-                        self.sample_rows, self.full_reqs, self.hidden_reqs, self.seq_ids)
+                        self.sample_rows, self.full_reqs, self.hidden_reqs, self.seq_ids, self.lora_uids,
+                        self.lora_slots)
 
 
 def build_batch(plan: StepPlan, block_size: int) -> ForwardBatch:
@@ -81,21 +86,23 @@ def build_batch(plan: StepPlan, block_size: int) -> ForwardBatch:
 
 @torch.inference_mode()
 def run_plan(model: torch.nn.Module, backend: AttentionBackend, plan: StepPlan, block_size: int,
-             lora: Any = None, sched: Any = None) -> StepLogits:
+             lora: Any = None) -> StepLogits:
     """Forward ``plan``; logits of its sample rows, whole-chunk logits of ``full_reqs`` and hidden
     rows of ``hidden_reqs`` (keyed by seq id when ``plan.seq_ids`` is set, else by request index).
 
     Every rank of a tensor-parallel group calls this with the same plan: the forward and each
     ``compute_logits`` call (the LM head gathers its vocabulary slices) run in the same order.
+    ``lora`` (a :class:`heron.lora.LoRAManager`) is set up from the plan's adapters and slots.
     """
     batch = build_batch(plan, block_size)
     batch.attn_metadata = backend.build_batch(batch)
-    if lora is not None:
-        lora.begin_step(sched)
+    use_lora = lora is not None and bool(plan.lora_slots)
+    if use_lora:
+        lora.begin_step([None if uid < 0 else uid for uid in plan.lora_uids], plan.query_lens, plan.lora_slots)
     try:
         hidden = model(plan.input_ids, plan.positions, batch)  # [T, H]
     finally:
-        if lora is not None:
+        if use_lora:
             lora.end_step()
     starts = [0]
     for n in plan.query_lens:
@@ -124,6 +131,8 @@ class ModelRunner:
                  device: torch.device, lora: Any = None, group: Any = None) -> None:
         self.model = model
         self.lora = lora  # heron.engine.lora.EngineLoRA: the step's adapters, set before the forward
+        if lora is not None and group is not None:
+            lora.use_group(group)  # registrations reach every rank
         self.backend = backend
         self.block_size = block_size
         self.device = device
@@ -170,9 +179,10 @@ class ModelRunner:
         block_tables = torch.zeros(len(tables), width, dtype=torch.int32)  # [R, W]
         for i, t in enumerate(tables):
             block_tables[i, : len(t)] = torch.tensor(t, dtype=torch.int32)
+        lora_uids, lora_slots = self.lora.plan_step(sched) if self.lora is not None else ([], [])
         return StepPlan(torch.tensor(ids, dtype=torch.int64), torch.tensor(positions, dtype=torch.int64), q_lens,
                         s_lens, block_tables, torch.tensor(slots, dtype=torch.int64), sample_rows, full_reqs,
-                        hidden_reqs, seq_ids)
+                        hidden_reqs, seq_ids, lora_uids, lora_slots)
 
     def prepare(self, sched: SchedulerOutput) -> tuple[torch.Tensor, torch.Tensor, ForwardBatch]:
         """(input ids, positions, batch) of a step, on the runner's device."""
@@ -184,9 +194,9 @@ class ModelRunner:
         """Forward the step; logits for sampling rows, whole-chunk logits for ``full_logits_for``
         and the chunk's hidden rows for ``hidden_for`` (seq ids)."""
         plan = self.plan(sched, full_logits_for, hidden_for)
+        lora = self.lora.manager if self.lora is not None else None
         if self.group is None:
-            return run_plan(self.model, self.backend, plan.to(self.device), self.block_size,
-                            lora=self.lora, sched=sched)
+            return run_plan(self.model, self.backend, plan.to(self.device), self.block_size, lora)
         self.group.publish(plan)
         return self.group.guard_forward(
-            lambda: run_plan(self.model, self.backend, plan.to(self.device), self.block_size))
+            lambda: run_plan(self.model, self.backend, plan.to(self.device), self.block_size, lora))

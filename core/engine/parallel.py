@@ -1,7 +1,7 @@
 """The engine's side of tensor parallelism: checks, start-up, and what every rank must agree on.
 
 :func:`start_tensor_parallel` runs on rank 0 before the model is loaded: it refuses what cannot
-split (a model class whose ``supports_tensor_parallel`` is not true, LoRA adapters), spawns this
+split (a model class whose ``supports_tensor_parallel`` is not true), spawns this
 machine's workers, joins the group and sends the settings every rank must share
 (:func:`share_setup` / :func:`receive_setup`). Then every rank loads its shard the same way and
 checks with the others that they chose the same attention backend and linear kernel
@@ -25,7 +25,8 @@ log = logging.getLogger("heron.engine")
 
 #: engine settings rank 0 imposes on every rank (a headless node's own flags may differ)
 _SHARED_FIELDS = ("block_size", "model_impl", "attention_backend", "linear_kernel", "quantization",
-                  "max_model_len", "num_kv_blocks", "enable_lora", "runner", "convert", "seed")
+                  "max_model_len", "num_kv_blocks", "enable_lora", "max_loras", "max_lora_rank", "max_cpu_loras",
+                  "runner", "convert", "seed")
 
 
 def check_tensor_parallel(checkpoint: Any, config: Any) -> None:
@@ -36,12 +37,6 @@ def check_tensor_parallel(checkpoint: Any, config: Any) -> None:
     """
     if config.tensor_parallel_size <= 1:
         return
-    if config.enable_lora:
-        # LoRALinear wraps a whole projection (its all-reduce included) with full-size A/B: a
-        # row-parallel layer's delta would be summed tensor_parallel_size times. Refused until
-        # the adapter weights are sliced per rank.
-        raise ValueError("LoRA adapters are not supported with tensor parallelism yet: start without "
-                         "--enable-lora, or with --tensor-parallel-size 1.")
     from heron.loader.build import choose_model_impl
     from heron.plugins import registry
 

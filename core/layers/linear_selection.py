@@ -79,6 +79,9 @@ def apply_linear_kernel(model: nn.Module, kernel: LinearKernel) -> int:
             replacement = kernel.convert(linear, name)
             if replacement is linear:
                 continue
+            for attr in ("spans", "full_sizes", "in_span"):  # the tensor-parallel split: LoRA slices adapters by it
+                if hasattr(linear, attr) and not hasattr(replacement, attr):
+                    setattr(replacement, attr, getattr(linear, attr))
             collective = getattr(linear, "tp_output", None)  # a tensor-parallel layer's all-reduce/gather
             if collective is not None:
                 replacement = ParallelOutput(replacement, collective)

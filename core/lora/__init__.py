@@ -4,7 +4,8 @@
 keep untrusted paths inside allowed directories, :func:`load_adapter` parses a PEFT checkpoint
 onto a heron model, :class:`LoRAManager` registers adapters, keeps up to ``max_loras`` of them in
 serving slots (LRU) and prepares each step, and :class:`LoRALinear` adds every token's adapter
-delta with two batched matmuls per projection.
+delta with two batched matmuls per projection. Under tensor parallelism :mod:`heron.lora.sharding`
+cuts each adapter to the rank's slice of every projection.
 """
 
 from heron.lora.adapter import LoRAAdapter, LoRAShard, load_adapter

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from heron.lora.request import LoRAError, LoRARequest
+from heron.lora.sharding import place_shard
 
 __all__ = ("LoRAAdapter", "LoRAShard", "load_adapter")
 
@@ -99,12 +100,9 @@ def load_adapter(req: LoRARequest, model: nn.Module, *, max_rank: int, dtype: to
         if r > max_rank:
             raise LoRAError(f"{where_module} has rank {r}, above --max-lora-rank {max_rank}.")
         target, rows = _target(model, hf_name, where_module)
-        in_features, out_features = _features(model.get_submodule(target), where_module)
-        want_rows = out_features if rows is None else rows[1]
-        if a.shape[1] != in_features or b.shape[0] != want_rows:
-            raise LoRAError(f"{where_module} has lora_A {tuple(a.shape)} and lora_B {tuple(b.shape)}; the model "
-                            f"needs [r, {in_features}] and [{want_rows}, r].")
         scaling = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
+        # this rank's slice (all of it without tensor parallelism), shapes checked against the module
+        rows, a, b = place_shard(model.get_submodule(target), rows, a, b, where_module)
         shard = (rows, a.to(dtype).contiguous(), (b.float() * scaling).to(dtype).contiguous())
         weights.setdefault(target, []).append(shard)
     for shards in weights.values():
@@ -210,11 +208,3 @@ def _target(model: nn.Module, hf_name: str, where: str) -> tuple[str, tuple[int,
         raise LoRAError(f"{where}: {type(model).__name__} has no such module.") from err
     return target, rows
 
-
-def _features(module: nn.Module, where: str) -> tuple[int, int]:
-    """(in_features, out_features) of a linear layer (plain, a linear kernel's, or already LoRA-wrapped)."""
-    base = getattr(module, "base_layer", module)
-    in_features, out_features = getattr(base, "in_features", None), getattr(base, "out_features", None)
-    if isinstance(base, nn.Embedding) or not isinstance(in_features, int) or not isinstance(out_features, int):
-        raise LoRAError(f"{where}: heron's module is a {type(base).__name__}, not a linear layer.")
-    return in_features, out_features

@@ -8,11 +8,14 @@ wrapper then computes ``h = x @ A_active^T`` (``[T, n*R]``), zeroes each token's
 other adapters and adds ``h @ B_active`` -- two GEMMs per layer, no loop over requests. A fused
 projection (q/k/v) holds each shard's ``A`` at its own rank offset and its ``B`` in its own
 output rows, zeros elsewhere, so the sum is exact. With no adapter in the step
-(``state.slots is None``) the wrapper returns ``base(x)`` untouched.
+(``state.slots is None``) the wrapper returns ``base(x)`` untouched. Under tensor parallelism a
+row-parallel projection's all-reduce is the wrapper's ``collective``: it runs after the delta is
+added, so the ranks' partial deltas are summed once (:mod:`heron.lora.sharding`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,13 +61,16 @@ class LoRALinear(nn.Module):
         rank: slot rank capacity (sum of the fused shards' ranks); :meth:`grow` raises it.
         dtype: buffer dtype (the model's).
         device: buffer device.
+        collective: run on the output after the delta (a row-parallel projection's all-reduce,
+            taken off ``base``), or None.
     """
 
     def __init__(self, base: nn.Module, state: LoRAStepState, num_slots: int, rank: int, dtype: torch.dtype,
-                 device: torch.device) -> None:
+                 device: torch.device, collective: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         super().__init__()
         self.base_layer = base
         self.state = state
+        self.collective = collective
         in_features, out_features = base.in_features, base.out_features
         self.register_buffer("lora_a", torch.zeros(num_slots, rank, in_features, dtype=dtype, device=device),
                              persistent=False)  # [S, R, in]
@@ -121,9 +127,13 @@ class LoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[..., in] -> [..., out]; the leading dims flatten to the step's T tokens."""
         out = self.base_layer(x)
+        if self.state.slots is not None:
+            out = self._add_delta(x, out)
+        return out if self.collective is None else self.collective(out)
+
+    def _add_delta(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """``out + x A^T B`` for each token's adapter (in place when it can)."""
         state = self.state
-        if state.slots is None:
-            return out
         flat = x.reshape(-1, x.shape[-1])  # [T, in]
         if flat.shape[0] != state.num_tokens:
             raise RuntimeError(f"LoRA layer got {flat.shape[0]} tokens but the step declared "

@@ -8,6 +8,11 @@ least recently used slot the step does not need -- and writes the shared per-ste
 layers read. Parsed adapters stay in memory up to ``max_cpu_loras`` (least recently used first
 out); one pushed out is read again from disk the next time a step needs it. Everything but
 :meth:`LoRAManager.load` runs on the engine thread, between forwards.
+
+Under tensor parallelism every rank has its own manager over its shard (the adapter is sliced
+per rank by :mod:`heron.lora.sharding`): rank 0 picks the slots (:meth:`LoRAManager.assign`) and
+sends them with the step, the other ranks register under rank 0's uids and load whatever
+rank 0's slots hold (:meth:`LoRAManager.begin_step` with ``slots``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from torch import nn
 from heron.lora.adapter import LoRAAdapter, load_adapter
 from heron.lora.layers import LoRALinear, LoRAStepState
 from heron.lora.request import LoRAError, LoRARequest
+from heron.lora.sharding import split_collective
 
 __all__ = ("LoRAManager",)
 
@@ -69,17 +75,20 @@ class LoRAManager:
         """Parse and validate ``req``'s adapter for this model (any thread; :func:`load_adapter`)."""
         return load_adapter(req, self.model, max_rank=self.max_lora_rank, dtype=self.dtype)
 
-    def register(self, adapter: LoRAAdapter) -> int:
-        """Make ``adapter`` servable (wrapping the modules it targets); returns its fresh uid.
+    def register(self, adapter: LoRAAdapter, uid: int | None = None) -> int:
+        """Make ``adapter`` servable (wrapping the modules it targets); returns its uid.
 
+        Args:
+            adapter: what :meth:`load` returned.
+            uid: the uid to use (a tensor-parallel worker takes rank 0's); None: a fresh one.
         Raises:
-            LoRAError: an adapter of the same name is registered already.
+            LoRAError: an adapter of the same name (or uid) is registered already.
         """
         name = adapter.request.lora_name
-        if name in self._by_name:
+        if name in self._by_name or uid in self._by_uid:
             raise LoRAError(f"A LoRA adapter named {name!r} is registered already.", param="lora_name")
         self._fit_layers(adapter)
-        entry = _Registered(next(self._uids), adapter.request, adapter)
+        entry = _Registered(next(self._uids) if uid is None else uid, adapter.request, adapter)
         self._by_name[name] = self._by_uid[entry.uid] = entry
         self._remember(entry)
         return entry.uid
@@ -111,26 +120,48 @@ class LoRAManager:
         """Every registered adapter's request, in registration order."""
         return [entry.request for entry in self._by_name.values()]
 
-    def begin_step(self, uids: list[int | None], counts: list[int]) -> None:
+    def assign(self, uids: list[int | None]) -> list[int]:
+        """Make the step's adapters resident; per item, the slot of its adapter (-1: the base model).
+
+        Args:
+            uids: per scheduled item, its adapter's uid (None: the base model), in the step's order.
+        Raises:
+            ValueError: the step uses more than ``max_loras`` adapters, or an unregistered uid.
+            LoRAError: an adapter pushed out of memory can no longer be read from disk.
+        """
+        step = list(dict.fromkeys(uid for uid in uids if uid is not None))
+        if len(step) > self.max_loras:
+            raise ValueError(f"A step uses {len(step)} LoRA adapters but max_loras is {self.max_loras}.")
+        slot_of = {uid: self._make_resident(uid, protect=set(step)) for uid in step}
+        return [-1 if uid is None else slot_of[uid] for uid in uids]
+
+    def begin_step(self, uids: list[int | None], counts: list[int], slots: list[int] | None = None) -> None:
         """Prepare the LoRA layers for a forward over the step's items.
 
         Args:
             uids: per scheduled item, its adapter's uid (None: the base model), in the step's order.
             counts: per item, its number of new tokens (their sum is the forward's token count).
+            slots: per item, the slot its adapter sits in, as rank 0's :meth:`assign` chose (-1 for
+                the base model); None: choose them here.
         Raises:
             ValueError: the step uses more than ``max_loras`` adapters, or an unregistered uid.
             LoRAError: an adapter pushed out of memory can no longer be read from disk.
         """
-        if len(uids) != len(counts):
+        if len(uids) != len(counts) or (slots is not None and len(slots) != len(uids)):
             raise ValueError(f"begin_step got {len(uids)} uids for {len(counts)} token counts.")
-        step = list(dict.fromkeys(uid for uid in uids if uid is not None))
-        if not step:
+        if slots is None:
+            slots = self.assign(uids)
+        slot_of = {uid: slot for uid, slot in zip(uids, slots, strict=True) if uid is not None}
+        if not slot_of:
             self.end_step()
             return
-        if len(step) > self.max_loras:
-            raise ValueError(f"A step uses {len(step)} LoRA adapters but max_loras is {self.max_loras}.")
-        slot_of = {uid: self._make_resident(uid, protect=set(step)) for uid in step}
-        slots = sorted(slot_of.values())
+        for uid, slot in slot_of.items():
+            self._place(uid, slot)
+        self._set_state(uids, counts, slot_of)
+
+    def _set_state(self, uids: list[int | None], counts: list[int], slot_of: dict[int, int]) -> None:
+        """Write the shared per-step state from each item's adapter and its slot."""
+        slots = sorted(set(slot_of.values()))
         column = {slot: i for i, slot in enumerate(slots)}
         cols = torch.tensor([-1 if uid is None else column[slot_of[uid]] for uid in uids])  # [items]
         per_token = torch.repeat_interleave(cols, torch.tensor(counts, dtype=torch.long))  # [T]
@@ -163,13 +194,24 @@ class LoRAManager:
             slot = next((s for s, u in enumerate(self._slot_uid) if u is None), None)
             if slot is None:  # evict the least recently used slot this step does not use
                 slot = next(s for s in self._slot_lru if self._slot_uid[s] not in protect)
+        self._place(uid, slot)
+        return slot
+
+    def _place(self, uid: int, slot: int) -> None:
+        """Make ``slot`` hold adapter ``uid`` (loading it unless it is there already); mark it used."""
+        if not 0 <= slot < self.max_loras:
+            raise ValueError(f"LoRA slot {slot} is out of range (max_loras {self.max_loras}).")
+        if self._slot_uid[slot] != uid:
+            entry = self._by_uid.get(uid)
+            if entry is None:
+                raise ValueError(f"LoRA adapter uid {uid} is not registered (was it removed?).")
             adapter = self._materialize(entry)
             for name, layer in self._layers.items():
                 layer.set_slot(slot, adapter.weights.get(name, []))
+            self._slot_uid = [None if u == uid else u for u in self._slot_uid]  # a worker may move an adapter
             self._slot_uid[slot] = uid
         self._slot_lru[slot] = None
         self._slot_lru.move_to_end(slot)
-        return slot
 
     def _materialize(self, entry: _Registered) -> LoRAAdapter:
         """The entry's parsed adapter, read again from disk when it was pushed out of memory."""
@@ -194,8 +236,8 @@ class LoRAManager:
             if layer is None:
                 parent_name, _, attr = name.rpartition(".")
                 parent = self.model.get_submodule(parent_name) if parent_name else self.model
-                base = getattr(parent, attr)
-                layer = LoRALinear(base, self.state, self.max_loras, rank, self.dtype, self.device)
+                base, collective = split_collective(getattr(parent, attr))  # the all-reduce runs after the delta
+                layer = LoRALinear(base, self.state, self.max_loras, rank, self.dtype, self.device, collective)
                 setattr(parent, attr, layer)
                 self._layers[name] = layer
             layer.grow(rank)

@@ -84,3 +84,25 @@ def test_two_nodes_on_one_machine(request, tiny, tmp_path: Path) -> None:
             node1.kill()
             node1.wait(10)
         log.close()
+
+
+def test_serve_tp2_with_lora_matches_offline_tp1(request, tiny, tmp_path: Path) -> None:
+    """``-tp 2 --enable-lora --lora-modules``: the adapter's completions are offline tp=1's with it, the
+    base model's stay the base's."""
+    from transformers import AutoModelForCausalLM
+
+    from heron.lora import LoRARequest
+    from tests.core.distributed.test_tp_lora import save_adapter
+
+    path, reference = tiny
+    folder = save_adapter(AutoModelForCausalLM.from_pretrained(path), tmp_path / "sql", 5)
+    params = SamplingParams(max_tokens=TOKENS, temperature=0.0, ignore_eos=True)
+    llm = LLM(path, dtype="float32", num_kv_blocks=64, enable_lora=True, max_lora_rank=8)
+    outs = llm.generate(PROMPTS, params, lora_request=LoRARequest("sql", 1, folder), use_tqdm=False)
+    with_adapter = [list(o.outputs[0].token_ids) for o in outs]
+    llm.shutdown()
+    assert with_adapter != reference
+    with running_server(request, path, "-tp", "2", *FLAGS, "--enable-lora", "--max-lora-rank", "8",
+                        "--lora-modules", f"sql={folder}") as server:
+        assert served_tokens(server.base_url, "sql") == with_adapter
+        assert served_tokens(server.base_url, path) == reference

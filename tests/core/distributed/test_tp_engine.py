@@ -1,6 +1,6 @@
 """Tensor parallelism through the offline engine: tp=2 (gloo, 2 processes, fp32) gives the same greedy
-tokens as tp=1; what cannot split is refused; a dead worker fails the engine instead of hanging;
-sleep/wake and profiling reach every rank."""
+tokens as tp=1 (LoRA adapters included); what cannot split is refused; a dead worker fails the engine
+instead of hanging; sleep/wake and profiling reach every rank."""
 
 from __future__ import annotations
 
@@ -151,9 +151,26 @@ def test_model_without_tensor_parallel_is_refused(llama) -> None:
     assert current_group() is None
 
 
-def test_lora_is_refused_under_tensor_parallelism(llama) -> None:
-    with pytest.raises(ValueError, match="LoRA adapters are not supported with tensor parallelism"):
-        LLM(llama[0], **SMALL, tensor_parallel_size=2, enable_lora=True)
+def test_lora_under_tensor_parallelism_matches_tp1(llama, alone, tmp_path: Path) -> None:
+    """--enable-lora at tp=2: an adapter on every projection gives tp=1's greedy tokens, the base model
+    next to it stays exact (tests/core/distributed/test_tp_lora.py checks mixes and runtime updates)."""
+    from transformers import AutoModelForCausalLM
+
+    from heron.lora import LoRARequest
+    from tests.core.distributed.test_tp_lora import save_adapter
+
+    adapter = LoRARequest("x", 1, save_adapter(AutoModelForCausalLM.from_pretrained(llama[0]), tmp_path / "x", 5))
+    loras = [adapter, None] * (len(PROMPTS) // 2)
+    lora = {**SMALL, "enable_lora": True, "max_lora_rank": 8}
+
+    def run(llm: LLM) -> list[list[int]]:
+        return [list(o.outputs[0].token_ids) for o in llm.generate(PROMPTS, GREEDY, lora_request=loras,
+                                                                     use_tqdm=False)]
+
+    reference = run(LLM(llama[0], **lora))
+    assert reference[1::2] == llama[1][1::2] and reference[0] != llama[1][0]
+    with LLM(llama[0], **lora, tensor_parallel_size=2) as llm:
+        assert run(llm) == reference
 
 
 def test_bad_layouts_are_refused(llama) -> None:
