@@ -27,6 +27,7 @@ from heron.layers import (
     select_attention_backend,
     select_linear_kernel,
 )
+from heron.layers.linear_selection import keeps_stored
 from heron.loader import build_model
 
 __all__ = ("KVPool", "LoadedModel", "load_and_size", "load_model", "resolve_device", "size_kv_pool")
@@ -87,8 +88,11 @@ def load_model(checkpoint: Any, config: EngineConfig, *, dtype: torch.dtype, dev
     special = {"sep_token_id": getattr(checkpoint.tokenizer, "sep_token_id", None)}
     rank, size = world()  # the tensor-parallel group (joined before loading), else (0, 1)
     ctx = ModelContext(dtype=dtype, device=device, attention_backend=None, tp_rank=rank, tp_size=size, extra=special)
-    linear_cls, linear_why = select_linear_kernel(config.linear_kernel, device, dtype)
-    model = build_model(checkpoint, ctx, model_impl=config.model_impl)
+    # a kernel computing on the checkpoint's quantized blocks (GGUF) gets them kept, not dequantized
+    stored_format = getattr(checkpoint, "stored_format", None)
+    linear_cls, linear_why = select_linear_kernel(config.linear_kernel, device, dtype, stored_format)
+    keep = keeps_stored(linear_cls, stored_format)
+    model = build_model(checkpoint, ctx, model_impl=config.model_impl, keep_stored=keep)
     backend_cls, why = select_attention_backend(config.attention_backend, device, dtype, **attention_needs(model))
     log.info("attention backend: %s", why)
     backend = backend_cls()

@@ -14,7 +14,9 @@ kernels convert it like any projection; with ``tp_size == 1`` each is exactly th
 Shards need not be equal: :func:`split_sizes` gives earlier ranks one more row when the total
 does not divide. Heads split by key/value groups (:func:`shard_heads`), so every rank keeps whole
 groups; with fewer KV heads than ranks each rank holds one replicated KV head. Checkpoint tensors
-are full size: each layer's ``weight_loader(param, tensor, shard)`` copies this rank's slice.
+are full size: each layer's ``weight_loader(param, tensor, shard)`` copies this rank's slice. A
+:class:`heron.layers.quantized.QuantizedTensor` (a GGUF checkpoint's blocks, when the linear kernel
+computes on them) is kept as blocks: its slice is stored on the parameter (``param.stored``), not copied.
 
 The collective a layer needs after its matmul is its ``tp_output`` (None at ``tp_size == 1``);
 :func:`heron.layers.apply_linear_kernel` keeps it when a kernel replaces the module.
@@ -22,6 +24,7 @@ The collective a layer needs after its matmul is its ``tp_output`` (None at ``tp
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -32,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from heron.distributed import all_gather, all_reduce
+from heron.layers.quantized import QuantizedTensor, store_rows, stored_weight
 
 __all__ = (
     "ColumnParallelLinear",
@@ -48,6 +52,8 @@ __all__ = (
     "split_sizes",
     "tp_of",
 )
+
+log = logging.getLogger(__name__)
 
 
 def tp_of(ctx: Any) -> tuple[int, int]:
@@ -127,8 +133,20 @@ class _ShardedLinear(nn.Linear):
         self.tp_rank, self.tp_size = rank, size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(x, self.weight, self.bias)
+        y = F.linear(x, _dense_weight(self.weight), self.bias)
         return y if self.tp_output is None else self.tp_output(y)
+
+
+def _dense_weight(weight: torch.Tensor) -> torch.Tensor:
+    """``weight``, or its stored blocks dequantized when no kernel converted the layer (slow, but exact)."""
+    stored = stored_weight(weight)
+    return weight if stored is None else stored.dequantize(weight).to(weight.dtype)
+
+
+def _rows(tensor: torch.Tensor, start: int, count: int) -> torch.Tensor:
+    if isinstance(tensor, QuantizedTensor):
+        return tensor.rows(start, count)
+    return tensor[start : start + count]
 
 
 class ColumnParallelLinear(_ShardedLinear):
@@ -162,10 +180,13 @@ class ColumnParallelLinear(_ShardedLinear):
             if shard is None:
                 offset = 0
                 for i, full in enumerate(self.full_sizes):
-                    self.weight_loader(param, loaded[offset : offset + full], i)
+                    self.weight_loader(param, _rows(loaded, offset, full), i)
                     offset += full
                 return
             start, count, local = self.spans[shard]
+            if isinstance(loaded, QuantizedTensor):
+                store_rows(param, local, loaded.rows(start, count))
+                return
             param[local : local + count].copy_(loaded[start : start + count].view(count, *param.shape[1:]))
 
 
@@ -226,6 +247,14 @@ class RowParallelLinear(_ShardedLinear):
                 param.copy_(loaded) if self.tp_rank == 0 else param.zero_()
                 return
             start, count = self.in_span
+            if isinstance(loaded, QuantizedTensor):
+                part = loaded if (start, count) == (0, loaded.shape[1]) else loaded.cols(start, count)
+                if part is not None:
+                    store_rows(param, 0, part)
+                    return
+                log.info("input columns %d..%d of a row-parallel weight (GGML type %d) do not fall on quantized "
+                         "block boundaries: the layer runs dequantized", start, start + count, loaded.qtype)
+                loaded = loaded.dequantize()
             param.copy_(loaded[:, start : start + count])
 
 
@@ -241,13 +270,23 @@ class VocabParallelEmbedding(nn.Embedding):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if self.tp_size == 1:
-            return super().forward(ids)
+            return self._lookup(ids)
         local = ids - self.vocab_start
         outside = (local < 0) | (local >= self.num_embeddings)
-        out = F.embedding(local.masked_fill(outside, 0), self.weight)  # [T, D]
+        out = self._lookup(local.masked_fill(outside, 0))  # [T, D]
         return all_reduce(out.masked_fill_(outside.unsqueeze(-1), 0))
 
+    def _lookup(self, local_ids: torch.Tensor) -> torch.Tensor:
+        """[T] local row ids -> [T, D]; stored quantized rows dequantize only the rows looked up."""
+        stored = stored_weight(self.weight)
+        if stored is None:
+            return super().forward(local_ids)
+        return stored.lookup(local_ids).to(self.weight.dtype)
+
     def weight_loader(self, param: torch.Tensor, loaded: torch.Tensor, shard: Any = None) -> None:
+        if isinstance(loaded, QuantizedTensor):
+            store_rows(param, 0, loaded.rows(self.vocab_start, self.num_embeddings))
+            return
         with torch.no_grad():
             param.copy_(loaded[self.vocab_start : self.vocab_start + self.num_embeddings])
 
@@ -262,6 +301,9 @@ class ParallelLMHead(_ShardedLinear):
             self.tp_output = partial(all_gather, sizes=split_sizes(vocab_size, size))
 
     def weight_loader(self, param: torch.Tensor, loaded: torch.Tensor, shard: Any = None) -> None:
+        if isinstance(loaded, QuantizedTensor):
+            store_rows(param, 0, loaded.rows(self.vocab_start, param.shape[0]))
+            return
         with torch.no_grad():
             param.copy_(loaded[self.vocab_start : self.vocab_start + param.shape[0]])
 

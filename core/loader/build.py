@@ -53,12 +53,15 @@ def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
         torch.set_default_dtype(saved)
 
 
-def build_model(checkpoint: Checkpoint, ctx: ModelContext, model_impl: str = "auto") -> CausalLM:
+def build_model(checkpoint: Checkpoint, ctx: ModelContext, model_impl: str = "auto", *,
+                keep_stored: bool = False) -> CausalLM:
     """Build the model that serves ``checkpoint`` and load its weights.
 
     ``model_impl`` picks the implementation: ``auto`` (heron's plugin for ``architectures[0]`` when one is
     registered, else the transformers fallback), ``heron`` (alias ``vllm``) or ``transformers``. Parameters are
-    created directly on ``ctx.device`` in ``ctx.dtype`` without random init.
+    created directly on ``ctx.device`` in ``ctx.dtype`` without random init. ``keep_stored`` (the linear kernel
+    computes on the checkpoint's quantized blocks) loads quantized matrices as their blocks: the
+    tensor-parallel layers keep them on their parameters (``param.stored``) instead of floats.
 
     Raises:
         ValueError: an unknown ``model_impl``, or a config that names no architecture.
@@ -71,5 +74,5 @@ def build_model(checkpoint: Checkpoint, ctx: ModelContext, model_impl: str = "au
     log.info("model implementation: %s.%s (%s)", cls.__module__, cls.__qualname__, why)
     with torch.device(ctx.device), _default_dtype(ctx.dtype), skip_init():
         model = cls(config, ctx)
-    model.load_weights(checkpoint.weights())
+    model.load_weights(checkpoint.weights(quantized=True) if keep_stored else checkpoint.weights())
     return model.eval()

@@ -1,6 +1,7 @@
 """Open a checkpoint (an HF directory, a GGUF file or split GGUF set): config, tokenizer, generation
 defaults, stop tokens, and a lazy stream of HF-named weight tensors. Quantized checkpoints heron
-cannot run are refused here, before any weight is read."""
+cannot run are refused here, before any weight is read. A checkpoint stored as quantized blocks names its
+format (``stored_format``), so a linear kernel that computes on those blocks can ask for them unconverted."""
 
 from __future__ import annotations
 
@@ -38,11 +39,18 @@ class Checkpoint:
     generation_defaults: dict[str, Any]
     eos_token_ids: list[int]
     max_model_len: int
-    _weights: Callable[[], Iterator[tuple[str, torch.Tensor]]] = field(repr=False, default=lambda: iter(()))
+    _weights: Callable[[bool], Iterator[tuple[str, torch.Tensor]]] = field(repr=False, default=lambda _: iter(()))
+    #: ``"gguf"`` when the weights are stored as quantized GGUF blocks, else None
+    stored_format: str | None = None
 
-    def weights(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """HF-named tensors, read lazily one at a time (with a progress bar)."""
-        return self._weights()
+    def weights(self, quantized: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
+        """HF-named tensors, read lazily one at a time (with a progress bar).
+
+        Args:
+            quantized: hand quantized matrices over as their stored blocks
+                (:class:`heron.layers.quantized.QuantizedTensor`), not dequantized (``stored_format`` only).
+        """
+        return self._weights(quantized)
 
 
 def _int_list(value: Any) -> list[int]:
@@ -153,7 +161,7 @@ def _open_dir(folder: Path, quantization: str | None) -> Checkpoint:
         generation_defaults={k: gen[k] for k in GENERATION_KEYS if gen.get(k) is not None},
         eos_token_ids=_eos_ids(gen.get("eos_token_id"), config.eos_token_id, getattr(tokenizer, "eos_token_id", None)),
         max_model_len=_max_model_len(config),
-        _weights=lambda: _progress(_dir_weights(folder), _count_dir_tensors(folder) or 0),
+        _weights=lambda _: _progress(_dir_weights(folder), _count_dir_tensors(folder) or 0),
     )
 
 
@@ -168,6 +176,7 @@ def _open_gguf(file: Path, quantization: str | None) -> Checkpoint:
     block_count = gguf.field(f"{gguf.architecture}.block_count")
     num_tensors = gguf.field("split.tensors.count") or gguf.num_tensors()
     del gguf
+    quantized = any(GGUFFile(shard).is_quantized() for shard in shards)
     if declared != len(shards):
         raise ValueError(f"{file.name} says its checkpoint has {declared} shards, but its name says {len(shards)}.")
     for shard in shards:
@@ -190,7 +199,8 @@ def _open_gguf(file: Path, quantization: str | None) -> Checkpoint:
         generation_defaults={},
         eos_token_ids=_eos_ids(config.eos_token_id, getattr(tokenizer, "eos_token_id", None)),
         max_model_len=_max_model_len(config),
-        _weights=lambda: _progress(gguf_tensors(files, config, layers), int(num_tensors)),
+        _weights=lambda q: _progress(gguf_tensors(files, config, layers, quantized=q), int(num_tensors)),
+        stored_format="gguf" if quantized else None,
     )
 
 

@@ -7,7 +7,9 @@ memory-mapped views laid out as ``GGUFReader`` lays them out, dequantized with
 ``gguf.quants.dequantize`` (every type the ``gguf`` package can dequantize; files holding other
 types are refused when opened), renamed and fixed up by :mod:`heron.loader.gguf_names`. A split
 set (``name-00001-of-00003.gguf``, as ``llama-gguf-split`` writes) keeps its metadata in the
-first shard and tensors in all of them.
+first shard and tensors in all of them. With ``quantized=True`` (the linear kernel computes on the
+file's blocks) :func:`gguf_tensors` yields each quantized matrix as a
+:class:`heron.layers.quantized.QuantizedTensor` (raw blocks, no dequantized copy) instead.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from heron.layers.quantized import QuantizedTensor, block_shape
 from heron.loader.gguf_names import ConverterFixups, GGUFNameMap, unpermute_qk
 
 __all__ = ("GGUFFile", "GGUFTensorInfo", "can_dequantize", "gguf_shards", "gguf_tensors", "gguf_to_hf_name",
@@ -163,6 +166,20 @@ class GGUFFile:
                     f"dequantize; heron reads {', '.join(readable)}: requantize the model to one of those."
                 )
 
+    def is_quantized(self) -> bool:
+        """Whether some tensor is stored as quantized blocks (not plain floats)."""
+        return any(block_shape(int(t.tensor_type))[0] > 1 for t in self.tensors)
+
+    def quantized(self, info: GGUFTensorInfo, fix: ConverterFixups) -> QuantizedTensor | None:
+        """``info``'s raw blocks (a copy, the converter's q/k row permutation undone) when it is a quantized
+        matrix whose fix-ups only reorder rows; else None (it must be dequantized)."""
+        if len(info.dims) != 2 or block_shape(int(info.tensor_type))[0] == 1:
+            return None
+        if (fix.transposed and info.name.endswith(fix.transposed)) or (fix.plus_one and info.name.endswith("norm.weight")):
+            return None
+        raw = fix(info.name, torch.from_numpy(np.array(self.data(info))))  # uint8 [N, row_bytes]
+        return QuantizedTensor(raw.contiguous(), int(info.tensor_type), (info.dims[1], info.dims[0]))
+
     def dequantized(self, info: GGUFTensorInfo) -> torch.Tensor:
         """``info``'s tensor as float32, shape in numpy order (a copy, never a view of the file)."""
         from gguf.quants import dequantize
@@ -220,13 +237,15 @@ def gguf_to_hf_name(name: str, names: GGUFNameMap | None = None) -> str | None:
     return (names or _llama_names()).hf_name(name)
 
 
-def gguf_tensors(files: list[str], config: Any, num_layers: int | None = None) -> Iterator[tuple[str, torch.Tensor]]:
-    """Dequantized float32 tensors of the GGUF shards ``files`` with transformers names and values.
+def gguf_tensors(files: list[str], config: Any, num_layers: int | None = None,
+                 quantized: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
+    """The tensors of the GGUF shards ``files`` with transformers names and values.
 
     Args:
         files: the checkpoint's shards in order (one file for an unsplit checkpoint).
         config: the transformers config read from the first shard.
         num_layers: the GGUF block count (default: the config's layer count).
+        quantized: yield quantized matrices as :class:`QuantizedTensor` (their blocks), not float32.
     """
     arch = GGUFFile(files[0]).architecture
     names = GGUFNameMap.for_config(arch, config, num_layers)
@@ -234,6 +253,12 @@ def gguf_tensors(files: list[str], config: Any, num_layers: int | None = None) -
     for file in files:
         gguf = GGUFFile(file)
         for info in gguf.tensors:
+            blocks = gguf.quantized(info, fix) if quantized else None
+            if blocks is not None:
+                name = names.hf_name(info.name)
+                if name is not None:
+                    yield name, blocks
+                continue
             tensor = fix(info.name, gguf.dequantized(info))  # [experts, rows, cols] for stacked experts
             experts = names.expert_names(info.name, tensor.shape[0]) if tensor.dim() == 3 else None
             if experts is not None:

@@ -1,0 +1,19 @@
+// The AVX512 (F, BW, VL, VNNI) build of gguf_quant_kernels.cpp: namespace heron_gguf::avx512.
+//
+// The standard and intrinsic headers come first, outside the target pragma, so their inline
+// functions keep the baseline ISA (a copy built for AVX512 must never be the one the linker keeps).
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
+#define GGQ_NS avx512
+#define GGQ_ISA 2
+#include "gguf_quant_kernels.cpp"
+#pragma GCC pop_options
+#endif

@@ -1,0 +1,270 @@
+// GGUF block kernels: dequantize rows and dot packed rows with int8-quantized activations.
+//
+// This file has no torch dependency. Compiled as it is, it is the portable scalar path
+// (namespace heron_gguf::scalar). gguf_quant_avx2.cpp and gguf_quant_avx512.cpp include it again
+// under `#pragma GCC target` with GGQ_NS/GGQ_ISA set, which adds the intrinsic dot loops; the
+// torch front end (gguf_quant.cpp) picks one namespace at run time.
+//
+// Every 32 weights of every type are read as "sub-blocks": int8 values v[32] with, per half of 16,
+// a scale dw and an offset c, so that weight = dw * v + c (c only for the types with a min).
+// Activations come quantized per 32 (q8, like ggml's Q8_0): x = xd * xq, with xs[h] = xd * sum(xq
+// over half h). A sub-block's dot is then dw * xd * sum(v * xq) + c * xs, in exact integer sums.
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#ifndef GGQ_NS
+#define GGQ_NS scalar
+#define GGQ_ISA 0  // 0 scalar, 1 AVX2, 2 AVX512 (VNNI)
+#endif
+
+#if GGQ_ISA > 0
+#include <immintrin.h>
+#endif
+
+namespace heron_gguf {
+namespace GGQ_NS {
+namespace {
+
+enum : int { kQ4_0 = 2, kQ4_1 = 3, kQ5_0 = 6, kQ5_1 = 7, kQ8_0 = 8, kQ4_K = 12, kQ5_K = 13, kQ6_K = 14 };
+
+// IEEE half -> float, exact (subnormals included).
+inline float half_to_float(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+#if GGQ_ISA > 0
+  return _cvtsh_ss(h);
+#else
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
+  uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
+  if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (man << 13);
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112) << 23) | (man << 13);
+  } else if (man == 0) {
+    bits = sign;
+  } else {  // subnormal: normalise
+    exp = 113;
+    while ((man & 0x400) == 0) {
+      man <<= 1;
+      --exp;
+    }
+    bits = sign | (exp << 23) | ((man & 0x3ff) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+#endif
+}
+
+// Q4_K / Q5_K: 8 six-bit scales and mins packed in 12 bytes.
+inline void k_scales(const uint8_t* s, uint8_t sc[8], uint8_t mn[8]) {
+  for (int j = 0; j < 4; ++j) {
+    sc[j] = s[j] & 63;
+    mn[j] = s[j + 4] & 63;
+    sc[j + 4] = (s[j + 8] & 0x0f) | ((s[j] >> 2) & 0x30);
+    mn[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 2) & 0x30);
+  }
+}
+
+// One sub-block of 32 weights: weight[i] = dw[i/16] * v[i] + (has_c ? c[i/16] : 0).
+struct Sub {
+  int8_t v[32];
+  float dw[2];
+  float c[2];
+  bool has_c;
+};
+
+// Sub-block j of the block at `b` (j < block_size / 32).
+inline void unpack(int qtype, const uint8_t* b, int j, Sub& s) {
+  s.has_c = false;
+  s.c[0] = s.c[1] = 0.f;
+  switch (qtype) {
+    case kQ4_0:
+    case kQ4_1: {
+      const bool m = qtype == kQ4_1;
+      const uint8_t* qs = b + (m ? 4 : 2);
+      for (int l = 0; l < 16; ++l) {
+        s.v[l] = static_cast<int8_t>((qs[l] & 0x0f) - (m ? 0 : 8));
+        s.v[l + 16] = static_cast<int8_t>((qs[l] >> 4) - (m ? 0 : 8));
+      }
+      s.dw[0] = s.dw[1] = half_to_float(b);
+      if (m) {
+        s.has_c = true;
+        s.c[0] = s.c[1] = half_to_float(b + 2);
+      }
+      return;
+    }
+    case kQ5_0:
+    case kQ5_1: {
+      const bool m = qtype == kQ5_1;
+      uint32_t qh;
+      std::memcpy(&qh, b + (m ? 4 : 2), 4);
+      const uint8_t* qs = b + (m ? 8 : 6);
+      for (int l = 0; l < 16; ++l) {
+        const int lo = (qs[l] & 0x0f) | (((qh >> l) & 1) << 4);
+        const int hi = (qs[l] >> 4) | (((qh >> (l + 16)) & 1) << 4);
+        s.v[l] = static_cast<int8_t>(lo - (m ? 0 : 16));
+        s.v[l + 16] = static_cast<int8_t>(hi - (m ? 0 : 16));
+      }
+      s.dw[0] = s.dw[1] = half_to_float(b);
+      if (m) {
+        s.has_c = true;
+        s.c[0] = s.c[1] = half_to_float(b + 2);
+      }
+      return;
+    }
+    case kQ8_0:
+      std::memcpy(s.v, b + 2, 32);
+      s.dw[0] = s.dw[1] = half_to_float(b);
+      return;
+    case kQ4_K:
+    case kQ5_K: {
+      const bool five = qtype == kQ5_K;
+      uint8_t sc[8], mn[8];
+      k_scales(b + 4, sc, mn);
+      const uint8_t* qh = b + 16;
+      const uint8_t* qs = b + (five ? 48 : 16) + 32 * (j / 2);
+      const int shift = 4 * (j % 2);
+      for (int l = 0; l < 32; ++l) {
+        int q = (qs[l] >> shift) & 0x0f;
+        if (five) q |= ((qh[l] >> j) & 1) << 4;
+        s.v[l] = static_cast<int8_t>(q);
+      }
+      s.dw[0] = s.dw[1] = half_to_float(b) * static_cast<float>(sc[j]);
+      s.has_c = true;
+      s.c[0] = s.c[1] = -(half_to_float(b + 2) * static_cast<float>(mn[j]));
+      return;
+    }
+    case kQ6_K: {
+      const uint8_t* ql = b + 64 * (j / 4) + 32 * (j % 2);
+      const uint8_t* qh = b + 128 + 32 * (j / 4);
+      const int lshift = 4 * ((j % 4) / 2), hshift = 2 * (j % 4);
+      for (int l = 0; l < 32; ++l) {
+        const int q = ((ql[l] >> lshift) & 0x0f) | (((qh[l] >> hshift) & 3) << 4);
+        s.v[l] = static_cast<int8_t>(q - 32);
+      }
+      const float d = half_to_float(b + 208);
+      const auto* scales = reinterpret_cast<const int8_t*>(b + 192);
+      s.dw[0] = d * static_cast<float>(scales[2 * j]);
+      s.dw[1] = d * static_cast<float>(scales[2 * j + 1]);
+      return;
+    }
+    default:
+      return;
+  }
+}
+
+inline int block_size(int qtype) { return qtype >= kQ4_K ? 256 : 32; }
+
+inline int type_size(int qtype) {
+  switch (qtype) {
+    case kQ4_0: return 18;
+    case kQ4_1: return 20;
+    case kQ5_0: return 22;
+    case kQ5_1: return 24;
+    case kQ8_0: return 34;
+    case kQ4_K: return 144;
+    case kQ5_K: return 176;
+    case kQ6_K: return 210;
+    default: return 0;
+  }
+}
+
+// Portable sub-block loop: y[t * ldy] = dot of row `w` with activation row t, t < T. Sums stay in
+// locals (stores through y could alias the int8 data and would block vectorization).
+void dot_row_generic(int qtype, const uint8_t* w, int64_t k, const int8_t* xq, const float* xd, const float* xs,
+                     int64_t T, float* y, int64_t ldy) {
+  constexpr int64_t kChunk = 8;
+  const int bs = block_size(qtype), ts = type_size(qtype), nsub = bs / 32;
+  const int64_t nb = k / 32;  // activation blocks per row
+  Sub s;
+  for (int64_t t0 = 0; t0 < T; t0 += kChunk) {
+    const int64_t nt = std::min(kChunk, T - t0);
+    float acc[kChunk] = {};
+    for (int64_t b = 0; b < k / bs; ++b) {
+      for (int j = 0; j < nsub; ++j) {
+        unpack(qtype, w + b * ts, j, s);
+        const int64_t sb = b * nsub + j;
+        for (int64_t tt = 0; tt < nt; ++tt) {
+          const int64_t t = t0 + tt;
+          const int8_t* x = xq + t * k + sb * 32;
+          int32_t lo = 0, hi = 0;
+          for (int l = 0; l < 16; ++l) lo += s.v[l] * x[l];
+          for (int l = 16; l < 32; ++l) hi += s.v[l] * x[l];
+          float a = xd[t * nb + sb] * (s.dw[0] * static_cast<float>(lo) + s.dw[1] * static_cast<float>(hi));
+          if (s.has_c) a += s.c[0] * xs[(t * nb + sb) * 2] + s.c[1] * xs[(t * nb + sb) * 2 + 1];
+          acc[tt] += a;
+        }
+      }
+    }
+    for (int64_t tt = 0; tt < nt; ++tt) y[(t0 + tt) * ldy] = acc[tt];
+  }
+}
+
+#if GGQ_ISA > 0
+#include "gguf_quant_simd.cpp"
+#endif
+
+// float -> bfloat16 bits, round to nearest even (as c10::BFloat16).
+inline uint16_t to_bf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;  // NaN
+  return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
+inline void put(float* o, float v) { *o = v; }
+inline void put(uint16_t* o, float v) { *o = to_bf16(v); }
+
+template <typename Out>
+void dequant_generic(int qtype, const uint8_t* w, int64_t row_bytes, int64_t rows, int64_t k, Out* out) {
+  const int bs = block_size(qtype), ts = type_size(qtype), nsub = bs / 32;
+  Sub s;
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t* row = w + r * row_bytes;
+    Out* o = out + r * k;
+    for (int64_t b = 0; b < k / bs; ++b) {
+      for (int j = 0; j < nsub; ++j) {
+        unpack(qtype, row + b * ts, j, s);
+        Out* oj = o + b * bs + j * 32;
+        for (int l = 0; l < 32; ++l) {
+          const float v = s.dw[l / 16] * static_cast<float>(s.v[l]);
+          put(oj + l, s.has_c ? v + s.c[l / 16] : v);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+// Dequantize `rows` rows of `k` weights (row stride `row_bytes`) into out[rows, k] (float32), with
+// the same float operations, in the same order, as gguf-py's numpy reference.
+void dequant_rows(int qtype, const uint8_t* w, int64_t row_bytes, int64_t rows, int64_t k, float* out) {
+#if GGQ_ISA > 0
+  if (simd_dequant_rows(qtype, w, row_bytes, rows, k, out)) return;
+#endif
+  dequant_generic(qtype, w, row_bytes, rows, k, out);
+}
+
+// The same, rounded to bfloat16 (bits in uint16_t).
+void dequant_rows_bf16(int qtype, const uint8_t* w, int64_t row_bytes, int64_t rows, int64_t k, uint16_t* out) {
+#if GGQ_ISA > 0
+  if (simd_dequant_rows(qtype, w, row_bytes, rows, k, out)) return;
+#endif
+  dequant_generic(qtype, w, row_bytes, rows, k, out);
+}
+
+// y[t * ldy + n] = dot(row n, activation t) for n in [n0, n1), t < T.
+void dot_rows(int qtype, const uint8_t* w, int64_t row_bytes, int64_t n0, int64_t n1, int64_t k, const int8_t* xq,
+              const float* xd, const float* xs, int64_t T, float* y, int64_t ldy) {
+#if GGQ_ISA > 0
+  if (simd_dot_rows(qtype, w, row_bytes, n0, n1, k, xq, xd, xs, T, y, ldy)) return;
+#endif
+  for (int64_t n = n0; n < n1; ++n) dot_row_generic(qtype, w + n * row_bytes, k, xq, xd, xs, T, y + n, ldy);
+}
+
+}  // namespace GGQ_NS
+}  // namespace heron_gguf

