@@ -5,7 +5,8 @@ allowed/bad tokens and ``min_tokens`` masking; repetition/presence/frequency pen
 structured-output bitmask; then greedy rows take the argmax and random rows are scaled by
 temperature, filtered by top-k / top-p / min-p and sampled with the exponential-race trick
 (``argmax(p / q)``, ``q ~ Exp(1)``), which lets a seeded request draw its noise from its own
-generator: its samples do not depend on what else shares the batch.
+generator: its samples do not depend on what else shares the batch. A batch of plain greedy
+rows (no logprobs, bias, masks, penalties or grammar) skips all of it: one argmax.
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ from heron.engine.outputs import Logprob
 from heron.engine.request import Sequence
 
 __all__ = ("Sampler", "SamplerOutput")
+
+
+def _argmax_only(seq: Sequence) -> bool:
+    """Whether ``seq``'s token is the plain argmax of its logits: greedy, no logprobs, nothing that edits them."""
+    p = seq.params
+    return p.greedy and p.logprobs is None and not _changes_logits(seq)
 
 
 def _changes_logits(seq: Sequence) -> bool:
@@ -51,6 +58,11 @@ class Sampler:
     def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> SamplerOutput:
         """Sample one token per row of ``logits`` (``[len(seqs), vocab]``), which is left unchanged
         (masks and penalties apply to a float32 copy), so a failed batch can be redone row by row."""
+        if all(map(_argmax_only, seqs)):
+            # the common greedy batch: no float copy, softmax, sort or noise; argmax of the raw logits
+            # (a float32 copy would hold the same values, so the same argmax)
+            token_list = logits.argmax(dim=-1).tolist()
+            return SamplerOutput(token_list, [None] * len(seqs), [None] * len(seqs))
         source = logits
         logits = logits.float()
         if logits.data_ptr() == source.data_ptr() and any(map(_changes_logits, seqs)):

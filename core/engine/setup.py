@@ -149,6 +149,10 @@ def load_and_size(checkpoint: Any, config: EngineConfig, *, dtype: torch.dtype, 
                   group: Any = None) -> tuple[LoadedModel, KVPool]:
     """Both jobs; with a tensor-parallel ``group`` (rank 0's :class:`heron.distributed.group.RankGroup`)
     the ranks check they built alike and agree on the pool's block count (workers do the same)."""
+    if device.type == "cpu":  # build (once per machine) or load the fused norm/rotary ops now, not in a request
+        from heron.layers.fused_ops import load_fused_ops
+
+        load_fused_ops()
     loaded = load_model(checkpoint, config, dtype=dtype, device=device)
     agree = None
     if group is not None:

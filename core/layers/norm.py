@@ -1,13 +1,18 @@
 """Normalisation layers: RMSNorm (Llama family), GemmaRMSNorm (``1 + w`` scale) and LayerNorm.
 
 RMS statistics are taken in float32 and the result cast back, as the checkpoints expect.
+:class:`RMSNorm` also takes the block's residual: ``norm(x, residual)`` adds it first and returns
+the normed sum with the sum itself, in one fused op on the CPU (:mod:`heron.layers.fused_ops`).
 """
 
 from __future__ import annotations
 
+from typing import overload
+
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from heron.layers.fused_ops import add_rms_norm, rms_norm
 
 __all__ = ("GemmaRMSNorm", "LayerNorm", "RMSNorm")
 
@@ -25,12 +30,26 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(hidden_size))
         self.eps = eps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """[..., hidden] -> [..., hidden] in ``x``'s dtype (the statistics are taken in fp32)."""
+    @overload
+    def forward(self, x: torch.Tensor, residual: None = None) -> torch.Tensor: ...
+
+    @overload
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def forward(
+        self, x: torch.Tensor, residual: torch.Tensor | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """[..., hidden] -> [..., hidden] in ``x``'s dtype (the statistics are taken in fp32).
+
+        With ``residual`` ([T, hidden], ``x``'s shape and dtype): ``s = x + residual`` (rounded to
+        the dtype, as a separate add would be) and returns ``(norm(s), s)``, fused in one pass.
+        """
+        if residual is not None:
+            return add_rms_norm(x, residual, self.weight, self.eps)
         if x.dtype == self.weight.dtype:
-            # one fused op (statistics in fp32 inside); equal to the formula below in fp32,
-            # within one bf16 ulp of it in bf16
-            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+            # one fused op (statistics in fp32 inside); equal to the formula below in fp32 up to
+            # the order of the sum of squares; the C++ op rounds as it does in bf16
+            return rms_norm(x, self.weight, self.eps)
         dtype = x.dtype
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)

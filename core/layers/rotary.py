@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 from torch import nn
 
+from heron.layers.fused_ops import rotate_heads_fused
+
 if TYPE_CHECKING:
     from heron.interfaces import ForwardBatch
 
@@ -143,6 +145,11 @@ class RotaryEmbedding(nn.Module):
             self.original_max_position = int(p["original_max_position_embeddings"])
         # A plain attribute, not a buffer: it survives meta-device construction + ``to_empty``.
         self.inv_freq = inv_freq  # [rotary_dim // 2] float32
+        #: at most one [n, 2, rotary_dim] float32 table: cos and sin of positions [0, n), grown on
+        #: demand (types whose frequencies do not depend on the request's length); indexing it gives
+        #: the same bits. Held in a list, not as a tensor attribute: derived data, which sleep mode
+        #: neither releases nor expects a reloaded model to have.
+        self._table: list[torch.Tensor] = []
 
     def _dynamic_inv_freq(self, seq_lens: torch.Tensor) -> torch.Tensor:
         """NTK-aware base per token from its request's length: [T] -> [T, rotary_dim // 2]."""
@@ -166,6 +173,27 @@ class RotaryEmbedding(nn.Module):
         Returns:
             (cos, sin), each [T, rotary_dim] float32, already multiplied by the attention scaling.
         """
+        if self.rope_type not in ("dynamic", "longrope"):
+            table = self._cached(positions, batch)  # [n, 2, rd]
+            if table is not None:
+                cos_sin = table.index_select(0, positions)  # [T, 2, rd]
+                return cos_sin[:, 0], cos_sin[:, 1]
+        return self._compute(positions, batch)
+
+    def _cached(self, positions: torch.Tensor, batch: ForwardBatch | None) -> torch.Tensor | None:
+        """The cos/sin table covering ``positions`` (grown to the next power of two), None when empty."""
+        if not positions.numel():
+            return None
+        needed = max(batch.seq_lens) if batch is not None and batch.seq_lens else int(positions.max()) + 1
+        table = self._table[0] if self._table else None
+        if table is None or table.shape[0] < needed or table.device != positions.device:
+            n = 1 << max(needed - 1, 1).bit_length()
+            cos, sin = self._compute(torch.arange(n, device=positions.device), None)
+            table = torch.stack((cos, sin), dim=1)  # [n, 2, rd]
+            self._table[:] = [table]
+        return table
+
+    def _compute(self, positions: torch.Tensor, batch: ForwardBatch | None) -> tuple[torch.Tensor, torch.Tensor]:
         pos = positions.to(torch.float32)
         if self.rope_type == "dynamic":
             freqs = pos[:, None] * self._dynamic_inv_freq(_token_seq_lens(positions, batch))  # [T, rd/2]
@@ -232,9 +260,12 @@ def rotate_heads(x: torch.Tensor, tables: RotaryTables) -> torch.Tensor:
     """Rotate ``[T, heads, D]`` (queries and keys may share it, stacked on the head axis).
 
     ``x * cos + rotate_half(x) * sin`` computed as ``x * cos + roll(x) * [-sin | sin]``: the
-    same products and sums as :func:`apply_rotary` (so the same bits) in four ops instead of
-    eight per tensor. Returns a new contiguous tensor.
+    same products and sums as :func:`apply_rotary` (so the same bits), in one C++ pass on the
+    CPU (:mod:`heron.layers.fused_ops`), else in four torch ops. Returns a new contiguous tensor.
     """
+    fused = rotate_heads_fused(x, tables.cos, tables.sin)
+    if fused is not None:
+        return fused
     rd = tables.cos.shape[-1]
     if rd == x.shape[-1]:
         return x * tables.cos + x.roll(rd // 2, dims=-1) * tables.sin

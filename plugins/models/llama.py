@@ -136,8 +136,9 @@ class LlamaDecoderLayer(nn.Module):
         return GatedMLP(config.hidden_size, config.intermediate_size, bias=bias, activation=act, rank=rank, size=size)
 
     def forward(self, hidden: torch.Tensor, rope: RotaryTables, batch: ForwardBatch) -> torch.Tensor:
-        hidden = hidden + self.self_attn(self.input_layernorm(hidden), rope, batch)
-        return hidden + self.mlp(self.post_attention_layernorm(hidden))
+        attn = self.self_attn(self.input_layernorm(hidden), rope, batch)
+        normed, hidden = self.post_attention_layernorm(attn, hidden)  # residual add and norm: one fused op
+        return hidden + self.mlp(normed)
 
 
 class LlamaModel(nn.Module):

@@ -31,7 +31,7 @@ def llm32():
     have_default_model()
     from heron import LLM
 
-    return LLM(dtype="float32", max_num_seqs=16, num_kv_blocks=512)
+    return LLM(dtype="float32", linear_kernel="dense", max_num_seqs=16, num_kv_blocks=512)
 
 
 @pytest.fixture(scope="session")

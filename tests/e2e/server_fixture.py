@@ -69,6 +69,11 @@ def tree_rss(pid: int) -> int:
     return total
 
 
+def _wants_fp32(flags: list[str]) -> bool:
+    pairs = zip(flags, [*flags[1:], ""], strict=True)
+    return any((a == "--dtype" and b in ("float32", "fp32")) or a in ("--dtype=float32", "--dtype=fp32") for a, b in pairs)
+
+
 class ServerProcess:
     """One ``heron serve`` process and its log file."""
 
@@ -77,6 +82,10 @@ class ServerProcess:
         if not any(f in _MODE_FLAGS for f in flags):
             in_process = in_process_by_default() if engine_in_process is None else engine_in_process
             flags = [*flags, _MODE_FLAGS[0] if in_process else _MODE_FLAGS[1]]
+        if _wants_fp32(flags) and not any(f.startswith("--linear-kernel") for f in flags):
+            # fp32 servers are the suite's exactness references (token-equal to transformers, batched
+            # equal to alone): the dequantized path, not the GGUF kernel's int8 decode dot products
+            flags = [*flags, "--linear-kernel", "dense"]
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         # --log-requests: one access-log line per request, so failure reports show the traffic

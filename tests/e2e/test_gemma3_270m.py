@@ -52,7 +52,7 @@ def gguf_path() -> Path:
 def llm(gguf_path):
     from heron import LLM
 
-    return LLM(str(gguf_path), dtype="float32", max_num_seqs=8, num_kv_blocks=128)
+    return LLM(str(gguf_path), dtype="float32", linear_kernel="dense", max_num_seqs=8, num_kv_blocks=128)
 
 
 @pytest.fixture(scope="module")

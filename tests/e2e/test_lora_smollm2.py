@@ -41,7 +41,7 @@ def adapter(hf_model, tmp_path_factory):
 def test_adapter_greedy_equals_transformers_with_peft(adapter, hf_model, chat_prompts):
     folder, peft_model = adapter
     prompts = chat_prompts[:4]
-    llm = LLM(dtype="float32", enable_lora=True, max_lora_rank=8, num_kv_blocks=256)
+    llm = LLM(dtype="float32", linear_kernel="dense", enable_lora=True, max_lora_rank=8, num_kv_blocks=256)
     params = SamplingParams(temperature=0.0, max_tokens=32, ignore_eos=True)
     got = [list(o.outputs[0].token_ids) for o in llm.generate(
         [{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False,

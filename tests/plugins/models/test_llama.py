@@ -77,7 +77,7 @@ def test_fused_weights_must_all_be_present(tmp_path):
     tiny_checkpoint(tiny_config("llama"), tmp_path)
     ckpt = load_checkpoint(str(tmp_path))
     full = ckpt._weights
-    ckpt._weights = lambda: ((n, t) for n, t in full() if "layers.1.self_attn.k_proj" not in n)
+    ckpt._weights = lambda *a: ((n, t) for n, t in full(*a) if "layers.1.self_attn.k_proj" not in n)
     ctx = ModelContext(torch.float32, torch.device("cpu"), registry("attention_backends").load("eager")())
     with pytest.raises(ValueError, match=r"model\.layers\.1\.self_attn\.qkv_proj\.weight\[shard 1\]"):
         build_model(ckpt, ctx)

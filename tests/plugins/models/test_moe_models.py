@@ -77,7 +77,7 @@ def test_a_missing_expert_tensor_is_named(case):
     path, _ = case
     ckpt = load_checkpoint(str(path))
     full = ckpt._weights
-    ckpt._weights = lambda: ((n, t) for n, t in full() if not n.endswith("layers.0.mlp.experts.2.down_proj.weight")
+    ckpt._weights = lambda *a: ((n, t) for n, t in full(*a) if not n.endswith("layers.0.mlp.experts.2.down_proj.weight")
                              and not n.endswith("layers.0.block_sparse_moe.experts.2.w2.weight"))
     with pytest.raises(ValueError, match=r"layers\.0\.mlp\.experts: expert 2 down"):
         build_model(ckpt, ModelContext(torch.float32, torch.device("cpu"), None))

@@ -88,7 +88,7 @@ def test_missing_tensor_is_named(tmp_path):
     tiny_checkpoint(tiny_config("gpt_neox", num_key_value_heads=None), tmp_path)
     ckpt = load_checkpoint(str(tmp_path))
     full = ckpt._weights
-    ckpt._weights = lambda: ((n, t) for n, t in full() if "layers.1.attention.dense.weight" not in n)
+    ckpt._weights = lambda *a: ((n, t) for n, t in full(*a) if "layers.1.attention.dense.weight" not in n)
     ctx = ModelContext(torch.float32, torch.device("cpu"), None)
     with pytest.raises(ValueError, match=r"lacks tensors for: gpt_neox\.layers\.1\.attention\.dense\.weight"):
         build_model(ckpt, ctx, model_impl="transformers")

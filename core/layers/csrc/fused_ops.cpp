@@ -1,0 +1,131 @@
+// Small fused element-wise ops for a decode step: each replaces two to four ATen ops (and their
+// temporaries) with one pass over the rows. The math and its rounding follow the pure-torch
+// formulas in heron.layers (norm.py, rotary.py); built with -ffp-contract=off, so no product
+// and sum are merged into an fma that torch would round twice: in bfloat16 every intermediate
+// that torch would round to bfloat16 is rounded here too, so results are bit-identical except
+// for the order of the fp32 sum of squares in the RMS norm.
+
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <cstdint>
+
+namespace {
+
+// rows per parallel chunk: a row is ~1 us of work, so a decode batch (<= 64 rows) stays on one
+// thread; waking the pool for it costs more than it saves, and far more when cores are shared
+constexpr int64_t kGrain = 64;
+
+template <typename T>
+inline float f32(T v) { return static_cast<float>(v); }
+
+template <typename T>
+inline T round_to(float v) { return static_cast<T>(v); }
+
+// s = x + r (rounded to T; s = x without r); y = w * T(s / rms(s))
+template <typename T>
+void rms_norm_rows(const T* x, const T* r, const T* w, T* y, T* s, int64_t rows, int64_t n, int64_t x_stride,
+                   int64_t r_stride, float eps) {
+  at::parallel_for(0, rows, kGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const T* xi = x + i * x_stride;
+      const T* si = xi;
+      if (r != nullptr) {
+        const T* ri = r + i * r_stride;
+        T* out = s + i * n;
+        for (int64_t j = 0; j < n; ++j) out[j] = round_to<T>(f32(xi[j]) + f32(ri[j]));
+        si = out;
+      }
+      float acc = 0.f;
+      for (int64_t j = 0; j < n; ++j) acc += f32(si[j]) * f32(si[j]);
+      const float inv = 1.f / std::sqrt(acc / static_cast<float>(n) + eps);
+      T* yi = y + i * n;
+      for (int64_t j = 0; j < n; ++j) yi[j] = round_to<T>(f32(w[j]) * f32(round_to<T>(f32(si[j]) * inv)));
+    }
+  });
+}
+
+// out[t, h, :rd] = T(x * cos) + T(roll(x, rd/2) * signed_sin); channels past rd are copied
+template <typename T>
+void rotate_rows(const T* x, const T* cos, const T* sin, T* out, int64_t tokens, int64_t heads, int64_t d,
+                 int64_t rd, int64_t x_tok_stride, int64_t x_head_stride, int64_t cos_stride, int64_t sin_stride) {
+  const int64_t half = rd / 2;
+  at::parallel_for(0, tokens, kGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const T* c = cos + t * cos_stride;
+      const T* s = sin + t * sin_stride;
+      for (int64_t h = 0; h < heads; ++h) {
+        const T* xh = x + t * x_tok_stride + h * x_head_stride;
+        T* oh = out + (t * heads + h) * d;
+        for (int64_t j = 0; j < rd; ++j) {
+          const int64_t k = j < half ? j + half : j - half;
+          const float a = f32(round_to<T>(f32(xh[j]) * f32(c[j])));
+          const float b = f32(round_to<T>(f32(xh[k]) * f32(s[j])));
+          oh[j] = round_to<T>(a + b);
+        }
+        for (int64_t j = rd; j < d; ++j) oh[j] = xh[j];
+      }
+    }
+  });
+}
+
+void check_rows(const torch::Tensor& t, const char* name) {
+  TORCH_CHECK(t.dim() == 2 && t.stride(1) == 1, name, " must be 2-D with contiguous rows");
+}
+
+}  // namespace
+
+void check_norm(const torch::Tensor& x, const torch::Tensor& weight) {
+  check_rows(x, "x");
+  TORCH_CHECK(weight.scalar_type() == x.scalar_type() && weight.is_contiguous() && weight.numel() == x.size(1),
+              "rms_norm: the weight must be [H] in x's dtype");
+}
+
+std::vector<torch::Tensor> add_rms_norm(const torch::Tensor& x, const torch::Tensor& residual,
+                                        const torch::Tensor& weight, double eps) {
+  check_norm(x, weight);
+  check_rows(residual, "residual");
+  TORCH_CHECK(x.sizes() == residual.sizes() && x.scalar_type() == residual.scalar_type(),
+              "add_rms_norm: x and residual differ in shape or dtype");
+  auto y = torch::empty(x.sizes(), x.options());
+  auto s = torch::empty(x.sizes(), x.options());
+  AT_DISPATCH_FLOATING_TYPES_AND(at::ScalarType::BFloat16, x.scalar_type(), "add_rms_norm", [&] {
+    rms_norm_rows<scalar_t>(x.data_ptr<scalar_t>(), residual.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(),
+                            y.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(), x.size(0), x.size(1), x.stride(0),
+                            residual.stride(0), static_cast<float>(eps));
+  });
+  return {y, s};
+}
+
+torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
+  check_norm(x, weight);
+  auto y = torch::empty(x.sizes(), x.options());
+  AT_DISPATCH_FLOATING_TYPES_AND(at::ScalarType::BFloat16, x.scalar_type(), "rms_norm", [&] {
+    rms_norm_rows<scalar_t>(x.data_ptr<scalar_t>(), nullptr, weight.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
+                            nullptr, x.size(0), x.size(1), x.stride(0), 0, static_cast<float>(eps));
+  });
+  return y;
+}
+
+torch::Tensor rotate_heads(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  TORCH_CHECK(x.dim() == 3 && x.stride(2) == 1, "rotate_heads: x must be [T, heads, D] with contiguous heads");
+  TORCH_CHECK(cos.dim() == 3 && cos.stride(2) == 1 && sin.stride(2) == 1 && cos.sizes() == sin.sizes() &&
+                  cos.size(0) == x.size(0) && cos.scalar_type() == x.scalar_type() &&
+                  sin.scalar_type() == x.scalar_type() && cos.size(2) <= x.size(2) && cos.size(2) % 2 == 0,
+              "rotate_heads: cos/sin must be [T, 1, rd] in x's dtype");
+  auto out = torch::empty(x.sizes(), x.options());
+  AT_DISPATCH_FLOATING_TYPES_AND(at::ScalarType::BFloat16, x.scalar_type(), "rotate_heads", [&] {
+    rotate_rows<scalar_t>(x.data_ptr<scalar_t>(), cos.data_ptr<scalar_t>(), sin.data_ptr<scalar_t>(),
+                          out.data_ptr<scalar_t>(), x.size(0), x.size(1), x.size(2), cos.size(2), x.stride(0),
+                          x.stride(1), cos.stride(0), sin.stride(0));
+  });
+  return out;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("add_rms_norm", &add_rms_norm, "(normed, x + residual) of [T, H] rows");
+  m.def("rms_norm", &rms_norm, "RMS norm of [T, H] rows");
+  m.def("rotate_heads", &rotate_heads, "rotary on [T, heads, D] with [T, 1, rd] cos and signed sin");
+}

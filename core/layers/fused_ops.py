@@ -1,0 +1,117 @@
+"""Fused element-wise ops for the layers' hot path, in C++ (``csrc/fused_ops.cpp``) with pure-torch fallbacks.
+
+A batch-1 decode step is mostly small ops whose dispatch costs as much as their math: the residual
+add and RMS norm, the q/k rotation. Each is one C++ call here (a scalar-``exp`` SiLU-and-mul was
+slower than torch's vectorized ``silu``, so the activation stays in torch). The
+kernels round every intermediate that the torch formulas round, so their results equal the
+fallbacks' (the RMS norm's fp32 sum of squares may be added in another order).
+
+The extension is built on first use with ``torch.utils.cpp_extension`` (``-O3 -march=native``) and
+cached per machine (~/.cache/torch_extensions). Where it cannot be built, or with
+``HERON_FUSED_OPS=0``, or for tensors it does not take (not on the CPU, not fp32/bf16, autograd on),
+the same functions run the torch formulas.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from pathlib import Path
+from types import ModuleType
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ("add_rms_norm", "fused_available", "load_fused_ops", "rms_norm", "rotate_heads_fused")
+
+log = logging.getLogger(__name__)
+
+_SOURCE = Path(__file__).parent / "csrc" / "fused_ops.cpp"
+_CFLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off"]
+_DTYPES = (torch.float32, torch.bfloat16)
+
+_lock = threading.Lock()
+_ext: ModuleType | None = None
+_failed = False
+
+
+def _cpu_tag() -> str:
+    """Digest of the CPU's flags and the source: a ``-march=native`` build is only reused where it runs."""
+    try:
+        flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    return hashlib.sha1(flags.encode() + " ".join(_CFLAGS).encode() + _SOURCE.read_bytes()).hexdigest()[:10]
+
+
+def load_fused_ops() -> ModuleType | None:
+    """The compiled ops (built on the first call), or None where they are off or fail to build (logged once)."""
+    global _ext, _failed
+    if _ext is not None or _failed:
+        return _ext
+    with _lock:
+        if _ext is None and not _failed:
+            if os.environ.get("HERON_FUSED_OPS", "1") == "0":
+                _failed = True
+                return None
+            try:  # a missing source (a wheel without it) or compiler: fall back to torch
+                from torch.utils.cpp_extension import load  # slow import: only when building
+
+                _ext = load(name=f"heron_fused_ops_{_cpu_tag()}", sources=[str(_SOURCE)], extra_cflags=_CFLAGS,
+                            extra_ldflags=["-fopenmp"], verbose=False)
+            except Exception:  # noqa: BLE001 - any build failure falls back to torch
+                _failed = True
+                log.warning("heron's fused C++ ops did not build; using the torch formulas", exc_info=True)
+    return _ext
+
+
+def fused_available() -> bool:
+    """Whether the C++ ops are built and on."""
+    return load_fused_ops() is not None
+
+
+def _takes(*tensors: torch.Tensor) -> ModuleType | None:
+    """The extension when it can run on ``tensors`` (CPU, fp32/bf16, no autograd), else None."""
+    if torch.is_grad_enabled() or any(t.device.type != "cpu" or t.dtype not in _DTYPES for t in tensors):
+        return None
+    return load_fused_ops()
+
+
+def add_rms_norm(
+    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``s = x + residual``, then ``(weight * rms_norm(s), s)``; x, residual: [T, H], weight: [H], one dtype.
+
+    The norm's statistics are in fp32; the normed value is cast to the dtype before the weight
+    multiplies it (transformers' ``LlamaRMSNorm``).
+    """
+    ext = _takes(x, residual, weight) if x.dim() == 2 and x.dtype == residual.dtype == weight.dtype else None
+    if ext is not None and x.stride(-1) == 1 and residual.stride(-1) == 1 and x.shape == residual.shape:
+        y, s = ext.add_rms_norm(x, residual, weight, eps)
+        return y, s
+    s = x + residual
+    s32 = s.float()
+    y = s32 * torch.rsqrt(s32.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * y.to(s.dtype), s
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """``weight * rms_norm(x)`` over the last dimension, ``x`` [..., H] and ``weight`` [H] in one dtype.
+
+    The fallback, :func:`torch.nn.functional.rms_norm`, is within one bf16 ulp of the kernel.
+    """
+    ext = _takes(x, weight)
+    if ext is not None and x.stride(-1) == 1 and x.numel():
+        return ext.rms_norm(x.reshape(-1, x.shape[-1]), weight, eps).view(x.shape)
+    return F.rms_norm(x, weight.shape, weight, eps)
+
+
+def rotate_heads_fused(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor | None:
+    """The C++ rotation of ``x`` [T, heads, D] by ``cos``/``sin`` [T, 1, rd] (sin sign-folded), or None
+    when the op cannot take these tensors (the caller then runs the torch formula)."""
+    ext = _takes(x, cos, sin)
+    if ext is None or x.dim() != 3 or x.stride(-1) != 1 or cos.dtype != x.dtype or sin.dtype != x.dtype:
+        return None
+    return ext.rotate_heads(x, cos, sin)
