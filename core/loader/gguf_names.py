@@ -13,9 +13,15 @@ stored into Gemma-style ``x * (1 + w)`` norm weights, GPT-2's transposed Conv1D 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -72,8 +78,23 @@ def _fallback_rank(hf_key: str) -> int:
     return 1 if hf_key.startswith("model.") else 2
 
 
-def _skeleton_names(config: Any) -> dict[str, tuple[int, ...]]:
-    """Parameter names and shapes of the transformers causal LM for ``config`` (meta device)."""
+#: builds the transformers model for a config on the meta device in a child process and prints its
+#: state-dict names and shapes: importing transformers' modeling code (torch._dynamo, triton, scipy)
+#: costs a serving process about 200 MB that it would never give back
+_SKELETON_SCRIPT = """
+import json, sys
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+from transformers.utils import logging
+logging.set_verbosity_error()
+config = AutoConfig.for_model(**json.loads(sys.stdin.read()))
+with torch.device("meta"):
+    model = AutoModelForCausalLM.from_config(config)
+print(json.dumps({name: list(t.shape) for name, t in model.state_dict().items()}))
+"""
+
+
+def _skeleton_here(config: Any) -> dict[str, tuple[int, ...]]:
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -85,6 +106,35 @@ def _skeleton_names(config: Any) -> dict[str, tuple[int, ...]]:
     finally:
         hf_logging.set_verbosity(verbosity)
     return {name: tuple(t.shape) for name, t in model.state_dict().items()}
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "heron" / "gguf-names"
+
+
+def _skeleton_names(config: Any) -> dict[str, tuple[int, ...]]:
+    """Parameter names and shapes of the transformers causal LM for ``config`` (meta device), from a
+    child process, cached on disk by the config's contents (``~/.cache/heron/gguf-names``)."""
+    if "transformers.modeling_utils" in sys.modules:  # already paid for (tests, the transformers fallback)
+        return _skeleton_here(config)
+    text = config.to_json_string(use_diff=False)
+    cached = _cache_dir() / f"{hashlib.sha256(text.encode()).hexdigest()[:32]}.json"
+    try:
+        found = json.loads(cached.read_text())
+    except (OSError, ValueError):
+        done = subprocess.run([sys.executable, "-c", _SKELETON_SCRIPT], input=text, capture_output=True, text=True,
+                              timeout=600, check=False)
+        if done.returncode != 0:
+            raise RuntimeError((done.stderr.strip().splitlines() or ["no output"])[-1]) from None
+        found = json.loads(done.stdout.strip().splitlines()[-1])
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(found))
+            tmp.replace(cached)
+        except OSError:  # a read-only home: the next load asks the child again
+            pass
+    return {name: tuple(shape) for name, shape in found.items()}
 
 
 class GGUFNameMap:

@@ -68,7 +68,8 @@ def start_engine(settings: ServerSettings) -> tuple[Any, str | None]:
     adapters = startup_adapters(settings)  # --lora-modules: a bad adapter stops the start (LoRAError)
     # a backstop behind the server's admission (which counts sequences, so never fewer than these)
     bound = settings.max_num_seqs + settings.max_waiting_requests + settings.max_sequences_per_request
-    if settings.engine_in_process:
+    in_process = settings.data_parallel_size <= 1 if settings.engine_in_process is None else settings.engine_in_process
+    if in_process:
         client = _in_process(config, adapters, bound)
     else:
         client = _engine_processes(settings, config, adapters, bound)

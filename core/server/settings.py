@@ -159,8 +159,9 @@ class ServerSettings:
     #: the built-in ``directory`` resolver looks for ``<dir>/<adapter name>`` (unset: it finds nothing)
     lora_resolver_dir: str | None = None
     # processes and parallelism (docs/distributed.md)
-    #: run the engine loop in the HTTP server's process (a thread) instead of an engine process
-    engine_in_process: bool = False
+    #: run the engine loop in the HTTP server's process (a thread) instead of an engine process;
+    #: None: in-process unless --data-parallel-size > 1 (one process holds half the memory of two)
+    engine_in_process: bool | None = None
     data_parallel_size: int = 1  # engine replicas, each its own process, KV pool and share of the cores
     tensor_parallel_size: int = 1  # ranks one model is split over (torch.distributed)
     nnodes: int = 1  # machines the tensor-parallel ranks span
@@ -403,7 +404,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     par = p.add_argument_group("processes and parallelism", "engine process, data and tensor parallelism, "
                                "several machines (docs/distributed.md)")
     par.add_argument("--engine-in-process", action=argparse.BooleanOptionalAction, default=S,
-                     help="run the engine loop as a thread of the HTTP server's process (debugging, tests)")
+                     help="run the engine loop as a thread of the HTTP server's process (the default with one replica; "
+                          "--no-engine-in-process gives it its own process)")
     par.add_argument("--data-parallel-size", "-dp", type=int, default=S,
                      help="engine replicas, each its own process with its own KV pool and share of the cores")
     par.add_argument("--tensor-parallel-size", "-tp", type=int, default=S,
