@@ -4,9 +4,9 @@ With this kernel the loader keeps each quantized matrix of the file as its raw b
 (``linear.weight.stored``: parts of ``uint8 [rows, row_bytes]`` with their GGML type; fused q/k/v
 or gate/up parts of one type are one byte block) and no dequantized copy. :class:`GGUFLinear`
 multiplies by them through :mod:`heron_plugins.kernels.gguf_ops` (one ``gguf_linear`` per
-block of one type, outputs side by side). ``--linear-kernel auto`` picks it for quantized GGUF
-checkpoints; ``--linear-kernel dense`` (or ``onednn``) runs the dequantized weights instead, exactly as
-before. A layer the ops cannot run (a type they lack) or a layer loaded as floats (a row-parallel
+block of one type, outputs side by side). ``--linear-kernel gguf`` selects it for quantized GGUF
+checkpoints (``auto`` does not yet: see :attr:`GGUFKernel.priority`); ``dense`` (or ``onednn``) runs
+the dequantized weights. A layer the ops cannot run (a type they lack) or a layer loaded as floats (a row-parallel
 input slice off the block boundaries) runs dequantized, and the log says which and why.
 """
 
@@ -78,7 +78,11 @@ class GGUFKernel(LinearKernel):
 
     name = "gguf"
     exact = False  # the file's quantized numbers, not a dequantized copy's float GEMM
-    priority = 100
+    #: None: only when named (``--linear-kernel gguf``). Its decode steps (16 tokens or fewer) round
+    #: the activations to 8 bits and its prefill steps do not, so a request's tokens depend on how
+    #: its steps are cut (a prefix-cache hit changes them); auto keeps to exact kernels until the
+    #: two paths agree
+    priority = None
     stored_formats = ("gguf",)
 
     def __init__(self) -> None:

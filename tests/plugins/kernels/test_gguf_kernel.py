@@ -70,7 +70,7 @@ def _load(checkpoint, kernel: str, dtype: torch.dtype = torch.float32) -> tuple[
 
 @pytest.fixture(scope="module")
 def quantized(smollm2):
-    return _load(smollm2, "auto")
+    return _load(smollm2, "gguf")
 
 
 @pytest.fixture(scope="module")
@@ -99,11 +99,13 @@ def _agreement(got: list[list[int]], want: list[list[int]]) -> tuple[float, list
     return sum(prefixes) / sum(len(w) for w in want), prefixes
 
 
-def test_auto_picks_gguf_for_a_quantized_gguf_and_names_still_choose(smollm2):
+def test_gguf_runs_when_named_and_auto_keeps_to_exact_kernels(smollm2):
     assert smollm2.stored_format == "gguf"
-    for dtype in (torch.float32, torch.bfloat16):  # --dtype alone does not turn the quantized kernel off
-        cls, why = select_linear_kernel("auto", CPU, dtype, smollm2.stored_format)
-        assert cls is GGUFKernel and "stored gguf blocks" in why
+    for dtype in (torch.float32, torch.bfloat16):  # --dtype does not turn the quantized kernel off
+        cls, why = select_linear_kernel("gguf", CPU, dtype, smollm2.stored_format)
+        assert cls is GGUFKernel
+        # auto: exact kernels only until the int8 decode path agrees with the prefill path
+        assert select_linear_kernel("auto", CPU, dtype, smollm2.stored_format)[0].exact
     assert select_linear_kernel("auto", CPU, torch.float32)[0].name == "dense"  # not a quantized checkpoint
     assert select_linear_kernel("dense", CPU, torch.float32, "gguf")[0].name == "dense"
     with pytest.raises(UnsupportedLinearKernelError, match="this one is not quantized"):
@@ -165,7 +167,7 @@ def test_resident_memory_holds_the_blocks_not_floats(smollm2):
     import sys
 
     grown = {}
-    for kernel in ("auto", "dense"):
+    for kernel in ("gguf", "dense"):
         out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, kernel], capture_output=True, text=True, timeout=300,
                              check=True).stdout.split()
         grown[out[-2]] = int(out[-1]) >> 20  # MiB
@@ -241,10 +243,10 @@ def test_tensor_parallel_engine_runs_on_the_blocks(smollm2):
 
     params = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
     prompts = PROMPTS[:2]
-    one = LLM(smollm2.path, dtype="float32", num_kv_blocks=64)
+    one = LLM(smollm2.path, dtype="float32", linear_kernel="gguf", num_kv_blocks=64)
     want = [list(o.outputs[0].token_ids) for o in one.generate(prompts, params, use_tqdm=False)]
     one.shutdown()
-    with LLM(smollm2.path, dtype="float32", num_kv_blocks=64, tensor_parallel_size=2) as two:
+    with LLM(smollm2.path, dtype="float32", linear_kernel="gguf", num_kv_blocks=64, tensor_parallel_size=2) as two:
         assert two.engine.linear_kernel == "gguf"
         o_proj = dict(two.engine.model.named_modules())["model.layers.0.self_attn.o_proj"]
         assert isinstance(o_proj.inner, GGUFLinear) and o_proj.inner.in_span == (0, 384)  # 6 of 9 heads x 64
@@ -320,7 +322,7 @@ def test_gemma3_270m_runs_on_its_quantized_blocks():
     if not (path.is_file() and path.stat().st_size == GEMMA_SIZE):
         path = Path(g.assemble(overwrite=path.exists()))
     checkpoint = load_checkpoint(str(path))
-    loaded, runner = _load(checkpoint, "auto")
+    loaded, runner = _load(checkpoint, "gguf")
     assert loaded.linear_kernel == "gguf"
     modules = dict(loaded.model.named_modules())
     assert "gguf Q5_0+Q8_0" in repr(modules["model.layers.0.self_attn.qkv_proj"])
