@@ -6,9 +6,12 @@ slower than torch's vectorized ``silu``, so the activation stays in torch). The
 kernels round every intermediate that the torch formulas round, so their results equal the
 fallbacks' (the RMS norm's fp32 sum of squares may be added in another order).
 
-The extension is built on first use with ``torch.utils.cpp_extension`` (``-O3 -march=native``) and
-cached per machine (~/.cache/torch_extensions). Where it cannot be built, or with
-``HERON_FUSED_OPS=0``, or for tensors it does not take (not on the CPU, not fp32/bf16, autograd on),
+The ops are off unless ``HERON_FUSED_OPS=1``: the RMS norm's sum of squares is added in another
+order than torch's, and that order depends on the step's shape, so with the ops a bf16 greedy
+request could answer differently once its prompt is in the prefix cache (seen on SmolLM2). With
+the variable set, the extension is built on first use with ``torch.utils.cpp_extension``
+(``-O3 -march=native``) and cached per machine (~/.cache/torch_extensions). Where it cannot be
+built, when it is off, or for tensors it does not take (not on the CPU, not fp32/bf16, autograd on),
 the same functions run the torch formulas.
 """
 
@@ -53,7 +56,7 @@ def load_fused_ops() -> ModuleType | None:
         return _ext
     with _lock:
         if _ext is None and not _failed:
-            if os.environ.get("HERON_FUSED_OPS", "1") == "0":
+            if os.environ.get("HERON_FUSED_OPS", "0") != "1":  # opt in: see the module docstring
                 _failed = True
                 return None
             try:  # a missing source (a wheel without it) or compiler: fall back to torch

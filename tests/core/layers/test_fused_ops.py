@@ -28,8 +28,22 @@ def _torch_rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torc
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _built() -> None:
+def _built():
+    """The ops are opt-in (HERON_FUSED_OPS=1): switched on for this module, off again after it."""
+    import os
+
+    from heron.layers import fused_ops
+
+    before = os.environ.get("HERON_FUSED_OPS")
+    os.environ["HERON_FUSED_OPS"] = "1"
+    fused_ops._ext, fused_ops._failed = None, False
     need(fused_available(), "heron's fused C++ ops need a C++ compiler (torch.utils.cpp_extension)")
+    yield
+    if before is None:
+        os.environ.pop("HERON_FUSED_OPS", None)
+    else:
+        os.environ["HERON_FUSED_OPS"] = before
+    fused_ops._ext, fused_ops._failed = None, False
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
