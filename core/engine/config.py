@@ -59,6 +59,10 @@ class EngineConfig:
     #: CPUs this engine's threads are pinned to (None: all the process may use); data-parallel
     #: replicas each get a share
     cpu_affinity: list[int] | None = None
+    #: speculative decoding, vLLM's dictionary: ``{"method": "ngram", "num_speculative_tokens": 4,
+    #: "prompt_lookup_min": 2, "prompt_lookup_max": 5}`` or ``{"model": "<draft path>",
+    #: "num_speculative_tokens": 3}`` (heron.engine.spec.SpeculativeConfig); None: off
+    speculative_config: dict[str, Any] | None = None
     #: fill in output text and end samples at stop strings here; False: outputs carry token ids
     #: only and the caller does both (the engine-process front-end, :mod:`heron.engine.proc_client`)
     detokenize: bool = True

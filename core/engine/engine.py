@@ -37,6 +37,7 @@ from heron.engine.sampling_params import SamplingParams
 from heron.engine.scheduler import Scheduler
 from heron.engine.setup import load_and_size, resolve_device
 from heron.engine.sleep import SleepState, sleep_engine, wake_engine
+from heron.engine.spec import SpecDecoder
 from heron.interfaces import PoolingModel
 from heron.loader import load_checkpoint, resolve_dtype
 from heron.loader.pooling_config import resolve_pooler
@@ -103,6 +104,8 @@ class LLMEngine:
         self._grammar_lock = threading.Lock()
         self.num_generated_tokens = 0
         self.num_prompt_tokens = 0
+        #: speculative decoding (heron.engine.spec), None when off
+        self.spec = SpecDecoder.build(config.speculative_config, self) if config.speculative_config else None
 
     def _resolve_runner(self, checkpoint: Any, config: EngineConfig) -> None:
         """Decide generate or pooling (``--runner``, ``--convert``, ``--pooler-config``, the checkpoint)."""
@@ -376,16 +379,20 @@ class LLMEngine:
         """
         if self.sleep_state.asleep:  # no KV pool (or weights) to run on: requests wait for wake_up()
             return []
-        sched = self.scheduler.schedule()
+        drafts = self.spec.propose(self.scheduler.running, self.max_model_len) if self.spec is not None else None
+        sched = self.scheduler.schedule(drafts)
         if not sched.scheduled:
             return []
+        if drafts:
+            self.spec.fill(sched, self.scheduler.running)  # a draft model drafts into the slots just allocated
         full_for = {
             item.seq.seq_id for item in sched.scheduled
             if item.seq.index == 0 and item.seq.request.prompt_logprobs is not None
             and item.seq.num_computed_tokens < item.seq.num_prompt_tokens
         }
         pool_for = {item.seq.seq_id for item in sched.scheduled if item.seq.request.pooling is not None}
-        logits = self.model_runner.execute(sched, full_for, pool_for)
+        spec_for = {item.seq.seq_id for item in sched.scheduled if item.num_draft_tokens}
+        logits = self.model_runner.execute(sched, full_for | spec_for if spec_for else full_for, pool_for)
         touched: dict[str, Request] = {}
         for item in sched.scheduled:
             seq = item.seq
@@ -397,7 +404,7 @@ class LLMEngine:
                     touched[seq.request.request_id] = seq.request
             if seq.seq_id in pool_for and not seq.finished:
                 seq.request.pooling.keep(logits.hidden[seq.seq_id], seq.num_computed_tokens, item.samples)
-            if not seq.finished:
+            if not seq.finished and not item.num_draft_tokens:  # drafts: after verification (self.spec)
                 seq.num_computed_tokens += item.num_new_tokens
                 self.blocks.commit(seq)
         for item in sched.scheduled:
@@ -425,6 +432,8 @@ class LLMEngine:
                 if req.metrics.first_token_time is None:
                     req.metrics.first_token_time = now
                 touched[req.request_id] = req
+        if spec_for:
+            self.spec.finish(self, sched, logits, touched)
         outputs = [self._output(req) for req in touched.values()]
         if self.lora is not None:
             self.lora.sweep(self.requests)
@@ -535,4 +544,5 @@ class LLMEngine:
             "num_prompt_tokens": self.num_prompt_tokens,
             "sleep_level": self.sleep_state.level if self.sleep_state.asleep else 0,
             **({"lora": self.lora.stats(self.scheduler.running, list(self.scheduler.waiting))} if self.lora else {}),
+            **(self.spec.stats.as_dict() if self.spec is not None else {}),
         }

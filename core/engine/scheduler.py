@@ -9,6 +9,12 @@ block manager frees out-of-window blocks (sliding-window models), a chunk shrink
 pool holds, so a sequence far longer than the pool still runs (and is recomputed) in pieces.
 A request marked ``whole_prompt`` (a bidirectional encoder) is admitted only when all of its
 prompt fits in the step, and one marked ``use_prefix_cache=False`` never matches the prefix cache.
+
+Speculative decoding: ``schedule(drafts)`` gets draft tokens per decoding sequence. A sequence is
+scheduled with its ``k`` drafts (``1 + k`` new tokens, the drafts appended to its tokens until the
+engine verifies them) only when the step's token budget still leaves one token for each running
+sequence after it and its extra KV blocks fit without preempting anyone (one free block kept per
+later running sequence); otherwise it decodes one token as usual.
 """
 
 from __future__ import annotations
@@ -31,11 +37,14 @@ class ScheduledSeq:
     num_new_tokens: int
     #: the chunk reaches the end of the sequence's tokens, so a token is sampled after it
     samples: bool
+    #: draft tokens at the end of the chunk (speculative decoding): verified on the chunk's logits
+    num_draft_tokens: int = 0
 
     @property
     def needs_logits(self) -> bool:
-        """A token is sampled after this chunk (prefill-only and pooling requests sample none)."""
-        return self.samples and self.seq.params.max_tokens != 0
+        """A token is sampled from the chunk's last row (prefill-only and pooling requests sample
+        none; a speculating chunk is verified on all its rows instead)."""
+        return self.samples and not self.num_draft_tokens and self.seq.params.max_tokens != 0
 
 
 @dataclass(slots=True)
@@ -154,7 +163,22 @@ class Scheduler:
             n = min(n, max(least, self.blocks.make_room(seq)))
         return n
 
-    def schedule(self) -> SchedulerOutput:
+    def _speculate(self, seq: Sequence, drafts: list[int], budget: int, later: int) -> int:
+        """Schedule ``seq`` with as many of ``drafts`` as fit (appended to its tokens); returns how
+        many (0: none, nothing taken). ``later``: running sequences still to schedule after it."""
+        if seq.num_computed_tokens != seq.num_tokens - 1:
+            return 0
+        k = min(len(drafts), budget - 1 - later, self.max_model_len - seq.num_tokens)
+        if k <= 0:
+            return 0
+        extra = self.blocks.blocks_needed(seq, 1 + k) - self.blocks.blocks_needed(seq, 1)
+        if extra > self.blocks.num_free_blocks - later or not self.blocks.allocate(seq, 1 + k):
+            return 0
+        seq.token_ids.extend(drafts[:k])
+        return k
+
+    def schedule(self, drafts: dict[int, list[int]] | None = None) -> SchedulerOutput:
+        """The next step's batch; ``drafts``: draft tokens per seq id of decoding sequences."""
         out = SchedulerOutput()
         budget = self.max_num_batched_tokens
         if self.policy == "priority":
@@ -163,6 +187,14 @@ class Scheduler:
         i = 0
         while i < len(self.running) and budget > 0:
             seq = self.running[i]
+            d = drafts.get(seq.seq_id) if drafts else None
+            k = self._speculate(seq, d, budget, len(self.running) - i - 1) if d else 0
+            if k:
+                out.scheduled.append(ScheduledSeq(seq, 1 + k, True, k))
+                scheduled.add(seq.seq_id)
+                budget -= 1 + k
+                i += 1
+                continue
             n = self._chunk(seq, budget, 1)
             while not self.blocks.allocate(seq, n):
                 victim = self.running[-1]

@@ -52,6 +52,7 @@ def engine_config(settings: ServerSettings) -> Any:
         node_rank=settings.node_rank,
         master_addr=settings.master_addr,
         master_port=settings.master_port,
+        speculative_config=settings.speculative_config,
     )
 
 

@@ -6,8 +6,10 @@ One set of instruments is kept under ``heron:`` names and rendered under every p
 alerts work unchanged. Gauges and engine-side counters are read from the engine's stats at scrape
 time (a custom collector), so the engine loop pays nothing for them; with data-parallel replicas
 they are given per replica and summed (see :class:`_EngineCollector`). Per-request histograms and
-token counters are observed by the server as requests finish. vLLM's metrics that need
-measurements heron does not make (per-step token counts, speculative decoding, KV-connector
+token counters are observed by the server as requests finish. Speculative decoding's counters
+(``spec_decode_num_drafts``, ``..._num_draft_tokens``, ``..._num_accepted_tokens`` and
+``..._num_accepted_tokens_per_pos`` by ``position``) appear when the engine speculates, as in vLLM.
+vLLM's metrics that need measurements heron does not make (per-step token counts, KV-connector
 transfers, multi-modal caches) are absent rather than always zero. HTTP request metrics come
 from :mod:`heron.server.http_metrics`; the process and Python runtime collectors are included as
 in vLLM's default registry.
@@ -112,6 +114,44 @@ def _engine_families(name: str, model: str, rows: list[tuple[str | None, dict[st
     yield g
 
 
+_SPEC_COUNTERS = (  # vLLM's speculative-decoding counters (vllm/v1/spec_decode/metrics.py)
+    ("spec_decode_num_drafts", "Number of spec decoding drafts."),
+    ("spec_decode_num_draft_tokens", "Number of draft tokens."),
+    ("spec_decode_num_accepted_tokens", "Number of accepted tokens."),
+)
+_SPEC_PER_POS = "spec_decode_num_accepted_tokens_per_pos"
+
+
+def _spec_families(name: str, model: str, rows: list[tuple[str | None, dict[str, Any]]]) -> Iterator[Metric]:
+    """Speculative decoding's counters, one series per row (and per draft position)."""
+    labels = ["model_name", *(["engine"] if rows[0][0] is not None else [])]
+
+    def values(engine: str | None) -> list[str]:
+        return [model, *([engine] if engine is not None else [])]
+
+    for key, doc in _SPEC_COUNTERS:
+        fam = CounterMetricFamily(name + key, doc, labels=labels)
+        for engine, s in rows:
+            fam.add_metric(values(engine), float(s.get(key, 0)))
+        yield fam
+    fam = CounterMetricFamily(name + _SPEC_PER_POS, "Accepted draft tokens per draft position.",
+                              labels=[*labels, "position"])
+    for engine, s in rows:
+        for pos, count in enumerate(s.get(_SPEC_PER_POS, ())):
+            fam.add_metric([*values(engine), str(pos)], float(count))
+    yield fam
+
+
+def _spec_total(replicas: list[dict[str, Any]]) -> dict[str, Any]:
+    """The replicas' speculative-decoding counters summed (per position too)."""
+    per_pos: list[int] = []
+    for r in replicas:
+        for pos, count in enumerate(r.get(_SPEC_PER_POS, ())):
+            per_pos += [0] * (pos + 1 - len(per_pos))
+            per_pos[pos] += count
+    return {**{key: sum(r.get(key, 0) for r in replicas) for key, _ in _SPEC_COUNTERS}, _SPEC_PER_POS: per_pos}
+
+
 class _EngineCollector:
     """Scheduler gauges and engine counters, read from ``stats()`` at scrape time (once per scrape).
 
@@ -133,8 +173,13 @@ class _EngineCollector:
         rows: list[tuple[str | None, dict[str, Any]]] = [(str(i), r) for i, r in enumerate(replicas or ())]
         if prefix == "vllm":
             yield from _engine_families("vllm:", self._model, rows or [("0", s)])
+            if _SPEC_COUNTERS[0][0] in s:
+                yield from _spec_families("vllm:", self._model, rows or [("0", s)])
         else:
             yield from _engine_families(f"{prefix}:", self._model, [(None, s)])
+            if _SPEC_COUNTERS[0][0] in s:
+                yield from _spec_families(f"{prefix}:", self._model, [(None, _spec_total([r for _, r in rows]) if rows
+                                                                               else s)])
             if rows:
                 yield from _engine_families(f"{prefix}:replica_", self._model, rows, _COUNTERS + _REPLICA_COUNTERS)
         lora = s.get("lora")

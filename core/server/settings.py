@@ -173,6 +173,8 @@ class ServerSettings:
     distributed_executor_backend: str = "mp"  # mp (processes) or uni (one process, tensor parallel 1)
     #: serve /v1/load_lora_adapter and /v1/unload_lora_adapter (also VLLM_ALLOW_RUNTIME_LORA_UPDATING)
     allow_runtime_lora_updating: bool = False
+    #: speculative decoding, vLLM's JSON (heron.engine.spec.SpeculativeConfig); None: off
+    speculative_config: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         # YAML files and direct construction may give "name=path" strings: one form from here on
@@ -254,6 +256,13 @@ def lora_module(spec: str | dict[str, Any]) -> dict[str, Any]:
         raise argparse.ArgumentTypeError(f"{spec!r}: an adapter needs string 'name' and 'path' (and optionally "
                                          "'base_model_name'), nothing else")
     return {"name": spec["name"], "path": spec["path"], "base_model_name": spec.get("base_model_name")}
+
+
+def _speculative_config(text: str) -> dict[str, Any] | None:
+    """``--speculative-config``: vLLM's JSON object; ``none``, ``null`` or ``{}`` turn it off."""
+    if text.strip().lower() in ("", "none", "null"):
+        return None
+    return _json_dict(text) or None
 
 
 def _lora_modules(text: str) -> list[dict[str, Any]]:
@@ -417,6 +426,10 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     par.add_argument("--headless", action=argparse.BooleanOptionalAction, default=S, help="run this node's workers, no HTTP server")
     par.add_argument("--device", choices=["auto", "cpu", "cuda"], default=S,
                      help="where the model, KV pool and sampler live (auto: cuda when torch sees a GPU)")
+    spec = p.add_argument_group("speculative decoding", "draft tokens verified in one forward (docs/performance.md)")
+    spec.add_argument("--speculative-config", type=_speculative_config, default=S,
+                      help='vLLM\'s JSON: \'{"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_min": 2, '
+                           '"prompt_lookup_max": 5}\' or \'{"model": "DRAFT_PATH", "num_speculative_tokens": 3}\'')
     par.add_argument("--distributed-executor-backend", choices=["mp", "uni"], default=S,
                      help="mp: worker processes (default); uni: one process (tensor parallel size 1)")
 
@@ -429,6 +442,7 @@ _CONVERT = {
     "disable_plugins": _csv,
     "allowed_lora_dirs": _csv,
     "lora_modules": _lora_modules,
+    "speculative_config": _speculative_config,
     "allowed_origins": _json_or_csv,
     "allowed_methods": _json_or_csv,
     "allowed_headers": _json_or_csv,

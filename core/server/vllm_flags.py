@@ -4,7 +4,7 @@ Collected from vLLM's ``EngineArgs.add_cli_args``, ``AsyncEngineArgs``, the Open
 ``FrontendArgs`` and ``make_arg_parser`` (current and recently removed flags, so older deployment
 recipes start too). Each flag has one kind: ``noop`` flags are accepted with one warning saying
 why they change nothing here; ``later`` flags name features heron does not have yet (parallelism,
-speculative decoding, other devices) and are an error unless given the value heron already
+vLLM's older speculative-decoding flags, other devices) and are an error unless given the value heron already
 behaves as; ``alias`` flags are vLLM spellings of a heron setting. Flags that heron implements
 under vLLM's own name are heron's flags (heron.server.settings) and are not listed here; a flag
 listed here that the serve parser already has is skipped, so a feature that lands as a real flag
@@ -143,7 +143,8 @@ profiler: profiler-config:j
 """
 
 _PARALLEL = "heron has tensor and data parallelism; pipeline and context parallelism are not available yet"
-_SPECULATIVE = "speculative decoding is not available yet"
+_SPECULATIVE = ("this older speculative decoding flag is not available yet: give heron's --speculative-config "
+                "'{\"method\": \"ngram\", \"num_speculative_tokens\": 4}' (or '{\"model\": DRAFT, ...}') instead")
 # flag[/short][:value]=allowed,values  (no "=": any value is an error)
 _LATER = {
     _PARALLEL: """
@@ -154,7 +155,7 @@ _LATER = {
         data-parallel-external-lb/-dpe=false api-server-count/-asc:i=1
     """,
     _SPECULATIVE: """
-        speculative-config:j=none,null,{} speculative-model:s num-speculative-tokens:i
+        speculative-model:s num-speculative-tokens:i
         speculative-draft-tensor-parallel-size:i speculative-max-model-len:i speculative-disable-by-batch-size:i
         ngram-prompt-lookup-max:i ngram-prompt-lookup-min:i speculative-model-quantization:s
         spec-decoding-acceptance-method:s typical-acceptance-sampler-posterior-threshold:f

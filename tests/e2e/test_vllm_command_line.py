@@ -81,9 +81,9 @@ def run_serve(*flags: str) -> subprocess.CompletedProcess:
 
 
 def test_missing_features_and_typos_exit_before_loading():
-    done = run_serve("--served-model-name", NAME, "-pp", "2", "--speculative-config", '{"method": "ngram"}')
+    done = run_serve("--served-model-name", NAME, "-pp", "2", "--num-speculative-tokens", "3")
     assert done.returncode == 2
-    assert "--pipeline-parallel-size 2" in done.stderr and "--speculative-config" in done.stderr
+    assert "--pipeline-parallel-size 2" in done.stderr and "--num-speculative-tokens" in done.stderr
     assert "not available yet" in done.stderr
     done = run_serve("--gpu-memory-utilisation", "0.9")
     assert done.returncode == 2 and "did you mean --gpu-memory-utilization?" in done.stderr

@@ -68,8 +68,6 @@ def test_realistic_command_line_starts_with_one_warning_per_no_op_flag(parser, c
     (["-pp", "2"], "--pipeline-parallel-size 2"),
     (["--pipeline-parallel-size=4"], "--pipeline-parallel-size 4"),
     (["-dcp", "2"], "--decode-context-parallel-size 2"),
-    (["--speculative-config", '{"method": "ngram", "num_speculative_tokens": 3}'], "speculative decoding"),
-    (["--speculative-config.method", "ngram"], '--speculative-config {"method": "ngram"}'),
     (["--num-speculative-tokens", "5"], "speculative decoding"),
     (["--data-parallel-size-local", "2"], "--data-parallel-size-local 2"),
 ])
@@ -80,9 +78,9 @@ def test_features_heron_lacks_are_a_clear_error(parser, capsys, argv, named):
 
 
 def test_every_missing_feature_is_named_at_once_and_defaults_pass(parser, capsys, caplog):
-    err = exits(parser, capsys, ["-pp", "2", "-dcp", "4", "--speculative-config", '{"method": "ngram"}'])
+    err = exits(parser, capsys, ["-pp", "2", "-dcp", "4", "--num-speculative-tokens", "3"])
     assert "--pipeline-parallel-size 2" in err and "--decode-context-parallel-size 4" in err
-    assert "--speculative-config" in err
+    assert "--num-speculative-tokens" in err
     assert "set it to 1" in err
     caplog.set_level(logging.INFO, logger="heron.serve")
     settings(parser, ["-tp", "1", "-pp", "1", "-dp", "1", "--no-headless", "--device", "cpu", "--nnodes", "1"])
