@@ -1,17 +1,30 @@
 """heron vs HF transformers vs llama.cpp (llama-server, llama-cpp-python's server), side by side.
 
-One run, one model (the bundled SmolLM2-135M-Instruct: heron and transformers dequantize its
-Q4_1 GGUF, llama.cpp runs it as is), one workload of random distinct prompts (the same token
-ids / text everywhere), EOS ignored so every request makes exactly the asked tokens:
+One run, one model (the bundled SmolLM2-135M-Instruct: llama.cpp runs its Q4_1 GGUF as is, heron
+loads the same file with its default kernels, transformers dequantizes it), one workload of random
+distinct prompts (the same token ids / text everywhere), EOS ignored so every request makes exactly
+the asked tokens. heron runs with its defaults (``--heron-linear-kernel`` changes that):
 
-- offline throughput: heron's ``LLM.generate`` vs transformers' ``generate`` (best of its dtypes
-  and batch sizes), each also as a fraction of the machine's bf16 matmul compute limit;
+- offline throughput: heron's ``LLM.generate`` vs transformers' ``generate`` (its GGUF path,
+  ``from_pretrained(..., gguf_file=...)``, dequantized to each of ``--dtypes``, best of those and
+  of the batch sizes), each also as a fraction of the machine's bf16 matmul compute limit;
 - serving: ``heron serve``, ``llama-server -np C`` (restarted per level) and llama-cpp-python's
-  server, driven by ``heron bench serve``'s load generator at each concurrency level;
-- single stream: decode tok/s and time to first token of one request at a time.
+  server, driven by ``heron bench serve``'s load generator at each concurrency level; the resident
+  memory of each server's process tree is sampled throughout;
+- single stream: decode tok/s and time to first token of one request at a time;
+- long prompt: time to first token of ``--long-prompt-len``-token prompts (``max_tokens`` 1, one at
+  a time, distinct prompts so no prefix cache helps), heron vs llama-server;
+- memory: ``heron serve`` and llama-server at the same parallel slots and context length
+  (``--memory-slots``, ``--memory-ctx``), one load of that many streams, the resident memory of
+  each whole process tree (``memory.py``'s ``measure_memory``; the target uses the peak, the sum
+  of each process's ``VmHWM``);
+- speculative: ``heron serve`` with and without ``--speculative-config`` (ngram) on
+  ``spec_decode.py``'s copy workload, one greedy request at a time: tok/s and whether the tokens
+  are identical.
 
-Baselines that are not installed are skipped with instructions to build them. Writes
-compare.json, compare.md and compare.png to --out-dir, and with --doc a full docs page.
+Each part has a ``--skip`` name. Baselines that are not installed are skipped with instructions
+to build them. Writes compare.json, compare.md and compare.png to --out-dir, and with --doc a full
+docs page (sections of an existing page that this script does not write are kept).
 
     .venv/bin/python benchmarks/compare.py --llama-server /path/to/llama-server \\
         --llama-cpp-python /path/to/venv/bin/python --doc docs/performance.md
@@ -25,21 +38,28 @@ import gc
 import json
 import os
 import platform
+import re
 import shlex
 import socket
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import report
 import servers
 import torch
 from throughput import run_transformers
 
-from heron.bench import ServeConfig, random_prompts, run_latency, run_serve, run_throughput
+from heron.bench import Prompt, ServeConfig, random_prompts, run_latency, run_serve, run_throughput
 from heron.engine.config import physical_cores
 from heron.loader import default_model_path, load_checkpoint
+
+PARTS = ("heron-offline", "transformers", "heron-serve", "llama-server", "llama-cpp-python", "long-prompt",
+         "memory", "speculative")
+NGRAM = '{"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 5}'
 
 
 def machine_info() -> dict[str, Any]:
@@ -103,13 +123,58 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve_level(base_url: str, prompts: list, output_len: int, concurrency: int, extra: dict) -> dict[str, Any]:
-    from dataclasses import asdict
+@dataclass(slots=True)
+class Workload:
+    """The prompts every engine gets (random word tokens, no two sharing a prefix-cache block)."""
 
+    gguf: str
+    tok: Any
+    warmup: list[Prompt]  # 2 offline warm-up prompts
+    prompts: list[Prompt]  # the offline ones
+    by_level: dict[int, list[Prompt]]  # per concurrency level: one warm-up prompt, then the timed ones
+    singles: list[Prompt]  # one warm-up prompt, then the single-stream ones
+    long: list[Prompt]  # one warm-up prompt, then the long-prompt TTFT ones
+    eos_bias: dict[str, int]
+
+
+def build_workload(args: argparse.Namespace, levels: list[int]) -> Workload:
+    ckpt = load_checkpoint(None)
+    tok = ckpt.tokenizer
+    both = random_prompts(2 + args.num_prompts, args.input_len, tok, seed=0)
+    n_for = {c: min(max(args.requests_per_level * c, args.min_requests), args.max_requests) for c in levels}
+    return Workload(
+        gguf=default_model_path(), tok=tok, warmup=both[:2], prompts=both[2:],
+        by_level={c: random_prompts(n_for[c] + 1, args.input_len, tok, seed=1000 + c) for c in levels},
+        singles=random_prompts(args.single_requests + 1, args.input_len, tok, seed=7),
+        long=random_prompts(args.long_prompt_reps + 1, args.long_prompt_len, tok, seed=3000),
+        eos_bias={str(t): -100 for t in ckpt.eos_token_ids})
+
+
+def heron_flags(args: argparse.Namespace) -> list[str]:
+    """The flags that move ``heron serve`` off its defaults: only --heron-dtype / --heron-linear-kernel."""
+    return ([] if args.heron_dtype == "auto" else ["--dtype", args.heron_dtype]) + (
+        [] if args.heron_linear_kernel == "auto" else ["--linear-kernel", args.heron_linear_kernel])
+
+
+def heron_cmd(args: argparse.Namespace, port: int, max_num_seqs: int) -> list[str]:
+    """``heron serve`` with its defaults, but for the slots (and :func:`heron_flags`)."""
+    return [sys.executable, "-m", "heron.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+            "--max-num-seqs", str(max_num_seqs), *heron_flags(args)]
+
+
+def llama_cmd(binary: str, gguf: str, slots: int, ctx: int, port: int) -> list[str]:
+    return [binary, "-m", gguf, "-t", str(physical_cores()), "-np", str(slots), "-c", str(ctx),
+            "--host", "127.0.0.1", "--port", str(port), "--no-webui"]
+
+
+# -- measurements against a running server ---------------------------------------------------
+
+def serve_level(base_url: str, prompts: list, output_len: int, concurrency: int, extra: dict) -> dict[str, Any]:
     cfg = ServeConfig(base_url=base_url, output_len=output_len, concurrency=concurrency, extra_body=extra)
     res = asdict(asyncio.run(run_serve(prompts[1:], cfg, warmup=prompts[:1])))
     print(f"    concurrency {concurrency:>3}: {res['output_tok_s']:7.1f} tok/s, TTFT p50 "
-          f"{res['ttft_ms']['p50'] / 1000:6.2f} s, {res['output_tokens']} tokens, {res['errors']} errors, {res['short']} short", flush=True)
+          f"{res['ttft_ms']['p50'] / 1000:6.2f} s, {res['output_tokens']} tokens, {res['errors']} errors, "
+          f"{res['short']} short", flush=True)
     return res
 
 
@@ -117,6 +182,51 @@ def single_stream(base_url: str, prompts: list, output_len: int, extra: dict) ->
     res = serve_level(base_url, prompts, output_len, 1, extra)
     return {"decode_tok_s": 1000 / res["tpot_ms"]["p50"], "ttft_ms": res["ttft_ms"]["p50"],
             "output_tokens": res["output_tokens"], "requests": res["completed"]}
+
+
+def long_prompt_ttft(base_url: str, prompts: list[Prompt], extra: dict) -> dict[str, Any]:
+    """Time to first token of each long prompt, one at a time, ``max_tokens`` 1 (after one untimed)."""
+    cfg = ServeConfig(base_url=base_url, output_len=1, concurrency=1, extra_body=extra)
+    r = asyncio.run(run_serve(prompts[1:], cfg, warmup=prompts[:1], use_tqdm=False))
+    print(f"    long prompt ({r.input_tokens // max(r.completed, 1)} tokens): TTFT p50 "
+          f"{r.ttft_ms['p50']:.0f} ms over {r.completed} requests, {r.errors} errors", flush=True)
+    return {"prompt_tokens": r.input_tokens // max(r.completed, 1), "requests": r.num_requests,
+            "completed": r.completed, "errors": r.errors, "ttft_ms": r.ttft_ms, "error_samples": r.error_samples}
+
+
+def spec_counters(client: httpx.Client, base_url: str) -> tuple[float, float]:
+    """(drafts, accepted draft tokens) from heron's /metrics (0, 0 when it has none)."""
+    text = client.get(base_url.removesuffix("/v1") + "/metrics").text
+    found = dict(re.findall(r"^heron:(spec_decode_num_drafts|spec_decode_num_accepted_tokens)_total\{[^}]*\} (\S+)$",
+                            text, flags=re.M))
+    return float(found.get("spec_decode_num_drafts", 0)), float(found.get("spec_decode_num_accepted_tokens", 0))
+
+
+def copy_workload(base_url: str, warm: list[int], tasks: list[list[int]], max_tokens: int) -> dict[str, Any]:
+    """Greedy completions of the token-id prompts, one at a time, after an untimed warm-up one."""
+    with httpx.Client(timeout=600) as client:
+        model = client.get(base_url + "/models").json()["data"][0]["id"]
+
+        def complete(ids: list[int]) -> tuple[list[int], float]:
+            body = {"model": model, "prompt": ids, "max_tokens": max_tokens, "temperature": 0.0,
+                    "return_token_ids": True}
+            start = time.perf_counter()
+            resp = client.post(base_url + "/completions", json=body)
+            resp.raise_for_status()
+            return resp.json()["choices"][0]["token_ids"], time.perf_counter() - start
+
+        complete(warm)
+        before = spec_counters(client, base_url)
+        outs, seconds = [], 0.0
+        for ids in tasks:
+            out, s = complete(ids)
+            outs.append(out)
+            seconds += s
+        drafts, accepted = (a - b for a, b in zip(spec_counters(client, base_url), before, strict=True))
+    tokens = sum(map(len, outs))
+    print(f"    {tokens} tokens in {seconds:.1f} s: {tokens / seconds:.1f} tok/s, {drafts:.0f} drafts", flush=True)
+    return {"tokens": tokens, "seconds": seconds, "tok_s": tokens / seconds, "token_ids": outs,
+            "drafts": drafts, "accepted": accepted, "mean_acceptance_length": 1 + accepted / drafts if drafts else None}
 
 
 def hf_single_stream(path: str, ids: list[int], output_len: int, dtype: str) -> dict[str, Any]:
@@ -137,19 +247,66 @@ def hf_single_stream(path: str, ids: list[int], output_len: int, dtype: str) -> 
     return {"decode_tok_s": (output_len - 1) / ((t2 - t1) - (t1 - t0)), "ttft_ms": (t1 - t0) * 1000, "dtype": dtype}
 
 
-def run_serving(name: str, start, restart: bool, levels: list[int], prompts_by_level: dict,
-                single_prompts: list, args: argparse.Namespace, extra: dict, res: dict) -> None:
-    """``start(concurrency)`` returns a running Server: one for all levels, or one per level if ``restart``."""
+# -- the parts ---------------------------------------------------------------------------------
+
+def run_offline(args: argparse.Namespace, wl: Workload, res: dict[str, Any]) -> None:
+    """heron's ``LLM.generate`` (and one request at a time), then transformers' ``generate``."""
+    from heron import LLM
+
+    kernel = {} if args.heron_linear_kernel == "auto" else {"linear_kernel": args.heron_linear_kernel}
+    llm = LLM(dtype=args.heron_dtype, max_num_seqs=args.max_num_seqs, **kernel)
+    res["model"]["parameters"] = llm.engine.num_parameters
+    if "heron-offline" not in args.skip:
+        section(res, "heron offline")
+        thr = run_throughput(llm, wl.prompts, args.output_len, warmup=wl.warmup)
+        res["heron_offline"] = {"dtype": str(llm.engine.dtype).removeprefix("torch."),
+                                "linear_kernel": llm.engine.linear_kernel,
+                                "max_num_seqs": args.max_num_seqs, "output_tok_s": thr.output_tok_s,
+                                "seconds": thr.seconds, "output_tokens": thr.output_tokens}
+        print(f"    {thr.output_tok_s:.1f} tok/s", flush=True)
+        lat = run_latency(llm, wl.singles, args.single_output_len)
+        res["single_stream"]["heron offline"] = {"decode_tok_s": lat.decode_tok_s, "ttft_ms": lat.ttft_s * 1000}
+    llm.shutdown()
+    del llm
+    gc.collect()
+    save(res, args.out)
+    if "transformers" in args.skip:
+        return
+    section(res, "transformers")
+    ids = [p.token_ids for p in wl.prompts]
+    res["transformers"] = []
+    try:
+        for dtype in args.dtypes.split(","):
+            for bs in (int(b) for b in args.hf_batch_sizes.split(",")):
+                r = run_transformers(wl.gguf, ids, args.output_len, dtype, bs)
+                print(f"    {dtype} batch {bs}: {r['tok_s']:.1f} tok/s", flush=True)
+                res["transformers"].append(r)
+                gc.collect()
+        best = max((hf_single_stream(wl.gguf, wl.singles[-1].token_ids, args.single_output_len, d)
+                    for d in args.dtypes.split(",")), key=lambda r: r["decode_tok_s"])
+        res["single_stream"][f"transformers ({best['dtype']}, batch 1)"] = best
+    except Exception as err:  # e.g. no accelerate (transformers needs it to read GGUF)
+        res["notes"].append(f"transformers: failed: {err}".splitlines()[0])
+        print(f"transformers failed: {err}", file=sys.stderr)
+    save(res, args.out)
+
+
+def run_serving(name: str, start, restart: bool, wl: Workload, args: argparse.Namespace, extra: dict,
+                res: dict, *, long_prompt: bool = False) -> None:
+    """``start(concurrency)`` returns a running Server: one for all levels, or one per level if
+    ``restart``. Each level records the server tree's memory; then the single-stream requests and,
+    with ``long_prompt``, the long-prompt TTFT run on one server (a fresh ``start(1)`` if ``restart``)."""
     section(res, f"{name} serving")
     by_c: dict[str, Any] = {}
     server = None
     try:
-        for c in levels:
+        for c in args.levels:
             if server is None or restart:
                 if server is not None:
                     server.stop()
                 server = start(c)
-            by_c[str(c)] = r = serve_level(server.base_url, prompts_by_level[c], args.output_len, c, extra)
+            by_c[str(c)] = r = serve_level(server.base_url, wl.by_level[c], args.output_len, c, extra)
+            r["memory_mib"] = server.memory()
             if r["short"] or r["errors"]:
                 why = f" (first error: {r['error_samples'][0]})" if r["error_samples"] else ""
                 res["notes"].append(f"{name} at concurrency {c}: {r['errors']} of {r['num_requests']} requests "
@@ -158,11 +315,10 @@ def run_serving(name: str, start, restart: bool, levels: list[int], prompts_by_l
             server.stop()
             server = start(1)
         res["single_stream"][f"{name} serve" if name.startswith("heron") else name] = single_stream(
-            server.base_url, single_prompts, args.single_output_len, extra)
-        if name == "heron":
-            res["heron_serve_memory_mib"] = server.rss_mib()
-        elif name == "heron int4":
-            res["heron_int4_serve_memory_mib"] = server.rss_mib()
+            server.base_url, wl.singles, args.single_output_len, extra)
+        if long_prompt and "long-prompt" not in args.skip:
+            res.setdefault("long_prompt", {})[name] = long_prompt_ttft(
+                server.base_url, wl.long, {**extra, "logit_bias": wl.eos_bias})  # a text token, never EOS
     except Exception as err:  # one failing baseline must not lose the others' numbers
         res["notes"].append(f"{name}: failed: {err}".splitlines()[0])
         print(f"{name} failed: {err}", file=sys.stderr)
@@ -173,7 +329,117 @@ def run_serving(name: str, start, restart: bool, levels: list[int], prompts_by_l
     save(res, args.out)
 
 
-def main() -> None:
+def run_servers(args: argparse.Namespace, wl: Workload, res: dict[str, Any]) -> None:
+    """heron serve (and heron int4), llama-server and llama-cpp-python at each concurrency level."""
+    if "heron-serve" not in args.skip:
+        port = free_port()
+        cmd = heron_cmd(args, port, args.max_num_seqs)
+        run_serving("heron", lambda c: servers.start("heron", cmd, port, args.out), False, wl, args, {}, res,
+                    long_prompt=True)
+        if args.heron_int4:
+            run_serving("heron int4", lambda c: servers.start("heron-int4", cmd + ["--linear-kernel", "int4"],
+                                                              port, args.out), False, wl, args, {}, res)
+    binary = servers.find_llama_server(args.llama_server)
+    if "llama-server" in args.skip:
+        pass
+    elif binary is None:
+        print(servers.LLAMA_SERVER_HELP, file=sys.stderr)
+        res["notes"].append("llama-server: not found, not measured.")
+    else:
+        per_slot = args.input_len + max(args.output_len, args.single_output_len) + 64
+
+        def start_llama(c: int) -> servers.Server:
+            port = free_port()
+            ctx = c * per_slot if c > 1 else max(per_slot, args.long_prompt_len + 64)  # 1: long prompts too
+            return servers.start("llama-server", llama_cmd(binary, wl.gguf, c, ctx, port), port, args.out)
+
+        run_serving("llama-server", start_llama, True, wl, args, {}, res, long_prompt=True)
+        res["notes"].append(f"llama-server ran with -t {physical_cores()} -np C -c C x {per_slot} (restarted for "
+                            f"each concurrency C; single stream and long prompts: -np 1 -c "
+                            f"{max(per_slot, args.long_prompt_len + 64)}).")
+    python = servers.find_llama_cpp_python(args.llama_cpp_python)
+    if "llama-cpp-python" in args.skip:
+        pass
+    elif python is None:
+        print(servers.LLAMA_CPP_PYTHON_HELP, file=sys.stderr)
+        res["notes"].append("llama-cpp-python: not found, not measured.")
+    else:
+        port = free_port()
+        ctx = args.input_len + max(args.output_len, args.single_output_len) + 64
+        # interrupt_requests=False: by default a new request cuts the stream being served short
+        cmd = [python, "-m", "llama_cpp.server", "--model", wl.gguf, "--n_threads", str(physical_cores()),
+               "--n_ctx", str(ctx), "--interrupt_requests", "False", "--host", "127.0.0.1", "--port", str(port)]
+        run_serving("llama-cpp-python", lambda c: servers.start("llama-cpp-python", cmd, port, args.out), False,
+                    wl, args, {"logit_bias": wl.eos_bias}, res)
+        res["notes"].append("llama-cpp-python's server ignores ignore_eos: EOS was suppressed with logit_bias "
+                            "instead, so it too makes every requested token. It serves one request at a time "
+                            "(run with --interrupt_requests False, else each new request ends the running one).")
+
+
+def run_memory(args: argparse.Namespace, wl: Workload, res: dict[str, Any]) -> None:
+    """heron serve and llama-server with the same slots and context length, one load of that many
+    streams each: ``memory.py``'s :func:`measure_memory` (idle, after, sampled peak, VmHWM sum)."""
+    from memory import measure_memory
+
+    section(res, "memory")
+    slots, ctx = args.memory_slots, args.memory_ctx
+    try:
+        m = measure_memory(wl.gguf, slots=slots, ctx=ctx, streams=slots, output_len=args.memory_output_len,
+                           input_len=args.input_len, heron_args=heron_flags(args), llama_server=args.llama_server,
+                           log_dir=args.out / "memory")
+    except Exception as err:
+        res["notes"].append(f"memory: failed: {err}".splitlines()[0])
+        print(f"memory: failed: {err}", file=sys.stderr)
+        return
+    keys = {"idle_mib": "idle", "after_mib": "rss", "peak_mib": "sampled_peak", "hwm_mib": "hwm",
+            "output_tok_s": "output_tok_s", "errors": "errors"}
+    engines = {name: {new: m[name][old] for old, new in keys.items()} for name in ("heron", "llama-server") if m[name]}
+    for name, e in engines.items():
+        print(f"    {name}: idle {e['idle']:.0f}, after {e['rss']:.0f}, sampled peak {e['sampled_peak']:.0f}, "
+              f"VmHWM sum {e['hwm']:.0f} MiB", flush=True)
+    res["memory"] = {"slots": slots, "ctx": ctx, "input_len": args.input_len, "output_len": args.memory_output_len,
+                     "requests": slots, "engines": engines, "heron_args": m["config"]["heron_args"]}
+    save(res, args.out)
+
+
+def run_speculative(args: argparse.Namespace, wl: Workload, res: dict[str, Any]) -> None:
+    """heron serve without, then with ``--speculative-config``, on spec_decode.py's copy workload."""
+    from spec_decode import CODE, TASKS, chat_prompt
+
+    section(res, "speculative")
+    warm = chat_prompt(wl.tok, CODE.replace("radius", "r").replace("circle", "disk"), "describe", "show")
+    tasks = [chat_prompt(wl.tok, CODE, old, new) for old, new in TASKS]
+    runs: dict[str, Any] = {}
+    for name, flags in (("without", []), ("ngram", ["--speculative-config", args.speculative_config])):
+        port, server = free_port(), None
+        try:
+            server = servers.start(f"heron-spec-{name}", heron_cmd(args, port, args.max_num_seqs) + flags, port,
+                                   args.out)
+            runs[name] = copy_workload(server.base_url, warm, tasks, args.spec_max_tokens)
+        except Exception as err:
+            res["notes"].append(f"speculative: {name} failed: {err}".splitlines()[0])
+            print(f"speculative: {name} failed: {err}", file=sys.stderr)
+        finally:
+            if server is not None:
+                server.stop()
+    out: dict[str, Any] = {"speculative_config": json.loads(args.speculative_config), "prompts": len(tasks),
+                           "max_tokens": args.spec_max_tokens}
+    if len(runs) == 2:
+        base, spec = runs["without"].pop("token_ids"), runs["ngram"].pop("token_ids")
+        out["speedup"] = runs["ngram"]["tok_s"] / runs["without"]["tok_s"]
+        out["identical"] = base == spec
+        out["first_difference"] = [next((i for i, (a, b) in enumerate(zip(x, y, strict=False)) if a != b),
+                                        min(len(x), len(y))) for x, y in zip(base, spec, strict=True)]
+        out["lengths"] = [len(x) for x in base]
+    for run in runs.values():
+        run.pop("token_ids", None)
+    res["speculative"] = {**out, "runs": runs}
+    save(res, args.out)
+
+
+# -- command line, results ---------------------------------------------------------------------
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--num-prompts", type=int, default=64, help="offline prompts (default 64)")
@@ -186,8 +452,15 @@ def main() -> None:
     ap.add_argument("--min-requests", type=int, default=8)
     ap.add_argument("--max-requests", type=int, default=64)
     ap.add_argument("--single-requests", type=int, default=3, help="single-stream requests per engine")
+    ap.add_argument("--long-prompt-len", type=int, default=3000, help="tokens of each long prompt")
+    ap.add_argument("--long-prompt-reps", type=int, default=3, help="long prompts timed per engine (after one)")
+    ap.add_argument("--memory-slots", type=int, default=16, help="memory part: parallel slots and streams")
+    ap.add_argument("--memory-ctx", type=int, default=4096, help="memory part: context length, all slots")
+    ap.add_argument("--memory-output-len", type=int, default=64, help="memory part: tokens per stream")
+    ap.add_argument("--speculative-config", default=NGRAM, help=f"speculative part's config (default {NGRAM})")
+    ap.add_argument("--spec-max-tokens", type=int, default=256, help="speculative part: max_tokens per prompt")
     ap.add_argument("--dtypes", default="bfloat16,float32", help="transformers dtypes")
-    ap.add_argument("--hf-batch-sizes", default="32,64")
+    ap.add_argument("--hf-batch-sizes", default="64", help="transformers batch sizes (64 beat 32 in every past run)")
     ap.add_argument("--heron-dtype", default="auto")
     ap.add_argument("--max-num-seqs", type=int, default=64, help="heron's, offline and served")
     ap.add_argument("--heron-linear-kernel", default="auto", help="heron's --linear-kernel, offline and served")
@@ -195,8 +468,7 @@ def main() -> None:
                     help="also serve heron with --linear-kernel int4 (4-bit weights, as llama.cpp's Q4_1 file)")
     ap.add_argument("--llama-server", default=None, help="llama.cpp's llama-server binary (default: on PATH)")
     ap.add_argument("--llama-cpp-python", default=None, help="a Python that can import llama_cpp.server")
-    ap.add_argument("--skip", default="", help="comma list of: heron-offline,transformers,heron-serve,"
-                                                "llama-server,llama-cpp-python")
+    ap.add_argument("--skip", default="", help="comma list of: " + ",".join(PARTS))
     ap.add_argument("--reuse", default=None, metavar="JSON",
                     help="a previous compare.json: the parts named in --skip are taken from it (for a machine "
                          "shared with other work, where parts must be re-run in quiet moments)")
@@ -205,119 +477,42 @@ def main() -> None:
     ap.add_argument("--render", default=None, metavar="JSON", help="measure nothing: rewrite the tables, plot "
                                                                    "and --doc from a saved compare.json")
     args = ap.parse_args()
-    if args.render:
-        Path(args.out_dir).mkdir(parents=True, exist_ok=True)
-        return write_outputs(json.loads(Path(args.render).read_text()), Path(args.out_dir), args.doc)
-    skip = set(filter(None, args.skip.split(",")))
-    levels = [int(c) for c in args.concurrency.split(",")]
-    out = args.out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    threads = physical_cores()
+    args.skip = set(filter(None, args.skip.split(",")))
+    if args.skip - set(PARTS):
+        ap.error(f"unknown --skip names {sorted(args.skip - set(PARTS))}; known: {','.join(PARTS)}")
+    args.levels = [int(c) for c in args.concurrency.split(",")]
+    args.out = Path(args.out_dir)
+    return args
 
+
+def main() -> None:
+    args = parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.render:
+        return write_outputs(json.loads(Path(args.render).read_text()), args.out, args.doc)
     res: dict[str, Any] = {"serving": {}, "single_stream": {}, "notes": [],
                            "commands": [" ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])]}
     section(res, "machine")
     res["machine"] = machine_info()
     print(json.dumps(res["machine"]), flush=True)
-    gguf = default_model_path()
-    ckpt = load_checkpoint(None)
-    tok = ckpt.tokenizer
-    res["model"] = {"name": "SmolLM2-135M-Instruct", "gguf": Path(gguf).name}
+    wl = build_workload(args, args.levels)
+    res["model"] = {"name": "SmolLM2-135M-Instruct", "gguf": Path(wl.gguf).name}
     res["workload"] = {"num_prompts": args.num_prompts, "input_len": args.input_len, "output_len": args.output_len,
-                       "single_output_len": args.single_output_len, "concurrency": levels}
-    warm_and_prompts = random_prompts(2 + args.num_prompts, args.input_len, tok, seed=0)  # no shared blocks
-    warmup, prompts = warm_and_prompts[:2], warm_and_prompts[2:]
-    n_for = {c: min(max(args.requests_per_level * c, args.min_requests), args.max_requests) for c in levels}
-    by_level = {c: random_prompts(n_for[c] + 1, args.input_len, tok, seed=1000 + c) for c in levels}
-    singles = random_prompts(args.single_requests + 1, args.input_len, tok, seed=7)
-    eos_bias = {str(t): -100 for t in ckpt.eos_token_ids}
-
-    # -- offline ---------------------------------------------------------------------------
-    from heron import LLM
-
-    llm = LLM(dtype=args.heron_dtype, max_num_seqs=args.max_num_seqs, linear_kernel=args.heron_linear_kernel)
-    res["model"]["parameters"] = llm.engine.num_parameters
-    if "heron-offline" not in skip:
-        section(res, "heron offline")
-        thr = run_throughput(llm, prompts, args.output_len, warmup=warmup)
-        res["heron_offline"] = {"dtype": str(llm.engine.dtype).removeprefix("torch."),
-                                "linear_kernel": llm.engine.linear_kernel,
-                                "max_num_seqs": args.max_num_seqs, "output_tok_s": thr.output_tok_s,
-                                "seconds": thr.seconds, "output_tokens": thr.output_tokens}
-        print(f"    {thr.output_tok_s:.1f} tok/s", flush=True)
-        lat = run_latency(llm, singles, args.single_output_len)
-        res["single_stream"]["heron offline"] = {"decode_tok_s": lat.decode_tok_s, "ttft_ms": lat.ttft_s * 1000}
-    del llm
-    gc.collect()
-    save(res, out)
-    if "transformers" not in skip:
-        section(res, "transformers")
-        ids = [p.token_ids for p in prompts]
-        res["transformers"] = []
-        try:
-            for dtype in args.dtypes.split(","):
-                for bs in (int(b) for b in args.hf_batch_sizes.split(",")):
-                    r = run_transformers(gguf, ids, args.output_len, dtype, bs)
-                    print(f"    {dtype} batch {bs}: {r['tok_s']:.1f} tok/s", flush=True)
-                    res["transformers"].append(r)
-                    gc.collect()
-            best = max((hf_single_stream(gguf, singles[-1].token_ids, args.single_output_len, d)
-                        for d in args.dtypes.split(",")), key=lambda r: r["decode_tok_s"])
-            res["single_stream"][f"transformers ({best['dtype']}, batch 1)"] = best
-        except Exception as err:  # e.g. no accelerate (transformers needs it to read GGUF)
-            res["notes"].append(f"transformers: failed: {err}".splitlines()[0])
-            print(f"transformers failed: {err}", file=sys.stderr)
-        save(res, out)
-
-    # -- serving ---------------------------------------------------------------------------
-    if "heron-serve" not in skip:
-        port = free_port()
-        cmd = [sys.executable, "-m", "heron.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--dtype", args.heron_dtype, "--max-num-seqs", str(args.max_num_seqs)]
-        run_serving("heron", lambda c: servers.start("heron", cmd + ["--linear-kernel", args.heron_linear_kernel],
-                                                     port, out), False, levels, by_level, singles, args, {}, res)
-        if args.heron_int4:
-            run_serving("heron int4", lambda c: servers.start("heron-int4", cmd + ["--linear-kernel", "int4"],
-                                                              port, out), False, levels, by_level, singles, args, {}, res)
-    binary = servers.find_llama_server(args.llama_server)
-    if "llama-server" in skip:
-        pass
-    elif binary is None:
-        print(servers.LLAMA_SERVER_HELP, file=sys.stderr)
-        res["notes"].append("llama-server: not found, not measured.")
-    else:
-        def start_llama(c: int) -> servers.Server:
-            port = free_port()
-            ctx = c * (args.input_len + max(args.output_len, args.single_output_len) + 64)
-            cmd = [binary, "-m", gguf, "-t", str(threads), "-np", str(c), "-c", str(ctx), "--host", "127.0.0.1",
-                   "--port", str(port), "--no-webui"]
-            return servers.start("llama-server", cmd, port, out)
-
-        run_serving("llama-server", start_llama, True, levels, by_level, singles, args, {}, res)
-        res["notes"].append(f"llama-server ran with -t {threads} -np C (restarted for each concurrency C).")
-    python = servers.find_llama_cpp_python(args.llama_cpp_python)
-    if "llama-cpp-python" in skip:
-        pass
-    elif python is None:
-        print(servers.LLAMA_CPP_PYTHON_HELP, file=sys.stderr)
-        res["notes"].append("llama-cpp-python: not found, not measured.")
-    else:
-        port = free_port()
-        ctx = args.input_len + max(args.output_len, args.single_output_len) + 64
-        # interrupt_requests=False: by default a new request cuts the stream being served short
-        cmd = [python, "-m", "llama_cpp.server", "--model", gguf, "--n_threads", str(threads), "--n_ctx", str(ctx),
-               "--interrupt_requests", "False", "--host", "127.0.0.1", "--port", str(port)]
-        run_serving("llama-cpp-python", lambda c: servers.start("llama-cpp-python", cmd, port, out), False, levels,
-                    by_level, singles, args, {"logit_bias": eos_bias}, res)
-        res["notes"].append("llama-cpp-python's server ignores ignore_eos: EOS was suppressed with logit_bias "
-                            "instead, so it too makes every requested token. It serves one request at a time "
-                            "(run with --interrupt_requests False, else each new request ends the running one).")
-
+                       "single_output_len": args.single_output_len, "concurrency": args.levels,
+                       "long_prompt_len": args.long_prompt_len, "long_prompt_reps": args.long_prompt_reps,
+                       "max_num_seqs": args.max_num_seqs}
+    res["heron_flags"] = heron_flags(args)
+    run_offline(args, wl, res)
+    run_servers(args, wl, res)
+    if "memory" not in args.skip:
+        run_memory(args, wl, res)
+    if "speculative" not in args.skip:
+        run_speculative(args, wl, res)
     section(res, None)
     if args.reuse:
-        reuse(res, json.loads(Path(args.reuse).read_text()), skip)
-    (out / "compare.json").write_text(json.dumps(res, indent=2, default=str))
-    write_outputs(res, out, args.doc)
+        reuse(res, json.loads(Path(args.reuse).read_text()), args.skip)
+    (args.out / "compare.json").write_text(json.dumps(res, indent=2, default=str))
+    write_outputs(res, args.out, args.doc)
 
 
 def write_outputs(res: dict[str, Any], out: Path, doc: str | None) -> None:
@@ -328,45 +523,54 @@ def write_outputs(res: dict[str, Any], out: Path, doc: str | None) -> None:
     if doc:
         png = Path(doc).with_suffix(".png")
         report.plot(res, str(png))
-        Path(doc).write_text(page(res, md, png.name))
+        kept = report.kept_sections(Path(doc).read_text()) if Path(doc).exists() else ""
+        Path(doc).write_text(page(res, md, png.name, kept))
         print(f"wrote {doc} and {png}")
 
 
-_PARTS = {"heron-offline": ("heron offline", "heron_offline", None, "heron offline"),
-          "transformers": ("transformers", "transformers", None, "transformers"),
-          "heron-serve": ("heron serving", None, "heron", "heron serve"),
-          "llama-server": ("llama-server serving", None, "llama-server", "llama-server"),
-          "llama-cpp-python": ("llama-cpp-python serving", None, "llama-cpp-python", "llama-cpp-python")}
+_PARTS = {  # --skip name: (its section, its top-level result keys, its serving name, its single-stream prefix)
+    "heron-offline": ("heron offline", ("heron_offline",), None, "heron offline"),
+    "transformers": ("transformers", ("transformers",), None, "transformers"),
+    "heron-serve": ("heron serving", ("heron_serve_memory_mib",), "heron", "heron serve"),
+    "llama-server": ("llama-server serving", (), "llama-server", "llama-server"),
+    "llama-cpp-python": ("llama-cpp-python serving", (), "llama-cpp-python", "llama-cpp-python"),
+    "long-prompt": ("long prompt", ("long_prompt",), None, "long prompt"),
+    "memory": ("memory", ("memory",), None, "memory"),
+    "speculative": ("speculative", ("speculative",), None, "speculative"),
+}
 
 
 def reuse(res: dict[str, Any], old: dict[str, Any], skip: set[str]) -> None:
     """Copy the skipped parts' results (and their notes, CPU shares, commands) from ``old``."""
     for part in skip & _PARTS.keys():
-        section_name, key, serving, single = _PARTS[part]
-        if key and key in old:
-            res[key] = old[key]
+        section_name, keys, serving, single = _PARTS[part]
+        for key in keys:
+            if key in old:
+                res[key] = old[key]
         if serving and old["serving"].get(serving):
             res["serving"][serving] = old["serving"][serving]
+        if serving and serving in old.get("long_prompt", {}):  # measured on that server
+            res.setdefault("long_prompt", {})[serving] = old["long_prompt"][serving]
         for name, value in old.get("single_stream", {}).items():
             if name.startswith(single):
                 res["single_stream"][name] = value
         for name in (section_name, section_name + " (reused)"):
             if name in old.get("other_cpu", {}):
                 res.setdefault("other_cpu", {})[section_name + " (reused)"] = old["other_cpu"][name]
-        if part == "heron-serve" and old.get("heron_serve_memory_mib"):
-            res["heron_serve_memory_mib"] = old["heron_serve_memory_mib"]
         res["notes"] += [n for n in old.get("notes", []) if n.startswith(serving or single)]
     res["commands"] = old.get("commands", []) + res["commands"]
 
 
-def page(res: dict[str, Any], md: str, png: str) -> str:
+def page(res: dict[str, Any], md: str, png: str, kept: str = "") -> str:
+    """The docs page: machine, command, results and plot, then ``kept`` (hand-written sections)."""
     m = res["machine"]
     return f"""# Performance
 
 Latest side-by-side run of `benchmarks/compare.py` (see its docstring for what each number means).
 Everything ran on one machine, one engine at a time, the load generator on the same cores as the
-server it drives. Model: {res['model']['name']} ({res['model']['parameters'] / 1e6:.1f} M parameters;
-llama.cpp runs the `{res['model']['gguf']}` file directly, heron and transformers dequantize it).
+server it drives. Model: {res['model']['name']} ({res['model']['parameters'] / 1e6:.1f} M parameters),
+the `{res['model']['gguf']}` file for every engine: llama.cpp runs it directly, heron loads it with its
+default kernels, transformers dequantizes it.
 
 ## Machine
 
@@ -384,9 +588,9 @@ llama.cpp runs the `{res['model']['gguf']}` file directly, heron and transformer
 ## Results
 
 {md}
-![throughput and time to first token against concurrency]({png})
+![throughput and time to first token against concurrency, and the targets]({png})
 
-## Measuring one engine yourself
+{kept}## Measuring one engine yourself
 
 ```
 heron bench throughput --num-prompts 64 --input-len 64 --output-len 128     # offline LLM.generate

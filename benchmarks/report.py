@@ -1,8 +1,11 @@
-"""Turn ``compare.py``'s results into markdown tables (with heron / baseline ratios) and a plot."""
+"""Turn ``compare.py``'s results into markdown tables (with heron / baseline ratios and issue 19's
+targets, each marked met or not) and a plot."""
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
 SERVERS = ("heron", "heron int4", "llama-server", "llama-cpp-python")
@@ -79,51 +82,183 @@ def single_stream_table(res: dict[str, Any]) -> list[str]:
     return rows
 
 
-def targets(res: dict[str, Any]) -> list[str]:
-    """Where this run stands against issue 8's targets (only those it has the numbers for)."""
-    out = []
-    heron, hf = res.get("heron_offline"), res.get("transformers")
-    if heron and hf:
-        r = heron["output_tok_s"] / max(x["tok_s"] for x in hf)
-        out.append(f"offline >= 1.5x transformers' best: {r:.2f}x ({'met' if r >= 1.5 else 'not yet'})")
-    h16 = res.get("serving", {}).get("heron", {}).get("16")
-    l16 = res.get("serving", {}).get("llama-server", {}).get("16")
-    if h16 and l16:
-        r = h16["output_tok_s"] / l16["output_tok_s"]
-        ttft = h16["ttft_ms"]["p50"] <= l16["ttft_ms"]["p50"]
-        out.append(f"concurrency 16 >= 1.5x llama-server with TTFT p50 no worse: {r:.2f}x, TTFT "
-                   f"{h16['ttft_ms']['p50'] / 1000:.2f} s vs {l16['ttft_ms']['p50'] / 1000:.2f} s "
-                   f"({'met' if r >= 1.5 and ttft else 'not yet'})")
-    ls = res.get("single_stream", {}).get("llama-server")
-    for name, how in (("heron serve", "default kernels"), ("heron int4 serve", "--linear-kernel int4")):
-        hs = res.get("single_stream", {}).get(name)
-        if hs and ls:
-            r = hs["decode_tok_s"] / ls["decode_tok_s"]
-            out.append(f"single stream >= 0.5x llama-server's decode tok/s ({how}): {r:.2f}x, "
-                       f"{hs['decode_tok_s']:.1f} vs {ls['decode_tok_s']:.1f} tok/s ({'met' if r >= 0.5 else 'not yet'})")
-    for key, how in (("heron_serve_memory_mib", "default kernels"), ("heron_int4_serve_memory_mib", "int4")):
+@dataclass(slots=True)
+class Target:
+    """One of issue 19's targets: heron's figure against the baseline's, and the goal for their ratio."""
+
+    name: str
+    short: str  # the plot's label
+    heron: str  # the figures, formatted (with units)
+    baseline: str
+    ratio: float | None  # heron / baseline; None: not measured
+    goal: float  # the ratio to reach
+    at_most: bool = False  # the ratio must stay at or below ``goal`` (memory, TTFT), else reach it
+    yes_no: bool = False  # a yes/no target: ratio 1.0 for yes, 0.0 for no
+
+    @property
+    def met(self) -> bool | None:
+        if self.ratio is None or math.isnan(self.ratio):
+            return None
+        return self.ratio <= self.goal if self.at_most else self.ratio >= self.goal
+
+    @property
+    def score(self) -> float | None:
+        """How far past the goal (>= 1 = met), for the plot."""
+        if self.met is None or not self.ratio:
+            return None
+        return self.goal / self.ratio if self.at_most else self.ratio / self.goal
+
+
+def _pair(h: float | None, b: float | None, fmt: str, unit: str) -> tuple[str, str, float | None]:
+    ratio = h / b if h and b and not math.isnan(h) and not math.isnan(b) else None
+    return (f"{_f(h, fmt)} {unit}" if h else "-"), (f"{_f(b, fmt)} {unit}" if b else "-"), ratio
+
+
+def targets(res: dict[str, Any]) -> list[Target]:
+    """Issue 19's targets, each with this run's figures (or '-' where the run did not measure them)."""
+    single, serving = res.get("single_stream", {}), res.get("serving", {})
+    out = [Target("single-stream decode, `heron serve` (defaults) vs llama-server", "single-stream decode",
+                  *_pair(single.get("heron serve", {}).get("decode_tok_s"),
+                         single.get("llama-server", {}).get("decode_tok_s"), ".1f", "tok/s"), 1.0)]
+    mem = res.get("memory") or {}
+    engines = mem.get("engines", {})
+    same = f"{mem['slots']} slots, {mem['ctx']}-token context" if mem else "same slots and context"
+    out.append(Target(f"peak resident memory of the process tree, {same}, vs llama-server", "peak memory",
+                      *_pair(engines.get("heron", {}).get("hwm"), engines.get("llama-server", {}).get("hwm"),
+                             ".0f", "MiB"), 2.0, at_most=True))
+    h16, l16 = serving.get("heron", {}).get("16", {}), serving.get("llama-server", {}).get("16", {})
+    out.append(Target("concurrency 16 output tok/s vs llama-server", "concurrency 16 tok/s",
+                      *_pair(h16.get("output_tok_s"), l16.get("output_tok_s"), ".1f", "tok/s"), 2.5))
+    out.append(Target("concurrency 16 TTFT p50 vs llama-server (no worse)", "concurrency 16 TTFT p50",
+                      *_pair(h16.get("ttft_ms", {}).get("p50"), l16.get("ttft_ms", {}).get("p50"), ".0f", "ms"),
+                      1.0, at_most=True))
+    lp = res.get("long_prompt", {})
+    tokens = next((f" ({r['prompt_tokens']} tokens)" for r in lp.values() if r.get("prompt_tokens")), "")
+    out.append(Target(f"long-prompt TTFT p50{tokens} vs llama-server (ahead)", "long-prompt TTFT p50",
+                      *_pair(lp.get("heron", {}).get("ttft_ms", {}).get("p50"),
+                             lp.get("llama-server", {}).get("ttft_ms", {}).get("p50"), ".0f", "ms"), 1.0, at_most=True))
+    hf = res.get("transformers") or []
+    best = max(hf, key=lambda r: r["tok_s"]) if hf else {}
+    out.append(Target("offline tok/s vs transformers' best" + (f" ({best['dtype']}, batch {best['batch_size']})"
+                                                               if best else ""), "offline vs transformers",
+                      *_pair((res.get("heron_offline") or {}).get("output_tok_s"), best.get("tok_s"), ".1f",
+                             "tok/s"), 2.0))
+    spec = res.get("speculative") or {}
+    runs = spec.get("runs", {})
+    out.append(Target("speculative (ngram) single-stream tok/s vs without, copy workload", "speculative speed-up",
+                      *_pair(runs.get("ngram", {}).get("tok_s"), runs.get("without", {}).get("tok_s"), ".1f",
+                             "tok/s"), 1.5))
+    same = spec.get("identical")
+    out.append(Target("speculative greedy tokens identical to without", "speculative identical",
+                      {True: "yes", False: "no"}.get(same, "-"),
+                      "-", None if same is None else float(same), 1.0, yes_no=True))
+    return out
+
+
+def targets_table(res: dict[str, Any]) -> list[str]:
+    rows = ["| target | heron | baseline | heron / baseline | goal | met |", "|---|---:|---:|---:|---:|---|"]
+    for t in targets(res):
+        ratio = "-" if t.ratio is None or t.yes_no else f"{t.ratio:.2f}x"
+        goal = "yes" if t.yes_no else f"{'<=' if t.at_most else '>='} {t.goal:.2f}x"
+        met = {True: "**met**", False: "not yet", None: "not measured"}[t.met]
+        rows.append(f"| {t.name} | {t.heron} | {t.baseline} | {ratio} | {goal} | {met} |")
+    return rows
+
+
+def long_prompt_table(res: dict[str, Any]) -> list[str]:
+    lp = res.get("long_prompt") or {}
+    ref = lp.get("heron", {}).get("ttft_ms", {}).get("p50")
+    rows = ["| engine | prompt tokens | requests | TTFT p50 (ms) | TTFT max (ms) | heron / it |",
+            "|---|---:|---:|---:|---:|---:|"]
+    for name, r in lp.items():
+        rows.append(f"| {name} | {r['prompt_tokens']} | {r['completed']} of {r['requests']} | "
+                    f"{_f(r['ttft_ms']['p50'], '.0f')} | {_f(r['ttft_ms']['max'], '.0f')} | "
+                    f"{_ratio(ref, r['ttft_ms']['p50'])} |")
+    return rows if lp else []
+
+
+def memory_table(res: dict[str, Any]) -> list[str]:
+    """The memory part (same slots and context), then each server after the serving levels."""
+    mem = res.get("memory") or {}
+    rows = ["| server | setting | idle (MiB) | after (MiB) | sampled peak (MiB) | peak, VmHWM sum (MiB) | "
+            "heron / it (peak) |", "|---|---|---:|---:|---:|---:|---:|"]
+    engines = mem.get("engines", {})
+    ref = engines.get("heron", {}).get("hwm")
+    for name, m in engines.items():
+        rows.append(f"| {name} | {mem['slots']} slots, {mem['ctx']}-token context, {mem['requests']} streams x "
+                    f"{mem['output_len']} tokens | {m['idle']:.0f} | {m['rss']:.0f} | {m['sampled_peak']:.0f} | "
+                    f"{m['hwm']:.0f} | {_ratio(ref, m['hwm'])} |")
+    seqs = res.get("workload", {}).get("max_num_seqs")
+    for name in SERVERS:
+        by_c = res.get("serving", {}).get(name) or {}
+        levels = sorted(by_c, key=int)
+        if name.startswith("heron"):  # one server for all levels: its memory after the last
+            levels = levels[-1:]
+        for c in levels:
+            m = by_c[c].get("memory_mib")
+            if not m:
+                continue
+            setting = (f"after levels {', '.join(sorted(by_c, key=int))} (--max-num-seqs {seqs})"
+                       if name.startswith("heron") else f"after level {c} (restarted, -np {c})")
+            rows.append(f"| {name} | {setting} | {m['idle']:.0f} | {m['rss']:.0f} | {m['sampled_peak']:.0f} | "
+                        f"{m['hwm']:.0f} | - |")
+    return rows if len(rows) > 2 else []
+
+
+def speculative_table(res: dict[str, Any]) -> list[str]:
+    spec = res.get("speculative") or {}
+    runs = spec.get("runs", {})
+    base = runs.get("without", {}).get("tok_s")
+    rows = ["| `heron serve` | tok/s | tokens | seconds | drafts | mean acceptance length | vs without |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, r in runs.items():
+        label = "without speculation" if name == "without" else f"`--speculative-config` {name}"
+        rows.append(f"| {label} | {r['tok_s']:.1f} | {r['tokens']} | {r['seconds']:.1f} | {r['drafts']:.0f} | "
+                    f"{_f(r.get('mean_acceptance_length'), '.2f')} | {_ratio(r['tok_s'], base)} |")
+    return rows if runs else []
+
+
+def _legacy_memory(res: dict[str, Any]) -> list[str]:
+    """Results of runs before the memory part: one line per server (kept for --render of old files)."""
+    lines = []
+    for key, how in (("heron_serve_memory_mib", ""), ("heron_int4_serve_memory_mib", " (int4)")):
         mem = res.get(key)
         if mem:
-            gb = mem[1] * 2**20 / 1e9
-            out.append(f"`heron serve` resident memory < 1.5 GB ({how}): {gb:.2f} GB peak "
-                       f"({'met' if gb < 1.5 else 'not yet'})")
-    return ["Issue 8's targets, as this run stands:", ""] + [f"- {t}" for t in out] + [""] if out else []
+            lines += ["", f"`heron serve`{how} resident memory after the serving runs: {mem[0]:.0f} MiB "
+                      f"(peak {mem[1]:.0f} MiB)."]
+    return lines
 
 
 def markdown(res: dict[str, Any]) -> str:
     w = res["workload"]
-    lines = [*targets(res),f"### Offline throughput: {w['num_prompts']} prompts x {w['input_len']} in / {w['output_len']} out "
+    lines = ["### Targets (issue 19)", "", "Ratios are heron / baseline.", "", *targets_table(res), "",
+             f"### Offline throughput: {w['num_prompts']} prompts x {w['input_len']} in / {w['output_len']} out "
              "(EOS ignored)", "", *offline_table(res), "",
              f"### Serving: streaming /v1/completions, {w['input_len']} in / {w['output_len']} out per request", "",
              "Ratios are heron / baseline: above 1 is better for tok/s, below 1 is better for TTFT.", "",
              *serving_table(res), "",
              f"### Single stream: {w['single_output_len']} output tokens, one request at a time", "",
              *single_stream_table(res)]
-    for key, how in (("heron_serve_memory_mib", ""), ("heron_int4_serve_memory_mib", " (int4)")):
-        mem = res.get(key)
-        if mem:
-            lines += ["", f"`heron serve`{how} resident memory after the serving runs: {mem[0]:.0f} MiB "
-                      f"(peak {mem[1]:.0f} MiB)."]
+    if long := long_prompt_table(res):
+        lines += ["", f"### Long prompt: time to first token, {w.get('long_prompt_len')}-token prompts, max_tokens 1, "
+                  "one at a time, no two sharing a prefix", "", *long]
+    if mem := memory_table(res):
+        lines += ["", "### Resident memory: each server's whole process tree (VmRSS summed)", "",
+                  "The first rows start both servers with the same parallel slots and context length and run "
+                  "one level of that many streams; \"peak\" sums each process's own peak (VmHWM, loading "
+                  "included), \"sampled peak\" is the largest sum seen while serving (every 50 ms in the first rows, "
+                  "0.2 s in the others).", "",
+                  *mem]
+    if spec := speculative_table(res):
+        s = res["speculative"]
+        same = {True: "identical to those without.", None: "not compared (one run failed).",
+                False: f"not identical to those without: the outputs first differ at tokens "
+                       f"{s.get('first_difference')} of {s.get('lengths')}."}[s.get("identical")]
+        lines += ["", f"### Speculative decoding: copy workload (benchmarks/spec_decode.py's prompts), "
+                  f"{s['prompts']} greedy requests of up to {s['max_tokens']} tokens, one at a time", "",
+                  f"`heron serve` without, then with `--speculative-config '{json.dumps(s['speculative_config'])}'` "
+                  f"(each after one warm-up request); greedy tokens {same}", "", *spec]
+    lines += _legacy_memory(res)
     other = res.get("other_cpu")
     if other:
         lines += ["", f"CPU share taken by other processes during each part ({res['machine']['physical_cores']} cores "
@@ -133,14 +268,46 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+_GENERATED = ("Machine", "Command", "Results", "Measuring one engine yourself")
+
+
+def kept_sections(text: str) -> str:
+    """The ``## `` sections of an existing page that compare.py does not write, in order."""
+    kept, keep, fenced = [], False, False
+    for line in text.splitlines(keepends=True):
+        if line.startswith("```"):
+            fenced = not fenced
+        if not fenced and line.startswith("# "):
+            keep = False
+        elif not fenced and line.startswith("## "):
+            keep = line[3:].strip() not in _GENERATED
+        if keep:
+            kept.append(line)
+    body = "".join(kept).rstrip()
+    return body + "\n\n" if body else ""
+
+
 def plot(res: dict[str, Any], path: str) -> None:
+    """Throughput and TTFT against concurrency (top), each target's standing (bottom)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(11, 7.6))
+    grid = fig.add_gridspec(2, 2, height_ratios=(4.2, 3.0))
+    _plot_serving(fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1]), res)
+    _plot_targets(fig.add_subplot(grid[1, :]), res)
+    fig.suptitle(f"{res['model']['name']} on {res['machine']['cpu']} ({res['machine']['physical_cores']} cores)",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_serving(ax1: Any, ax2: Any, res: dict[str, Any]) -> None:
     import matplotlib.ticker
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for color, name in enumerate(SERVERS):
         by_c = res.get("serving", {}).get(name)
         if not by_c:
@@ -170,8 +337,17 @@ def plot(res: dict[str, Any], path: str) -> None:
     ax1.set_ylim(bottom=0)
     ax2.set_ylabel("time to first token, p50 (s)")
     ax2.set_title("Time to first token")
-    fig.suptitle(f"{res['model']['name']} on {res['machine']['cpu']} ({res['machine']['physical_cores']} cores)",
-                 fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+
+
+def _plot_targets(ax: Any, res: dict[str, Any]) -> None:
+    """One bar per measured ratio target: how far past its goal (1 = just met), log scale."""
+    shown = [t for t in targets(res) if t.score is not None and not t.yes_no]
+    names = [f"{t.short}: {t.ratio:.2f}x ({'<=' if t.at_most else '>='} {t.goal:g}x)" for t in shown]
+    ax.barh(range(len(shown)), [t.score for t in shown], color=["C2" if t.met else "C3" for t in shown])
+    ax.set_yticks(range(len(shown)), names, fontsize=7.5)
+    ax.invert_yaxis()
+    ax.axvline(1.0, color="black", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("target standing: goal reached at 1 (green met, red not yet)")
+    ax.set_title("Targets (heron / baseline against the goal)")
+    ax.grid(True, axis="x", alpha=0.3)

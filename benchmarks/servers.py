@@ -2,6 +2,9 @@
 
 Each server runs as a child process on 127.0.0.1 with its output in a log file; "ready" means
 ``GET /health`` answers 200, or, for servers without it (llama-cpp-python), ``GET /v1/models``.
+From then on a thread samples the resident memory of the server's whole process tree (the sum of
+each process's ``VmRSS``, heron's engine process and workers included) a few times a second, so
+:meth:`Server.memory` can report its idle, current and peak size.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -36,26 +40,56 @@ or reuse the llama.cpp built above: copy the sdist's llama_cpp/ folder into that
 site-packages, pip install its [server] dependencies, and set LLAMA_CPP_LIB_PATH to build/bin."""
 
 
+def tree_memory_kib(pid: int) -> tuple[int, int]:
+    """(sum of VmRSS, sum of VmHWM) in KiB over ``pid`` and its live descendants, from /proc."""
+    rss = hwm = 0
+    for p in process_tree(pid):
+        try:
+            fields = dict(line.split(":", 1) for line in Path(f"/proc/{p}/status").read_text().splitlines())
+        except (OSError, ValueError):  # the process ended while we read it
+            continue
+        rss += int(fields.get("VmRSS", "0 kB").split()[0])
+        hwm += int(fields.get("VmHWM", "0 kB").split()[0])
+    return rss, hwm
+
+
 @dataclass
 class Server:
     name: str
     base_url: str  # .../v1
     proc: subprocess.Popen
     log_path: Path
+    idle_kib: int = 0  # the tree's RSS once it answered /health, before any request
+    peak_kib: int = 0  # the largest RSS sum sampled since then
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def sample_memory(self, interval_s: float = 0.2) -> None:
+        """Start the background sampler of the process tree's RSS sum (done by :func:`start`)."""
+        self.idle_kib = self.peak_kib = tree_memory_kib(self.proc.pid)[0]
+
+        def loop() -> None:
+            while not self._stop.wait(interval_s) and self.proc.poll() is None:
+                self.peak_kib = max(self.peak_kib, tree_memory_kib(self.proc.pid)[0])
+
+        threading.Thread(target=loop, name=f"rss-{self.name}", daemon=True).start()
+
+    def memory(self) -> dict[str, float]:
+        """The tree's memory in MiB: ``idle`` (at start), ``rss`` (now), ``sampled_peak`` (largest
+        RSS sum seen by the sampler, a lower bound of the true peak) and ``hwm`` (sum of each
+        process's own peak, ``VmHWM``, which includes loading; an upper bound of the true peak)."""
+        rss, hwm = tree_memory_kib(self.proc.pid)
+        self.peak_kib = max(self.peak_kib, rss)
+        return {"idle": self.idle_kib / 1024, "rss": rss / 1024, "sampled_peak": self.peak_kib / 1024,
+                "hwm": hwm / 1024}
 
     def rss_mib(self) -> tuple[float, float] | None:
         """(current, peak) resident memory in MiB of the server's whole process tree (heron's
         engine process and workers included), from /proc; the peak is the sum of each process's."""
-        kib = [0, 0]
-        for pid in process_tree(self.proc.pid):
-            try:
-                fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
-            except OSError:
-                continue
-            kib = [kib[0] + int(fields["VmRSS"].split()[0]), kib[1] + int(fields["VmHWM"].split()[0])]
-        return (kib[0] / 1024, kib[1] / 1024) if kib[0] else None
+        rss, hwm = tree_memory_kib(self.proc.pid)
+        return (rss / 1024, hwm / 1024) if rss else None
 
     def stop(self) -> None:
+        self._stop.set()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
@@ -94,9 +128,9 @@ def start(name: str, cmd: list[str], port: int, log_dir: Path, *, env: dict[str,
             raise RuntimeError(f"{name} exited with {proc.returncode} while starting:\n{tail}")
         try:
             health = httpx.get(root + "/health", timeout=2)
-            if health.status_code == 200:
-                return server
-            if health.status_code == 404 and httpx.get(root + "/v1/models", timeout=2).status_code == 200:
+            if health.status_code == 200 or (
+                    health.status_code == 404 and httpx.get(root + "/v1/models", timeout=2).status_code == 200):
+                server.sample_memory()
                 return server
         except httpx.HTTPError:
             pass

@@ -121,6 +121,9 @@ def uvicorn_options(settings: ServerSettings) -> dict[str, Any]:
 
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from heron.server.malloc_tuning import tune_malloc
+
+    tune_malloc()  # before the model loads and threads start: freed activations go back to the OS
     settings = settings_from_args(args)
     problems = check_plugins(settings)
     if problems:

@@ -35,7 +35,7 @@ class EngineConfig:
     #: the checkpoint holds. Methods heron cannot run are refused at load.
     quantization: str | None = None
     attention_backend: str = "auto"
-    linear_kernel: str = "auto"  # auto = the fastest exact kernel (onednn for bf16 on CPU)
+    linear_kernel: str = "auto"  # auto: gguf for quantized GGUF files, else the fastest exact one
     scheduling_policy: str = "fcfs"  # or "priority"
     seed: int = 0
     num_threads: int | None = None  # default: physical cores

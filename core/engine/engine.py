@@ -498,10 +498,14 @@ class LLMEngine:
             self.scheduler.add(sib)
         req.siblings_pending = []
 
+    def _new_matcher(self, compiled: Any) -> Any:
+        """A grammar matcher; the grammar backend (xgrammar: ~25 MB) is built only when a request needs one."""
+        return self.grammar.new_matcher(compiled)
+
     def _append(self, seq: Sequence, token: int, lp: dict[int, Logprob] | None, sampled_lp: float | None) -> None:
         self.num_generated_tokens += 1
         if append_token(seq, token, lp, sampled_lp, eos_token_ids=self.eos_token_ids,
-                        max_model_len=self.max_model_len, new_matcher=self.grammar.new_matcher):
+                        max_model_len=self.max_model_len, new_matcher=self._new_matcher):
             self.scheduler.remove(seq)
             seq.status = SequenceStatus.FINISHED
 

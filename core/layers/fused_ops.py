@@ -6,13 +6,18 @@ slower than torch's vectorized ``silu``, so the activation stays in torch). The
 kernels round every intermediate that the torch formulas round, so their results equal the
 fallbacks' (the RMS norm's fp32 sum of squares may be added in another order).
 
-The ops are off unless ``HERON_FUSED_OPS=1``: the RMS norm's sum of squares is added in another
-order than torch's, and that order depends on the step's shape, so with the ops a bf16 greedy
-request could answer differently once its prompt is in the prefix cache (seen on SmolLM2). With
-the variable set, the extension is built on first use with ``torch.utils.cpp_extension``
+The ops are batch invariant: a row's result depends on that row alone, not on how many rows share
+the call nor on the thread count (rows are split over threads, never a row, and the norm's sum of
+squares is added in one order fixed by the row's length). They stay off unless
+``HERON_FUSED_OPS=1`` because a bf16 greedy request on SmolLM2 was seen to answer differently once
+its prompt was in the prefix cache; that comes from steps of other shapes taking other math
+elsewhere (the attention backends' decode-only path for a 1-token step, oneDNN's bf16 matmul for
+some row counts), not from these ops, which only move where those differences land. With the
+variable set, the extension is built on first use with ``torch.utils.cpp_extension``
 (``-O3 -march=native``) and cached per machine (~/.cache/torch_extensions). Where it cannot be
 built, when it is off, or for tensors it does not take (not on the CPU, not fp32/bf16, autograd on),
-the same functions run the torch formulas.
+the same functions run the torch formulas, which round as the kernels do: in bf16 both give the
+same bits but for a rare row whose sum of squares, added in another order, rounds otherwise.
 """
 
 from __future__ import annotations
@@ -25,7 +30,6 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
-import torch.nn.functional as F
 
 __all__ = ("add_rms_norm", "fused_available", "load_fused_ops", "rms_norm", "rotate_heads_fused")
 
@@ -103,12 +107,16 @@ def add_rms_norm(
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """``weight * rms_norm(x)`` over the last dimension, ``x`` [..., H] and ``weight`` [H] in one dtype.
 
-    The fallback, :func:`torch.nn.functional.rms_norm`, is within one bf16 ulp of the kernel.
+    As :func:`add_rms_norm`: the normed value is cast to the dtype before the weight multiplies it
+    (transformers' ``LlamaRMSNorm``; :func:`torch.nn.functional.rms_norm` instead rounds once, after
+    the weight, and so differs from the checkpoint's reference in a quarter of bf16 elements).
     """
     ext = _takes(x, weight)
     if ext is not None and x.stride(-1) == 1 and x.numel():
         return ext.rms_norm(x.reshape(-1, x.shape[-1]), weight, eps).view(x.shape)
-    return F.rms_norm(x, weight.shape, weight, eps)
+    x32 = x.float()
+    y = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * y.to(x.dtype)
 
 
 def rotate_heads_fused(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor | None:

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from heron.loader.gguf_config import gguf_config, gguf_tokenizer
 from heron.loader.gguf_file import GGUFFile, gguf_shards, gguf_tensors
+from heron.loader.light_config import import_config_validators
 from heron.loader.model_impl import RemoteCodeError
 from heron.loader.quantization import check_quantization, hf_quantization_method
 from heron.loader.resolve import resolve_model
@@ -136,6 +137,7 @@ def _count_dir_tensors(folder: Path) -> int | None:
 def _open_dir(folder: Path, quantization: str | None) -> Checkpoint:
     from transformers import AutoConfig
 
+    import_config_validators()  # before any config class: skips ~70 MiB of model-loading imports
     raw = json.loads((folder / "config.json").read_text())
     check_quantization(quantization, hf_quantization_method(raw), str(folder))
     try:  # never run (or ask to run) code shipped with the checkpoint
@@ -181,6 +183,7 @@ def _open_gguf(file: Path, quantization: str | None) -> Checkpoint:
         raise ValueError(f"{file.name} says its checkpoint has {declared} shards, but its name says {len(shards)}.")
     for shard in shards:
         GGUFFile(shard).check_tensor_types()
+    import_config_validators()  # before any config class: skips ~70 MiB of model-loading imports
     config = gguf_config(str(file))
     _fill_architectures(config)
     try:

@@ -150,6 +150,21 @@ class GGUFFile:
         assert dtype is not np.uint8 or nbytes == int(np.prod(info.dims)) // block * size
         return self._map[info.offset : info.offset + nbytes].view(dtype).reshape(shape)
 
+    def read(self, info: GGUFTensorInfo) -> np.ndarray:
+        """A writable copy of :meth:`data`, read from the file rather than through the memory map, so
+        no page of the file stays mapped (resident) after loading: the loaded weights are the only copy."""
+        view = self.data(info)  # shape, dtype and byte range; nothing read yet
+        out = np.empty(view.shape, dtype=view.dtype)
+        buf, done = memoryview(out).cast("B"), 0
+        with open(self.path, "rb", buffering=0) as f:
+            f.seek(info.offset)
+            while done < len(buf):
+                got = f.readinto(buf[done:])
+                if not got:
+                    raise ValueError(f"{self.path} ends inside tensor {info.name}: the file is truncated.")
+                done += got
+        return out
+
     def check_tensor_types(self) -> None:
         """Refuse a file holding tensors the ``gguf`` package cannot dequantize.
 
@@ -177,15 +192,15 @@ class GGUFFile:
             return None
         if (fix.transposed and info.name.endswith(fix.transposed)) or (fix.plus_one and info.name.endswith("norm.weight")):
             return None
-        raw = fix(info.name, torch.from_numpy(np.array(self.data(info))))  # uint8 [N, row_bytes]
+        raw = fix(info.name, torch.from_numpy(self.read(info)))  # uint8 [N, row_bytes]
         return QuantizedTensor(raw.contiguous(), int(info.tensor_type), (info.dims[1], info.dims[0]))
 
     def dequantized(self, info: GGUFTensorInfo) -> torch.Tensor:
         """``info``'s tensor as float32, shape in numpy order (a copy, never a view of the file)."""
         from gguf.quants import dequantize
 
-        array = np.asarray(dequantize(self.data(info), info.tensor_type), dtype=np.float32)
-        if not array.flags.writeable or not array.flags.c_contiguous:  # f32 data is a view of the map
+        array = np.asarray(dequantize(self.read(info), info.tensor_type), dtype=np.float32)
+        if not array.flags.writeable or not array.flags.c_contiguous:  # defensive: never hand out a read-only view
             array = np.array(array, dtype=np.float32, order="C")
         return torch.from_numpy(array)
 

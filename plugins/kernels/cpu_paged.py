@@ -1,11 +1,14 @@
 """A CPU attention backend whose decode steps read the paged KV cache in place.
 
 ``torch_sdpa`` gathers every request's K/V history with ``index_select`` in every layer of every
-step, and that copy is a large share of a batched decode step. Here steps made only of decodes
-go to a small C++ kernel (``csrc/paged_decode.cpp``) that walks each request's cache slots
-directly: one task per (request, KV head), fp32 scores and softmax, no copy of the histories.
-Everything else (cache layout, batch indexes, prefill and mixed steps, soft-capped and
-bidirectional encoder layers) is ``torch_sdpa``'s.
+step, and that copy is a large share of a batched decode step. Here steps made only of short
+chunks (decodes, and the ``1 + k`` tokens of a speculative-decoding verification) go to a small
+C++ kernel (``csrc/paged_decode.cpp``) that walks each request's cache slots directly: one task
+per (query row, KV head), fp32 scores and softmax, no copy of the histories. A chunk's query at
+position ``p`` is computed as a decode at ``p`` (keys ``0 .. p``), so a verified draft sees the
+same arithmetic as decoding it one token at a time. Everything else (cache layout, batch
+indexes, prefill and long mixed chunks, soft-capped and bidirectional encoder layers) is
+``torch_sdpa``'s.
 
 The kernel is compiled with ``torch.utils.cpp_extension`` on first use (``-O3 -march=native``),
 once per machine: later processes load it from torch's extension cache (~/.cache/torch_extensions).
@@ -29,6 +32,9 @@ __all__ = ("CpuPagedBackend", "PagedMetadata", "load_extension")
 _SOURCE = Path(__file__).parent / "csrc" / "paged_decode.cpp"
 #: cache dtypes the kernel reads
 _KERNEL_DTYPES = (torch.float32, torch.bfloat16)
+#: steps whose chunks all hold at most this many tokens run through the kernel, one query row per
+#: token (longer chunks are prefills: SDPA reads each key once for the whole chunk)
+KERNEL_MAX_QUERY = 16
 
 #: -fassociative-math (which needs the two flags after it) lets the compiler split the float sums
 #: over vector lanes; it only reorders additions, it does not assume finite values
@@ -83,9 +89,11 @@ def _cpu_tag() -> str:
 
 @dataclass(slots=True, kw_only=True)
 class PagedMetadata(SDPAMetadata):
-    """``torch_sdpa``'s per-step indexes plus what the decode kernel reads."""
+    """``torch_sdpa``'s per-step indexes plus what the decode kernel reads (one row per token)."""
 
-    seq_lens: torch.Tensor  # [R] int64
+    seq_lens: torch.Tensor  # [T] int64 keys each token attends: its position + 1 ([R] when not use_kernel)
+    token_slots: torch.Tensor  # [T, S] int64 cache slots of each token's request ([R, S] when not use_kernel)
+    use_kernel: bool  # every chunk is short (at most KERNEL_MAX_QUERY tokens)
 
 
 class CpuPagedBackend(TorchSDPABackend):
@@ -121,8 +129,16 @@ class CpuPagedBackend(TorchSDPABackend):
 
     def build_batch(self, batch: ForwardBatch) -> PagedMetadata:
         md = super().build_batch(batch)
-        seq_lens = batch.seq_lens_tensor.to(device=md.kv_slots.device, dtype=torch.int64)
-        return PagedMetadata(**{f.name: getattr(md, f.name) for f in fields(md)}, seq_lens=seq_lens)
+        use_kernel = batch.max_query_len <= KERNEL_MAX_QUERY
+        if md.decode_only or not use_kernel:  # decodes: the request rows are the token rows
+            seq_lens = batch.seq_lens_tensor.to(device=md.kv_slots.device, dtype=torch.int64)  # [R]
+            token_slots = md.kv_slots
+        else:  # token t of request r at position p: a decode over r's slots, p + 1 keys
+            q_max = md.q_pos.shape[1]
+            seq_lens = md.q_pos.reshape(-1)[md.out_index] + 1  # [T]
+            token_slots = md.kv_slots[torch.div(md.out_index, q_max, rounding_mode="floor")]  # [T, S]
+        return PagedMetadata(**{f.name: getattr(md, f.name) for f in fields(md)}, seq_lens=seq_lens,
+                             token_slots=token_slots, use_kernel=use_kernel)
 
     def forward(
         self,
@@ -135,11 +151,11 @@ class CpuPagedBackend(TorchSDPABackend):
     ) -> torch.Tensor:
         md = metadata
         # the C++ kernel neither caps scores nor knows of bidirectional layers
-        if not md.decode_only or layer.logits_soft_cap or not getattr(layer, "causal", True):
+        if not md.use_kernel or layer.logits_soft_cap or not getattr(layer, "causal", True):
             return super().forward(q, k, v, kv_cache, md, layer)
         cache = self.write_kv(kv_cache, k, v, md.slot_mapping)  # [2, Hkv, num_slots, D]
         out = load_extension().paged_decode(
-            q.to(cache.dtype), cache[0], cache[1], md.kv_slots, md.seq_lens,
+            q.to(cache.dtype), cache[0], cache[1], md.token_slots, md.seq_lens,
             layer.scale, layer.sliding_window or 0,
-        )  # [R, H, D]
+        )  # [T, H, D]
         return out.to(q.dtype)

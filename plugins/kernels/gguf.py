@@ -4,9 +4,11 @@ With this kernel the loader keeps each quantized matrix of the file as its raw b
 (``linear.weight.stored``: parts of ``uint8 [rows, row_bytes]`` with their GGML type; fused q/k/v
 or gate/up parts of one type are one byte block) and no dequantized copy. :class:`GGUFLinear`
 multiplies by them through :mod:`heron_plugins.kernels.gguf_ops` (one ``gguf_linear`` per
-block of one type, outputs side by side). ``--linear-kernel gguf`` selects it for quantized GGUF
-checkpoints (``auto`` does not yet: see :attr:`GGUFKernel.priority`); ``dense`` (or ``onednn``) runs
-the dequantized weights. A layer the ops cannot run (a type they lack) or a layer loaded as floats (a row-parallel
+block of one type, outputs side by side). ``auto`` (and ``--linear-kernel gguf``) selects it for
+quantized GGUF checkpoints: it multiplies by the dequantized weights (bf16-rounded in a bf16 model, as
+a dense model holds them) without rounding the activations, and each token's outputs are the same bits
+however the step batches tokens, so a request's tokens do not depend on how its steps are cut
+(chunked prefill, prefix-cache hits). ``dense`` (or ``onednn``) runs a dequantized copy instead. A layer the ops cannot run (a type they lack) or a layer loaded as floats (a row-parallel
 input slice off the block boundaries) runs dequantized, and the log says which and why.
 """
 
@@ -77,12 +79,11 @@ class GGUFKernel(LinearKernel):
     """Weight-only GGUF blocks as the file stores them (Q4_0 .. Q8_0, K-quants: what ``gguf_ops`` supports)."""
 
     name = "gguf"
-    exact = False  # the file's quantized numbers, not a dequantized copy's float GEMM
-    #: None: only when named (``--linear-kernel gguf``). Its decode steps (16 tokens or fewer) round
-    #: the activations to 8 bits and its prefill steps do not, so a request's tokens depend on how
-    #: its steps are cut (a prefix-cache hit changes them); auto keeps to exact kernels until the
-    #: two paths agree
-    priority = None
+    exact = False  # the dequantized weights as a dense model holds them, but not F.linear's summation order
+    #: auto's first choice for checkpoints stored as GGUF blocks (kernels on the stored format come before
+    #: exact ones; a dense checkpoint never gets it). Its sums run in an order that depends on neither the
+    #: step's token count nor the batch, so a prefix-cache hit or a prefill chunk gives the same tokens
+    priority = 100
     stored_formats = ("gguf",)
 
     def __init__(self) -> None:

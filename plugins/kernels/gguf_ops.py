@@ -1,17 +1,20 @@
 """Matmuls on GGUF quantized blocks as the file stores them, in C++ (``csrc/gguf_quant*.cpp``).
 
 ``gguf_linear(x, qweight, qtype)`` computes ``x @ W.T`` where ``W`` is ``uint8 [N, row_bytes]``: the
-file's rows of ggml blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K). For a few rows of ``x``
-(decode, ``T <= SMALL_T``) ``x`` is quantized per 32 values to int8 (ggml's Q8_0 scheme) and each
-weight row is dotted in place with exact integer sums, as llama.cpp's ``vec_dot`` does; the result
-differs from ``x @ dequantize(W).T`` by that activation rounding only: about 1% of the largest output,
-at most :data:`LINEAR_RTOL` (3%). For more rows (prefill) tiles of weight rows are dequantized exactly
-into a small buffer and multiplied with ``at::mm``: float32 tiles for float32 ``x`` (float32 rounding
-only), bfloat16 tiles for bfloat16 ``x`` (the weights rounded to bfloat16, as a dense bf16 model has them).
+file's rows of ggml blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K), multiplied as a dense model
+of x's dtype would hold them: dequantized exactly (float32 ``x``), or rounded to bfloat16 (bfloat16 ``x``);
+the activations are never rounded. Its row path dequantizes a few weight rows at a time into a
+per-thread buffer and dots them with every row of ``x`` in float32 sums (fused multiply-adds, or
+``vdpbf16ps`` on CPUs with AVX512-BF16), in an order that depends on neither ``T`` nor the batch: an
+output row is bit for bit the same however the tokens are batched, so a request's greedy tokens do not
+depend on how its steps are cut (chunked prefill, prefix-cache hits). The tile path (``tiles_from``:
+tiles of dequantized rows and ``at::mm``) differs from it by float summation order only, and in
+bfloat16 that can flip a last bit and a greedy token at a near-tie; it runs only when asked for.
 
 The kernels are built once per machine with ``torch.utils.cpp_extension`` (torch's extension cache)
-for the portable baseline; AVX2 and AVX512-VNNI loops are compiled alongside with target attributes
-and chosen at run time. ``HERON_GGUF_ISA=scalar|avx2|avx512`` (or the ``isa`` argument) forces a path.
+for the portable baseline; AVX2 and AVX512 loops are compiled alongside with target attributes and
+chosen at run time. ``HERON_GGUF_ISA=scalar|avx2|avx512|avx512bf16`` (or the ``isa`` argument) forces a path
+(``avx512bf16``: the AVX512 loops with ``vdpbf16ps`` for bfloat16 row dots).
 :func:`reference_dequantize` is a pure-torch dequantizer that needs no build."""
 
 from __future__ import annotations
@@ -25,9 +28,7 @@ import torch
 
 __all__ = (
     "ISA_ENV",
-    "LINEAR_RTOL",
     "QTYPES",
-    "SMALL_T",
     "QType",
     "available",
     "dequantize",
@@ -46,10 +47,8 @@ _SOURCES = ("gguf_quant.cpp", "gguf_quant_kernels.cpp", "gguf_quant_simd.cpp", "
 _CFLAGS = ["-O3", "-fopenmp", "-ffp-contract=off"]
 #: the environment variable that forces an ISA path (tests, benchmarks)
 ISA_ENV = "HERON_GGUF_ISA"
-#: rows of x up to which the int8 dot path runs; above it, dequantized tiles and at::mm
-SMALL_T = 16
-#: the dot path's error bound: max |y - x @ W_deq.T| <= LINEAR_RTOL * max |y_ref| (plus a tiny atol)
-LINEAR_RTOL = 3e-2
+#: the extension's ``small_t`` (rows of x up to which the row path runs) that keeps every T on it
+_ALL_ROWS = 1 << 62
 
 
 class QType(NamedTuple):
@@ -123,7 +122,13 @@ def isas() -> tuple[str, ...]:
 
 
 def gguf_linear(
-    x: torch.Tensor, qweight: torch.Tensor, qtype: int, bias: torch.Tensor | None = None, *, isa: str | None = None
+    x: torch.Tensor,
+    qweight: torch.Tensor,
+    qtype: int,
+    bias: torch.Tensor | None = None,
+    *,
+    isa: str | None = None,
+    tiles_from: int | None = None,
 ) -> torch.Tensor:
     """``x @ W.T + bias`` with ``W`` as GGUF blocks.
 
@@ -132,13 +137,16 @@ def gguf_linear(
         qweight: uint8 [N, row_bytes], contiguous rows of ggml blocks of type ``qtype``.
         qtype: the ggml type id (a key of :data:`QTYPES`).
         bias: [N] or None.
-        isa: force ``scalar``, ``avx2`` or ``avx512`` (default: ``$HERON_GGUF_ISA``, else the best).
+        isa: force ``scalar``, ``avx2``, ``avx512`` or ``avx512bf16`` (default: ``$HERON_GGUF_ISA``, else the best).
+        tiles_from: run the tile path (``at::mm``) when ``T >= tiles_from``; None (default): the row path
+            for every ``T``.
 
     Returns:
         [T, N] in x's dtype.
     """
     ext = _extension if _extension is not None else load_extension()  # the per-call path: keep it short
-    return ext.gguf_linear(x, qweight, qtype, bias, isa or "", SMALL_T)  # "": the C++ side reads $HERON_GGUF_ISA
+    rows_up_to = _ALL_ROWS if tiles_from is None else tiles_from - 1
+    return ext.gguf_linear(x, qweight, qtype, bias, isa or "", rows_up_to)  # "": the C++ side reads $HERON_GGUF_ISA
 
 
 def dequantize(qweight: torch.Tensor, qtype: int, n: int, k: int, *, isa: str | None = None) -> torch.Tensor:

@@ -4,6 +4,11 @@
 // and sum are merged into an fma that torch would round twice: in bfloat16 every intermediate
 // that torch would round to bfloat16 is rounded here too, so results are bit-identical except
 // for the order of the fp32 sum of squares in the RMS norm.
+//
+// Batch invariance: a row's result depends on that row alone. Rows are split over threads, a row
+// never is, and the sum of squares is added in one fixed order that depends only on the row's
+// length (sum_squares), so a token gets the same bits whether its step holds 1 row or 1000 and
+// whatever the thread count.
 
 #include <torch/extension.h>
 
@@ -15,7 +20,8 @@
 namespace {
 
 // rows per parallel chunk: a row is ~1 us of work, so a decode batch (<= 64 rows) stays on one
-// thread; waking the pool for it costs more than it saves, and far more when cores are shared
+// thread; waking the pool for it costs more than it saves, and far more when cores are shared.
+// Chunks hold whole rows, so the split changes no result.
 constexpr int64_t kGrain = 64;
 
 template <typename T>
@@ -23,6 +29,26 @@ inline float f32(T v) { return static_cast<float>(v); }
 
 template <typename T>
 inline T round_to(float v) { return static_cast<T>(v); }
+
+// partial sums of the sum of squares: element j goes to lane j % kLanes
+constexpr int64_t kLanes = 16;
+
+// sum of v[j]^2 in fp32, in an order fixed by n alone: kLanes running sums, then a pairwise fold.
+// The lanes are independent, so the compiler vectorizes them without reassociating anything
+// (the result does not depend on the vector width the build targets).
+template <typename T>
+inline float sum_squares(const T* v, int64_t n) {
+  float lane[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    for (int64_t k = 0; k < kLanes; ++k) lane[k] += f32(v[j + k]) * f32(v[j + k]);
+  }
+  for (int64_t k = 0; j + k < n; ++k) lane[k] += f32(v[j + k]) * f32(v[j + k]);
+  for (int64_t width = kLanes / 2; width > 0; width /= 2) {
+    for (int64_t k = 0; k < width; ++k) lane[k] += lane[k + width];
+  }
+  return lane[0];
+}
 
 // s = x + r (rounded to T; s = x without r); y = w * T(s / rms(s))
 template <typename T>
@@ -38,9 +64,7 @@ void rms_norm_rows(const T* x, const T* r, const T* w, T* y, T* s, int64_t rows,
         for (int64_t j = 0; j < n; ++j) out[j] = round_to<T>(f32(xi[j]) + f32(ri[j]));
         si = out;
       }
-      float acc = 0.f;
-      for (int64_t j = 0; j < n; ++j) acc += f32(si[j]) * f32(si[j]);
-      const float inv = 1.f / std::sqrt(acc / static_cast<float>(n) + eps);
+      const float inv = 1.f / std::sqrt(sum_squares(si, n) / static_cast<float>(n) + eps);
       T* yi = y + i * n;
       for (int64_t j = 0; j < n; ++j) yi[j] = round_to<T>(f32(w[j]) * f32(round_to<T>(f32(si[j]) * inv)));
     }

@@ -1,12 +1,16 @@
 // GGUF quantized matmul for CPU: the torch front end of the gguf_ops kernels.
 //
-// y[T, N] = x[T, K] W^T with W as the file's packed blocks (uint8 [N, row_bytes]). Few rows of x
-// (decode): x is quantized per 32 to int8 and each weight row is dotted in place with integer sums,
-// rows split over at::parallel_for. Many rows (prefill): tiles of weight rows are dequantized into a
-// small buffer (float32, or bfloat16 for bfloat16 x) and multiplied with at::mm; no whole dequantized
+// y[T, N] = x[T, K] W^T with W as the file's packed blocks (uint8 [N, row_bytes]), multiplied as a
+// dense model of x's dtype holds it: dequantized exactly (float32), or rounded to bfloat16 for bfloat16
+// x. The row path (T <= small_t; the Python side passes "every T"): a few weight rows at a time are
+// dequantized into a per-thread buffer and dotted with every row of x in float32 sums whose order
+// depends on neither T nor the split of rows over at::parallel_for, so an output row is the same bits
+// however the tokens are batched. The tile path (above small_t): tiles of weight rows are dequantized
+// into a small buffer and multiplied with at::mm (oneDNN's summation order). No whole dequantized
 // matrix is ever held.
 // The block kernels live in gguf_quant_kernels.cpp, built three times (scalar, AVX2, AVX512) and
-// chosen at run time by what this CPU supports, or by the `isa` argument.
+// chosen at run time by what this CPU supports, or by the `isa` argument ("avx512bf16": the AVX512
+// build whose bfloat16 row dots use vdpbf16ps).
 
 #include <torch/extension.h>
 
@@ -26,14 +30,20 @@ namespace heron_gguf {
   void dequant_rows(int qtype, const uint8_t* w, int64_t row_bytes, int64_t rows, int64_t k, float* out);    \
   void dequant_rows_bf16(int qtype, const uint8_t* w, int64_t row_bytes, int64_t rows, int64_t k,            \
                          uint16_t* out);                                                                     \
-  void dot_rows(int qtype, const uint8_t* w, int64_t row_bytes, int64_t n0, int64_t n1, int64_t k,           \
-                const int8_t* xq, const float* xd, const float* xs, int64_t T, float* y, int64_t ldy);       \
+  void dot_rows_f32(int qtype, const uint8_t* w, int64_t row_bytes, int64_t n0, int64_t n1, int64_t k,       \
+                    const float* x, int64_t T, float* y, int64_t ldy, float* buf);                           \
+  void dot_rows_bf16(int qtype, const uint8_t* w, int64_t row_bytes, int64_t n0, int64_t n1, int64_t k,      \
+                     const uint16_t* xb, const float* x, int64_t T, float* y, int64_t ldy, uint16_t* buf);   \
   }
 
 HERON_GGUF_DECLARE(scalar)
 #if defined(__x86_64__) && defined(__GNUC__)
 HERON_GGUF_DECLARE(avx2)
 HERON_GGUF_DECLARE(avx512)
+namespace avx512 {
+void dot_rows_bf16_dp(int qtype, const uint8_t* w, int64_t row_bytes, int64_t n0, int64_t n1, int64_t k,
+                      const uint16_t* xb, const float* x, int64_t T, float* y, int64_t ldy, uint16_t* buf);
+}
 #define HERON_GGUF_X86 1
 #endif
 
@@ -41,16 +51,19 @@ namespace {
 
 using DequantFn = void (*)(int, const uint8_t*, int64_t, int64_t, int64_t, float*);
 using DequantBf16Fn = void (*)(int, const uint8_t*, int64_t, int64_t, int64_t, uint16_t*);
-using DotFn = void (*)(int, const uint8_t*, int64_t, int64_t, int64_t, int64_t, const int8_t*, const float*,
-                       const float*, int64_t, float*, int64_t);
+using DotF32Fn = void (*)(int, const uint8_t*, int64_t, int64_t, int64_t, int64_t, const float*, int64_t, float*,
+                          int64_t, float*);
+using DotBf16Fn = void (*)(int, const uint8_t*, int64_t, int64_t, int64_t, int64_t, const uint16_t*, const float*,
+                           int64_t, float*, int64_t, uint16_t*);
 
 struct Kernels {
   DequantFn dequant;
   DequantBf16Fn dequant_bf16;
-  DotFn dot;
+  DotF32Fn dot_f32;
+  DotBf16Fn dot_bf16;
 };
 
-// The ISA paths this CPU can run, best last: "scalar", then "avx2", then "avx512".
+// The ISA paths this CPU can run, best last: "scalar", "avx2", "avx512", "avx512bf16".
 std::vector<std::string> cpu_isas() {
   std::vector<std::string> out{"scalar"};
 #ifdef HERON_GGUF_X86
@@ -61,6 +74,7 @@ std::vector<std::string> cpu_isas() {
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
       __builtin_cpu_supports("avx512vnni"))
     out.emplace_back("avx512");
+  if (out.back() == "avx512" && __builtin_cpu_supports("avx512bf16")) out.emplace_back("avx512bf16");
 #endif
   return out;
 }
@@ -73,10 +87,15 @@ Kernels kernels(const std::string& isa) {
   TORCH_CHECK(std::find(have.begin(), have.end(), want) != have.end(), "gguf_ops: ISA path '", want,
               "' is not available on this CPU (have: ", c10::Join(", ", have), ")");
 #ifdef HERON_GGUF_X86
-  if (want == "avx512") return {avx512::dequant_rows, avx512::dequant_rows_bf16, avx512::dot_rows};
-  if (want == "avx2") return {avx2::dequant_rows, avx2::dequant_rows_bf16, avx2::dot_rows};
+  if (want == "avx512bf16") {
+    return {avx512::dequant_rows, avx512::dequant_rows_bf16, avx512::dot_rows_f32, avx512::dot_rows_bf16_dp};
+  }
+  if (want == "avx512") {
+    return {avx512::dequant_rows, avx512::dequant_rows_bf16, avx512::dot_rows_f32, avx512::dot_rows_bf16};
+  }
+  if (want == "avx2") return {avx2::dequant_rows, avx2::dequant_rows_bf16, avx2::dot_rows_f32, avx2::dot_rows_bf16};
 #endif
-  return {scalar::dequant_rows, scalar::dequant_rows_bf16, scalar::dot_rows};
+  return {scalar::dequant_rows, scalar::dequant_rows_bf16, scalar::dot_rows_f32, scalar::dot_rows_bf16};
 }
 
 int64_t block_size(int64_t qtype) { return qtype >= 12 ? 256 : 32; }
@@ -104,73 +123,59 @@ void check_weight(const at::Tensor& qweight, int64_t qtype, int64_t k) {
               qweight.size(1), " does not hold K=", k, " weights of type ", qtype);
 }
 
-// Weight rows worth one parallel task: at least ~32k multiply-adds.
+// Weight rows the kernels' dot_rows_* dequantize per pass, at most (their scratch is kMaxRows x K).
+constexpr int64_t kMaxRows = 4;
+
+// Weight rows worth one parallel task: at least ~32k multiply-adds (each row is dequantized once as well).
 int64_t grain(int64_t k, int64_t t) { return std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, k * t)); }
 
-// x [T, K] (float or bfloat16) -> xq int8 [T, K], xd [T, K/32] (scale), xs [T, K/32, 2] (scale * sum per half).
-template <typename In>
-void quantize_rows(const In* x, int64_t T, int64_t k, int8_t* xq, float* xd, float* xs) {
-  const int64_t nb = k / 32;
-  float v[32];
-  for (int64_t i = 0; i < T * nb; ++i) {
-    float amax = 0.f;
-    for (int l = 0; l < 32; ++l) {
-      v[l] = static_cast<float>(x[i * 32 + l]);
-      amax = std::max(amax, std::fabs(v[l]));
-    }
-    const float d = amax / 127.f, id = d != 0.f ? 1.f / d : 0.f;
-    int32_t sum[2] = {0, 0};
-    for (int l = 0; l < 32; ++l) {
-      const auto q = static_cast<int8_t>(std::nearbyint(v[l] * id));
-      xq[i * 32 + l] = q;
-      sum[l / 16] += q;
-    }
-    xd[i] = d;
-    xs[2 * i] = d * static_cast<float>(sum[0]);
-    xs[2 * i + 1] = d * static_cast<float>(sum[1]);
-  }
-}
-
-// The int8 dot path. Scratch lives in thread-local vectors, not tensors: at T = 1 a matmul takes
-// ~10-50 us, and each tensor allocation or dtype conversion through the dispatcher costs ~1-2 us.
-at::Tensor linear_small(const Kernels& kern, const at::Tensor& x, const at::Tensor& w, int64_t qtype,
-                        const c10::optional<at::Tensor>& bias) {
-  const int64_t T = x.size(0), k = x.size(1), n = w.size(0), nb = k / 32;
-  thread_local std::vector<int8_t> xq;
-  thread_local std::vector<float> xd, xs, yf;
-  xq.resize(T * k);
-  xd.resize(T * nb);
-  xs.resize(T * nb * 2);
+// The row path: per weight row, the dequantized values linear_large would multiply (float32, or
+// bfloat16 for bfloat16 x) in a per-thread buffer, dotted with every row of x in float32 sums; then
+// the bias, added as linear_large adds it. Scratch lives in thread-local vectors, not tensors: at
+// T = 1 a matmul takes ~10-50 us, and each tensor allocation through the dispatcher costs ~1-2 us.
+at::Tensor linear_rows(const Kernels& kern, const at::Tensor& x, const at::Tensor& w, int64_t qtype,
+                       const c10::optional<at::Tensor>& bias) {
+  const int64_t T = x.size(0), k = x.size(1), n = w.size(0), row_bytes = w.size(1);
   const bool bf16 = x.scalar_type() == at::kBFloat16;
+  thread_local std::vector<float> xf, yf;  // the calling thread's: x as float32 (bf16 x), float32 sums (bf16 y)
+  const uint16_t* xb = nullptr;
+  const float* xp = nullptr;
   if (bf16) {
-    quantize_rows(x.data_ptr<at::BFloat16>(), T, k, xq.data(), xd.data(), xs.data());
+    xb = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
+    xf.resize(T * k);
+    for (int64_t i = 0; i < T * k; ++i) xf[i] = c10::detail::f32_from_bits(xb[i]);
+    xp = xf.data();
+    yf.resize(T * n);
   } else {
-    quantize_rows(x.data_ptr<float>(), T, k, xq.data(), xd.data(), xs.data());
+    xp = x.data_ptr<float>();
   }
   auto y = at::empty({T, n}, x.options());
-  const bool direct = !bf16 && !(bias.has_value() && bias->defined());
-  if (!direct) yf.resize(T * n);
-  float* yp = direct ? y.data_ptr<float>() : yf.data();
+  float* yp = bf16 ? yf.data() : y.data_ptr<float>();
   const uint8_t* wp = w.data_ptr<uint8_t>();
-  const int64_t row_bytes = w.size(1);
-  const int8_t* q = xq.data();
-  const float *d = xd.data(), *s = xs.data();
+  const int q = static_cast<int>(qtype);
   at::parallel_for(0, n, grain(k, T), [&](int64_t n0, int64_t n1) {
-    kern.dot(static_cast<int>(qtype), wp, row_bytes, n0, n1, k, q, d, s, T, yp, n);
+    if (bf16) {
+      thread_local std::vector<uint16_t> buf;
+      buf.resize(kMaxRows * k);
+      kern.dot_bf16(q, wp, row_bytes, n0, n1, k, xb, xp, T, yp, n, buf.data());
+    } else {
+      thread_local std::vector<float> buf;
+      buf.resize(kMaxRows * k);
+      kern.dot_f32(q, wp, row_bytes, n0, n1, k, xp, T, yp, n, buf.data());
+    }
   });
-  if (direct) return y;
-  at::Tensor b32;
-  const float* bp = nullptr;
-  if (bias.has_value() && bias->defined()) {
-    b32 = bias->to(at::kFloat).contiguous();
-    bp = b32.data_ptr<float>();
-  }
+  at::Tensor b;  // the bias in y's dtype, as linear_large adds it: y (rounded to y's dtype) + b, rounded
+  if (bias.has_value() && bias->defined()) b = bias->to(y.scalar_type()).contiguous();
   if (bf16) {
     at::BFloat16* out = y.data_ptr<at::BFloat16>();
-    for (int64_t i = 0; i < T * n; ++i) out[i] = at::BFloat16(yp[i] + (bp ? bp[i % n] : 0.f));
-  } else {
-    float* out = y.data_ptr<float>();
-    for (int64_t i = 0; i < T * n; ++i) out[i] = yp[i] + bp[i % n];
+    const at::BFloat16* bp = b.defined() ? b.data_ptr<at::BFloat16>() : nullptr;
+    for (int64_t i = 0; i < T * n; ++i) {
+      out[i] = at::BFloat16(yp[i]);
+      if (bp != nullptr) out[i] = at::BFloat16(static_cast<float>(out[i]) + static_cast<float>(bp[i % n]));
+    }
+  } else if (b.defined()) {
+    const float* bp = b.data_ptr<float>();
+    for (int64_t i = 0; i < T * n; ++i) yp[i] += bp[i % n];
   }
   return y;
 }
@@ -226,7 +231,7 @@ at::Tensor dequantize(const at::Tensor& qweight, int64_t qtype, int64_t n, int64
   return out;
 }
 
-// y = x W^T (+ bias) in x's dtype; the int8 dot path for T <= small_t rows of x, tiles + at::mm above.
+// y = x W^T (+ bias) in x's dtype; the row path for T <= small_t rows of x, tiles + at::mm above.
 at::Tensor gguf_linear(const at::Tensor& x, const at::Tensor& qweight, int64_t qtype,
                        const c10::optional<at::Tensor>& bias, const std::string& isa, int64_t small_t) {
   TORCH_CHECK(x.dim() == 2, "gguf_ops: x must be [T, K]");
@@ -235,7 +240,7 @@ at::Tensor gguf_linear(const at::Tensor& x, const at::Tensor& qweight, int64_t q
   TORCH_CHECK(x.device().is_cpu() && qweight.device().is_cpu(), "gguf_ops: CPU tensors only");
   check_weight(qweight, qtype, x.size(1));
   const Kernels kern = kernels(isa);
-  if (x.size(0) <= small_t) return linear_small(kern, x.contiguous(), qweight, qtype, bias);
+  if (x.size(0) <= small_t) return linear_rows(kern, x.contiguous(), qweight, qtype, bias);
   at::Tensor y = linear_large(kern, x.contiguous(), qweight, qtype);
   if (bias.has_value() && bias->defined()) y.add_(bias->to(y.scalar_type()));
   return y;
@@ -249,6 +254,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("qtype"), py::arg("n"), py::arg("k"), py::arg("isa") = "",
         py::call_guard<py::gil_scoped_release>());
   m.def("gguf_linear", &heron_gguf::gguf_linear, "x @ W^T with W as GGUF blocks", py::arg("x"), py::arg("qweight"),
-        py::arg("qtype"), py::arg("bias") = py::none(), py::arg("isa") = "", py::arg("small_t") = 16,
+        py::arg("qtype"), py::arg("bias") = py::none(), py::arg("isa") = "", py::arg("small_t") = int64_t{1} << 62,
         py::call_guard<py::gil_scoped_release>());
 }

@@ -1,4 +1,6 @@
-// The AVX512 (F, BW, VL, VNNI) build of gguf_quant_kernels.cpp: namespace heron_gguf::avx512.
+// The AVX512 (F, BW, VL, VNNI) build of gguf_quant_kernels.cpp: namespace heron_gguf::avx512. Its
+// dot_rows_bf16_dp also needs AVX512-BF16 (vdpbf16ps) and carries that target itself: the front end
+// calls it only on CPUs that have it.
 //
 // The standard and intrinsic headers come first, outside the target pragma, so their inline
 // functions keep the baseline ISA (a copy built for AVX512 must never be the one the linker keeps).
@@ -14,6 +16,7 @@
 #pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
 #define GGQ_NS avx512
 #define GGQ_ISA 2
+#define GGQ_BF16_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512bf16")))
 #include "gguf_quant_kernels.cpp"
 #pragma GCC pop_options
 #endif

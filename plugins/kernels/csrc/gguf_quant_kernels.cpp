@@ -1,14 +1,15 @@
-// GGUF block kernels: dequantize rows and dot packed rows with int8-quantized activations.
+// GGUF block kernels: dequantize rows, and multiply dequantized rows with few rows of activations.
 //
 // This file has no torch dependency. Compiled as it is, it is the portable scalar path
 // (namespace heron_gguf::scalar). gguf_quant_avx2.cpp and gguf_quant_avx512.cpp include it again
-// under `#pragma GCC target` with GGQ_NS/GGQ_ISA set, which adds the intrinsic dot loops; the
-// torch front end (gguf_quant.cpp) picks one namespace at run time.
+// under `#pragma GCC target` with GGQ_NS/GGQ_ISA set, which adds the intrinsic loops; the torch
+// front end (gguf_quant.cpp) picks one namespace at run time.
 //
 // Every 32 weights of every type are read as "sub-blocks": int8 values v[32] with, per half of 16,
 // a scale dw and an offset c, so that weight = dw * v + c (c only for the types with a min).
-// Activations come quantized per 32 (q8, like ggml's Q8_0): x = xd * xq, with xs[h] = xd * sum(xq
-// over half h). A sub-block's dot is then dw * xd * sum(v * xq) + c * xs, in exact integer sums.
+// The decode path (dot_rows_*) dequantizes one weight row at a time into a caller's buffer, exactly
+// as dequant_rows / dequant_rows_bf16 give it to the GEMM path, and dots it with every activation row
+// in float32 sums whose order depends on neither T nor how the rows of x are grouped.
 
 #include <algorithm>
 #include <cstdint>
@@ -172,37 +173,6 @@ inline int type_size(int qtype) {
   }
 }
 
-// Portable sub-block loop: y[t * ldy] = dot of row `w` with activation row t, t < T. Sums stay in
-// locals (stores through y could alias the int8 data and would block vectorization).
-void dot_row_generic(int qtype, const uint8_t* w, int64_t k, const int8_t* xq, const float* xd, const float* xs,
-                     int64_t T, float* y, int64_t ldy) {
-  constexpr int64_t kChunk = 8;
-  const int bs = block_size(qtype), ts = type_size(qtype), nsub = bs / 32;
-  const int64_t nb = k / 32;  // activation blocks per row
-  Sub s;
-  for (int64_t t0 = 0; t0 < T; t0 += kChunk) {
-    const int64_t nt = std::min(kChunk, T - t0);
-    float acc[kChunk] = {};
-    for (int64_t b = 0; b < k / bs; ++b) {
-      for (int j = 0; j < nsub; ++j) {
-        unpack(qtype, w + b * ts, j, s);
-        const int64_t sb = b * nsub + j;
-        for (int64_t tt = 0; tt < nt; ++tt) {
-          const int64_t t = t0 + tt;
-          const int8_t* x = xq + t * k + sb * 32;
-          int32_t lo = 0, hi = 0;
-          for (int l = 0; l < 16; ++l) lo += s.v[l] * x[l];
-          for (int l = 16; l < 32; ++l) hi += s.v[l] * x[l];
-          float a = xd[t * nb + sb] * (s.dw[0] * static_cast<float>(lo) + s.dw[1] * static_cast<float>(hi));
-          if (s.has_c) a += s.c[0] * xs[(t * nb + sb) * 2] + s.c[1] * xs[(t * nb + sb) * 2 + 1];
-          acc[tt] += a;
-        }
-      }
-    }
-    for (int64_t tt = 0; tt < nt; ++tt) y[(t0 + tt) * ldy] = acc[tt];
-  }
-}
-
 #if GGQ_ISA > 0
 #include "gguf_quant_simd.cpp"
 #endif
@@ -238,6 +208,35 @@ void dequant_generic(int qtype, const uint8_t* w, int64_t row_bytes, int64_t row
   }
 }
 
+// bfloat16 bits -> float (exact).
+inline float widen(uint16_t b) {
+  const uint32_t bits = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+inline float widen(float v) { return v; }
+
+#if GGQ_ISA == 0
+constexpr int kRowsPerPass = 1;
+
+// y[t * ldy + r] = w[r] . x[t] (w: dequantized rows [rows, k]; x: float32 [T, k]) in 8 interleaved
+// partial sums (lanes for the vectorizer), combined pairwise; k is a multiple of 32.
+template <typename W>
+void dot_buf(const W* w, int rows, int64_t k, const float* x, int64_t T, float* y, int64_t ldy) {
+  for (int r = 0; r < rows; ++r) {
+    for (int64_t t = 0; t < T; ++t) {
+      const float* xt = x + t * k;
+      float acc[8] = {};
+      for (int64_t i = 0; i < k; i += 8) {
+        for (int l = 0; l < 8; ++l) acc[l] += widen(w[r * k + i + l]) * xt[i + l];
+      }
+      y[t * ldy + r] = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    }
+  }
+}
+#endif
+
 }  // namespace
 
 // Dequantize `rows` rows of `k` weights (row stride `row_bytes`) into out[rows, k] (float32), with
@@ -257,14 +256,44 @@ void dequant_rows_bf16(int qtype, const uint8_t* w, int64_t row_bytes, int64_t r
   dequant_generic(qtype, w, row_bytes, rows, k, out);
 }
 
-// y[t * ldy + n] = dot(row n, activation t) for n in [n0, n1), t < T.
-void dot_rows(int qtype, const uint8_t* w, int64_t row_bytes, int64_t n0, int64_t n1, int64_t k, const int8_t* xq,
-              const float* xd, const float* xs, int64_t T, float* y, int64_t ldy) {
-#if GGQ_ISA > 0
-  if (simd_dot_rows(qtype, w, row_bytes, n0, n1, k, xq, xd, xs, T, y, ldy)) return;
-#endif
-  for (int64_t n = n0; n < n1; ++n) dot_row_generic(qtype, w + n * row_bytes, k, xq, xd, xs, T, y + n, ldy);
+// y[t * ldy + n] = (row n of W, as dequant_rows gives it) . x[t] for n in [n0, n1), t < T, in float32
+// sums whose order depends on neither T nor n0, n1. x: float32 [T, k]; buf: float32 [kMaxRows, k], the
+// calling thread's scratch.
+void dot_rows_f32(int qtype, const uint8_t* w, int64_t row_bytes, int64_t n0, int64_t n1, int64_t k, const float* x,
+                  int64_t T, float* y, int64_t ldy, float* buf) {
+  for (int64_t n = n0; n < n1; n += kRowsPerPass) {
+    const int rows = static_cast<int>(std::min<int64_t>(kRowsPerPass, n1 - n));
+    dequant_rows(qtype, w + n * row_bytes, row_bytes, rows, k, buf);
+    dot_buf(buf, rows, k, x, T, y + n, ldy);
+  }
 }
+
+// The same with the rows as dequant_rows_bf16 gives them (bfloat16 bits in buf); x: the bfloat16
+// activations as float32 [T, k] (xb, their bits, serves the AVX512-BF16 variant only).
+void dot_rows_bf16(int qtype, const uint8_t* w, int64_t row_bytes, int64_t n0, int64_t n1, int64_t k,
+                   const uint16_t* xb, const float* x, int64_t T, float* y, int64_t ldy, uint16_t* buf) {
+  (void)xb;
+  for (int64_t n = n0; n < n1; n += kRowsPerPass) {
+    const int rows = static_cast<int>(std::min<int64_t>(kRowsPerPass, n1 - n));
+    dequant_rows_bf16(qtype, w + n * row_bytes, row_bytes, rows, k, buf);
+    dot_buf(buf, rows, k, x, T, y + n, ldy);
+  }
+}
+
+#if GGQ_ISA == 2
+// dot_rows_bf16 with vdpbf16ps on the bfloat16 activations themselves (CPUs with AVX512-BF16), four
+// weight rows a pass.
+GGQ_BF16_TARGET void dot_rows_bf16_dp(int qtype, const uint8_t* w, int64_t row_bytes, int64_t n0, int64_t n1,
+                                      int64_t k, const uint16_t* xb, const float* x, int64_t T, float* y,
+                                      int64_t ldy, uint16_t* buf) {
+  (void)x;
+  for (int64_t n = n0; n < n1; n += 4) {
+    const int rows = static_cast<int>(std::min<int64_t>(4, n1 - n));
+    dequant_rows_bf16(qtype, w + n * row_bytes, row_bytes, rows, k, buf);
+    dot_buf_dp(buf, rows, k, xb, T, y + n, ldy);
+  }
+}
+#endif
 
 }  // namespace GGQ_NS
 }  // namespace heron_gguf

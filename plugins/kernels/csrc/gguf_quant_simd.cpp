@@ -1,20 +1,12 @@
-// Intrinsic dot loops, included by gguf_quant_kernels.cpp inside an ISA namespace (GGQ_ISA 1 = AVX2,
-// 2 = AVX512 VNNI); compiled on its own it is empty.
+// Intrinsic loops, included by gguf_quant_kernels.cpp inside an ISA namespace (GGQ_ISA 1 = AVX2,
+// 2 = AVX512); compiled on its own it is empty.
 //
-// A sub-block of 32 weights is unpacked to 32 bytes (unsigned codes, or signed for Q8_0), dotted
-// with the activation's 32 int8 with u8 x s8 multiply-adds (vpdpbusd with VNNI, vpmaddubsw +
-// vpmaddwd on AVX2) into 8 int32 lanes (lanes 0-3: first 16 weights, 4-7: last 16), then scaled
-// in float: acc += lanes * (dw[half] * xd). The code offset and the block min fold into one scalar
-// per half: off[h] * xs[h], with xs = xd * (sum of the activation's int8 over that half).
+// Dequantization: a sub-block of 32 weights is unpacked to 32 byte codes (unsigned, or signed for
+// Q8_0) and written as dw[half] * float(code - zero) (+ off for the types with a min), the float
+// operations of gguf-py, 8 at a time, as float32 or rounded to bfloat16.
+// Decode dots (dot_buf): one dequantized row against NT <= 4 activation rows; each activation row
+// has its own accumulators, so its sums run in the same order whatever T is or how it is grouped.
 #if defined(GGQ_ISA) && GGQ_ISA > 0
-
-inline __m256i dot_u8s8(__m256i u, __m256i s) {
-#if GGQ_ISA == 2
-  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
-#else
-  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
-#endif
-}
 
 inline __m256i low_nibbles(__m256i v) { return _mm256_and_si256(v, _mm256_set1_epi8(0x0f)); }
 inline __m256i high_nibbles(__m256i v) { return _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0f)); }
@@ -167,186 +159,6 @@ struct TQ6_K {
   }
 };
 
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-// acc[tt] (+ off[tt]) += sub-block `sb` (codes q, head h at j) dotted with activation row tt.
-template <class Q, int NT, int NSUB>
-inline void step256(__m256i q, const Head<NSUB>& h, int j, int64_t sb, int64_t k, const int8_t* xq, const float* xd,
-                    const float* xs, __m256* acc, float* off) {
-  const int64_t nb = k / 32;
-  const __m256i uq = Q::kSigned ? _mm256_sign_epi8(q, q) : q;
-  const __m256 dw = _mm256_set_m128(_mm_set1_ps(h.dw[j][1]), _mm_set1_ps(h.dw[j][0]));
-  for (int tt = 0; tt < NT; ++tt) {
-    __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + tt * k + sb * 32));
-    if (Q::kSigned) x = _mm256_sign_epi8(x, q);
-    const __m256 p = _mm256_cvtepi32_ps(dot_u8s8(uq, x));
-    acc[tt] = _mm256_fmadd_ps(p, _mm256_mul_ps(dw, _mm256_set1_ps(xd[tt * nb + sb])), acc[tt]);
-    if (!Q::kSigned) {
-      const float* s = xs + (tt * nb + sb) * 2;
-      off[tt] += h.off[j][0] * s[0] + h.off[j][1] * s[1];
-    }
-  }
-}
-
-#if GGQ_ISA == 2
-// Two consecutive sub-blocks (sb, sb + 1) in one 512-bit pass: codes qa (head ha, ja) and qb (hb, jb).
-template <class Q, int NT, int NSUB>
-inline void step512(__m256i qa, __m256i qb, const Head<NSUB>& ha, int ja, const Head<NSUB>& hb, int jb, int64_t sb,
-                    int64_t k, const int8_t* xq, const float* xd, const float* xs, __m512* acc, __m128* off) {
-  const int64_t nb = k / 32;
-  const __m512i q = _mm512_inserti64x4(_mm512_zextsi256_si512(qa), qb, 1);
-  const __m512i uq = Q::kSigned ? _mm512_abs_epi8(q) : q;
-  const __mmask64 neg = Q::kSigned ? _mm512_movepi8_mask(q) : 0;
-  const __m512 dw = _mm512_insertf32x8(
-      _mm512_zextps256_ps512(_mm256_set_m128(_mm_set1_ps(ha.dw[ja][1]), _mm_set1_ps(ha.dw[ja][0]))),
-      _mm256_set_m128(_mm_set1_ps(hb.dw[jb][1]), _mm_set1_ps(hb.dw[jb][0])), 1);
-  const __m128 o = _mm_setr_ps(ha.off[ja][0], ha.off[ja][1], hb.off[jb][0], hb.off[jb][1]);
-  for (int tt = 0; tt < NT; ++tt) {
-    __m512i x = _mm512_loadu_si512(xq + tt * k + sb * 32);
-    if (Q::kSigned) x = _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x);
-    const __m512 p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), uq, x));
-    const float* d = xd + tt * nb + sb;
-    const __m512 dx = _mm512_insertf32x8(_mm512_set1_ps(d[0]), _mm256_set1_ps(d[1]), 1);
-    acc[tt] = _mm512_fmadd_ps(p, _mm512_mul_ps(dw, dx), acc[tt]);
-    if (!Q::kSigned) off[tt] = _mm_fmadd_ps(o, _mm_loadu_ps(xs + (tt * nb + sb) * 2), off[tt]);
-  }
-}
-
-// Two 32-weight blocks a, b (Q4_0 .. Q8_0) in one 512-bit pass. Their scales (and mins) convert in
-// one vcvtph2ps and spread with permutes: cheaper than two Head decodes at 1-2 ns per block.
-template <class Q, int NT>
-inline void step512_pair(const uint8_t* a, int64_t sb, int64_t k, const int8_t* xq, const float* xd, const float* xs,
-                         __m512* acc, __m128* off) {
-  const int64_t nb = k / 32;
-  const uint8_t* b = a + Q::kBytes;
-  uint32_t ha, hb;  // d (and m for the types with a min) of each block, as two halves
-  std::memcpy(&ha, a, 4);
-  std::memcpy(&hb, b, 4);
-  const __m128 f = _mm_cvtph_ps(_mm_set_epi32(0, 0, static_cast<int>(hb), static_cast<int>(ha)));  // da ma db mb
-  const __m512i spread = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
-  const __m512 dw = _mm512_permutexvar_ps(spread, _mm512_zextps128_ps512(f));
-  __m128 o = _mm_setzero_ps();
-  if (Q::kMin) o = _mm_permute_ps(f, _MM_SHUFFLE(3, 3, 1, 1));
-  if (!Q::kMin && Q::kZero != 0) {  // weight = d * (code - zero): offset -zero * d
-    o = _mm_mul_ps(_mm_set1_ps(-static_cast<float>(Q::kZero)), _mm_permute_ps(f, _MM_SHUFFLE(2, 2, 0, 0)));
-  }
-  const __m512i q = _mm512_inserti64x4(_mm512_zextsi256_si512(Q::codes(a, 0)), Q::codes(b, 0), 1);
-  const __m512i uq = Q::kSigned ? _mm512_abs_epi8(q) : q;
-  const __mmask64 neg = Q::kSigned ? _mm512_movepi8_mask(q) : 0;
-  const __m512i spread_x = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-  for (int tt = 0; tt < NT; ++tt) {
-    __m512i x = _mm512_loadu_si512(xq + tt * k + sb * 32);
-    if (Q::kSigned) x = _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x);
-    const __m512 p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), uq, x));
-    const __m128 d2 = _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(xd + tt * nb + sb)));
-    const __m512 dx = _mm512_permutexvar_ps(spread_x, _mm512_zextps128_ps512(d2));
-    acc[tt] = _mm512_fmadd_ps(p, _mm512_mul_ps(dw, dx), acc[tt]);
-    if (!Q::kSigned) off[tt] = _mm_fmadd_ps(o, _mm_loadu_ps(xs + (tt * nb + sb) * 2), off[tt]);
-  }
-}
-
-// One weight row against NT activation rows, two sub-blocks per step: y[tt * ldy] = dot(row, activation tt).
-template <class Q, int NT>
-inline void dot_row(const uint8_t* row, int64_t k, const int8_t* xq, const float* xd, const float* xs, float* y,
-                    int64_t ldy) {
-  __m512 acc[NT];
-  __m128 off[NT];
-  for (int tt = 0; tt < NT; ++tt) {
-    acc[tt] = _mm512_setzero_ps();
-    off[tt] = _mm_setzero_ps();
-  }
-  const int64_t nblocks = k / (32 * Q::kSub);
-  Head<Q::kSub> h;
-  int64_t b = 0;
-  if constexpr (Q::kSub == 1) {
-    for (; b + 1 < nblocks; b += 2) {
-      step512_pair<Q, NT>(row + b * Q::kBytes, b, k, xq, xd, xs, acc, off);
-    }
-  } else {
-    for (; b < nblocks; ++b) {
-      const uint8_t* blk = row + b * Q::kBytes;
-      Q::head(blk, h);
-      for (int j = 0; j < Q::kSub; j += 2) {
-        step512<Q, NT>(Q::codes(blk, j), Q::codes(blk, j + 1), h, j, h, j + 1, b * Q::kSub + j, k, xq, xd, xs, acc,
-                       off);
-      }
-    }
-  }
-  float tail[NT] = {};
-  if (b < nblocks) {  // an odd number of 32-weight blocks: the last one on its own
-    __m256 acc256[NT];
-    for (int tt = 0; tt < NT; ++tt) acc256[tt] = _mm256_setzero_ps();
-    Q::head(row + b * Q::kBytes, h);
-    step256<Q, NT>(Q::codes(row + b * Q::kBytes, 0), h, 0, b, k, xq, xd, xs, acc256, tail);
-    for (int tt = 0; tt < NT; ++tt) tail[tt] += hsum(acc256[tt]);
-  }
-  for (int tt = 0; tt < NT; ++tt) {
-    __m128 o = _mm_add_ps(off[tt], _mm_movehl_ps(off[tt], off[tt]));
-    o = _mm_add_ss(o, _mm_movehdup_ps(o));
-    y[tt * ldy] = _mm512_reduce_add_ps(acc[tt]) + _mm_cvtss_f32(o) + tail[tt];
-  }
-}
-#else
-// One weight row against NT activation rows: y[tt * ldy] = dot(row, activation tt).
-template <class Q, int NT>
-inline void dot_row(const uint8_t* row, int64_t k, const int8_t* xq, const float* xd, const float* xs, float* y,
-                    int64_t ldy) {
-  __m256 acc[NT];
-  float off[NT];
-  for (int tt = 0; tt < NT; ++tt) {
-    acc[tt] = _mm256_setzero_ps();
-    off[tt] = 0.f;
-  }
-  Head<Q::kSub> h;
-  for (int64_t b = 0; b < k / (32 * Q::kSub); ++b) {
-    const uint8_t* blk = row + b * Q::kBytes;
-    Q::head(blk, h);
-    for (int j = 0; j < Q::kSub; ++j) step256<Q, NT>(Q::codes(blk, j), h, j, b * Q::kSub + j, k, xq, xd, xs, acc, off);
-  }
-  for (int tt = 0; tt < NT; ++tt) y[tt * ldy] = hsum(acc[tt]) + off[tt];
-}
-#endif
-
-template <class Q>
-void dot_rows_t(const uint8_t* w, int64_t row_bytes, int64_t n0, int64_t n1, int64_t k, const int8_t* xq,
-                const float* xd, const float* xs, int64_t T, float* y, int64_t ldy) {
-  const int64_t nb = k / 32;
-  for (int64_t n = n0; n < n1; ++n) {
-    const uint8_t* row = w + n * row_bytes;
-    for (int64_t t = 0; t < T; t += 4) {
-      const int8_t* q = xq + t * k;
-      const float *d = xd + t * nb, *s = xs + t * nb * 2;
-      float* out = y + t * ldy + n;
-      switch (std::min<int64_t>(4, T - t)) {
-        case 4: dot_row<Q, 4>(row, k, q, d, s, out, ldy); break;
-        case 3: dot_row<Q, 3>(row, k, q, d, s, out, ldy); break;
-        case 2: dot_row<Q, 2>(row, k, q, d, s, out, ldy); break;
-        default: dot_row<Q, 1>(row, k, q, d, s, out, ldy); break;
-      }
-    }
-  }
-}
-
-inline bool simd_dot_rows(int qtype, const uint8_t* w, int64_t row_bytes, int64_t n0, int64_t n1, int64_t k,
-                          const int8_t* xq, const float* xd, const float* xs, int64_t T, float* y, int64_t ldy) {
-  switch (qtype) {
-    case kQ4_0: dot_rows_t<TQ4_0>(w, row_bytes, n0, n1, k, xq, xd, xs, T, y, ldy); return true;
-    case kQ4_1: dot_rows_t<TQ4_1>(w, row_bytes, n0, n1, k, xq, xd, xs, T, y, ldy); return true;
-    case kQ5_0: dot_rows_t<TQ5_0>(w, row_bytes, n0, n1, k, xq, xd, xs, T, y, ldy); return true;
-    case kQ5_1: dot_rows_t<TQ5_1>(w, row_bytes, n0, n1, k, xq, xd, xs, T, y, ldy); return true;
-    case kQ8_0: dot_rows_t<TQ8_0>(w, row_bytes, n0, n1, k, xq, xd, xs, T, y, ldy); return true;
-    case kQ4_K: dot_rows_t<TQ4_K>(w, row_bytes, n0, n1, k, xq, xd, xs, T, y, ldy); return true;
-    case kQ5_K: dot_rows_t<TQ5_K>(w, row_bytes, n0, n1, k, xq, xd, xs, T, y, ldy); return true;
-    case kQ6_K: dot_rows_t<TQ6_K>(w, row_bytes, n0, n1, k, xq, xd, xs, T, y, ldy); return true;
-    default: return false;
-  }
-}
-
 // float -> bfloat16 bits, round to nearest even (as c10::BFloat16 for finite values).
 inline __m128i to_bf16(__m256 f) {
   const __m256i b = _mm256_castps_si256(f);
@@ -358,19 +170,47 @@ inline __m128i to_bf16(__m256 f) {
 inline void store8(float* out, __m256 v) { _mm256_storeu_ps(out, v); }
 inline void store8(uint16_t* out, __m256 v) { _mm_storeu_si128(reinterpret_cast<__m128i*>(out), to_bf16(v)); }
 
+#if GGQ_ISA == 2
+inline void store16(float* out, __m512 v) { _mm512_storeu_ps(out, v); }
+inline void store16(uint16_t* out, __m512 v) {  // round to nearest even, as to_bf16
+  const __m512i b = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
+  const __m512i r = _mm512_srli_epi32(_mm512_add_epi32(b, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb)), 16);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm512_cvtepi32_epi16(r));
+}
+
+// Weights 16 * half .. 16 * half + 15 of a sub-block (codes c, scale dw, offset off) as gguf-py computes them.
+template <class Q, typename Out>
+inline void dequant16(__m256i c, int half, float dw, float off, Out* o) {
+  const __m128i c16 = half ? _mm256_extracti128_si256(c, 1) : _mm256_castsi256_si128(c);
+  __m512i ci = Q::kSigned ? _mm512_cvtepi8_epi32(c16) : _mm512_cvtepu8_epi32(c16);
+  if (Q::kZero != 0) ci = _mm512_sub_epi32(ci, _mm512_set1_epi32(Q::kZero));
+  __m512 f = _mm512_mul_ps(_mm512_set1_ps(dw), _mm512_cvtepi32_ps(ci));
+  if (Q::kMin) f = _mm512_add_ps(f, _mm512_set1_ps(off));
+  store16(o, f);
+}
+#endif
+
 // Rows of weights, each as gguf-py computes it: dw * float(code - zero), then + off for the types with a min.
 template <class Q, typename Out>
 void dequant_rows_t(const uint8_t* w, int64_t row_bytes, int64_t rows, int64_t k, Out* out) {
   Head<Q::kSub> h;
+#if GGQ_ISA != 2
   alignas(32) uint8_t codes[32];
+#endif
   for (int64_t r = 0; r < rows; ++r) {
     const uint8_t* row = w + r * row_bytes;
     for (int64_t b = 0; b < k / (32 * Q::kSub); ++b) {
       const uint8_t* blk = row + b * Q::kBytes;
       Q::head(blk, h);
       for (int j = 0; j < Q::kSub; ++j) {
-        _mm256_store_si256(reinterpret_cast<__m256i*>(codes), Q::codes(blk, j));
         Out* o = out + r * k + (b * Q::kSub + j) * 32;
+#if GGQ_ISA == 2
+        const __m256i c = Q::codes(blk, j);
+        dequant16<Q>(c, 0, h.dw[j][0], h.off[j][0], o);
+        dequant16<Q>(c, 1, h.dw[j][1], h.off[j][1], o + 16);
+#else
+        _mm256_store_si256(reinterpret_cast<__m256i*>(codes), Q::codes(blk, j));
         for (int part = 0; part < 4; ++part) {
           const __m128i c8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + 8 * part));
           const __m256i c = Q::kSigned ? _mm256_cvtepi8_epi32(c8) : _mm256_cvtepu8_epi32(c8);
@@ -379,6 +219,7 @@ void dequant_rows_t(const uint8_t* w, int64_t row_bytes, int64_t rows, int64_t k
           if (Q::kMin) f = _mm256_add_ps(f, _mm256_set1_ps(h.off[j][part / 2]));
           store8(o + 8 * part, f);
         }
+#endif
       }
     }
   }
@@ -397,6 +238,140 @@ inline bool simd_dequant_rows(int qtype, const uint8_t* w, int64_t row_bytes, in
     case kQ6_K: dequant_rows_t<TQ6_K>(w, row_bytes, rows, k, out); return true;
     default: return false;
   }
+}
+
+// Widened 16 (AVX512) or 8 (AVX2) weights of a dequantized row: float32 as stored, bfloat16 bits shifted up.
+#if GGQ_ISA == 2
+inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+inline __m512 load16(const uint16_t* p) {
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+// y[tt * ldy + r] = w[r] . x[tt] for r < R weight rows (stride k), tt < NT: two 16-lane sums per (r, tt),
+// 32 values a step, fused multiply-adds. Each (r, tt) runs the same sequence whatever R and NT are.
+template <int R, int NT, typename W>
+inline void dot_buf_nt(const W* w, int64_t k, const float* x, float* y, int64_t ldy) {
+  __m512 a[R][NT], b[R][NT];
+  for (int r = 0; r < R; ++r) {
+    for (int tt = 0; tt < NT; ++tt) a[r][tt] = b[r][tt] = _mm512_setzero_ps();
+  }
+  for (int64_t i = 0; i < k; i += 32) {
+    __m512 w0[R], w1[R];
+    for (int r = 0; r < R; ++r) {
+      w0[r] = load16(w + r * k + i);
+      w1[r] = load16(w + r * k + i + 16);
+    }
+    for (int tt = 0; tt < NT; ++tt) {
+      const __m512 x0 = _mm512_loadu_ps(x + tt * k + i), x1 = _mm512_loadu_ps(x + tt * k + i + 16);
+      for (int r = 0; r < R; ++r) {
+        a[r][tt] = _mm512_fmadd_ps(w0[r], x0, a[r][tt]);
+        b[r][tt] = _mm512_fmadd_ps(w1[r], x1, b[r][tt]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int tt = 0; tt < NT; ++tt) y[tt * ldy + r] = _mm512_reduce_add_ps(_mm512_add_ps(a[r][tt], b[r][tt]));
+  }
+}
+
+// The bfloat16 rows against bfloat16 activations with vdpbf16ps: 32 products a step into 16 lanes per
+// (r, tt) (bfloat16 products are exact in float32, as in the GEMM path's bf16 kernel).
+template <int R, int NT>
+GGQ_BF16_TARGET inline void dot_buf_dp_nt(const uint16_t* w, int64_t k, const uint16_t* x, float* y, int64_t ldy) {
+  __m512 a[R][NT];
+  for (int r = 0; r < R; ++r) {
+    for (int tt = 0; tt < NT; ++tt) a[r][tt] = _mm512_setzero_ps();
+  }
+  for (int64_t i = 0; i < k; i += 32) {
+    __m512bh wv[R];
+    for (int r = 0; r < R; ++r) wv[r] = (__m512bh)_mm512_loadu_si512(w + r * k + i);
+    for (int tt = 0; tt < NT; ++tt) {
+      const __m512bh xv = (__m512bh)_mm512_loadu_si512(x + tt * k + i);
+      for (int r = 0; r < R; ++r) a[r][tt] = _mm512_dpbf16_ps(a[r][tt], wv[r], xv);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int tt = 0; tt < NT; ++tt) y[tt * ldy + r] = _mm512_reduce_add_ps(a[r][tt]);
+  }
+}
+
+template <int R>
+GGQ_BF16_TARGET inline void dot_buf_dp_r(const uint16_t* w, int64_t k, const uint16_t* x, int64_t T, float* y,
+                                         int64_t ldy) {
+  for (int64_t t = 0; t < T; t += 4) {
+    const uint16_t* xt = x + t * k;
+    float* yt = y + t * ldy;
+    switch (std::min<int64_t>(4, T - t)) {
+      case 4: dot_buf_dp_nt<R, 4>(w, k, xt, yt, ldy); break;
+      case 3: dot_buf_dp_nt<R, 3>(w, k, xt, yt, ldy); break;
+      case 2: dot_buf_dp_nt<R, 2>(w, k, xt, yt, ldy); break;
+      default: dot_buf_dp_nt<R, 1>(w, k, xt, yt, ldy); break;
+    }
+  }
+}
+
+// y[t * ldy + r] = w[r] . x[t] for r < rows (<= kMaxRows), t < T, with vdpbf16ps.
+GGQ_BF16_TARGET inline void dot_buf_dp(const uint16_t* w, int rows, int64_t k, const uint16_t* x, int64_t T, float* y,
+                                       int64_t ldy) {
+  if (rows == 4) return dot_buf_dp_r<4>(w, k, x, T, y, ldy);
+  for (int r = 0; r < rows; ++r) dot_buf_dp_r<1>(w + r * k, k, x, T, y + r, ldy);
+}
+
+#else
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const uint16_t* p) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// y[tt * ldy] = w . x[tt] for tt < NT: two 8-lane sums per row of x (16 values a step), fused
+// multiply-adds (R: one weight row a pass; AVX2 has too few registers for more).
+template <int R, int NT, typename W>
+inline void dot_buf_nt(const W* w, int64_t k, const float* x, float* y, int64_t ldy) {
+  static_assert(R == 1, "AVX2 dots one weight row a pass");
+  __m256 a[NT], b[NT];
+  for (int tt = 0; tt < NT; ++tt) a[tt] = b[tt] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < k; i += 16) {
+    const __m256 w0 = load8(w + i), w1 = load8(w + i + 8);
+    for (int tt = 0; tt < NT; ++tt) {
+      a[tt] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + tt * k + i), a[tt]);
+      b[tt] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + tt * k + i + 8), b[tt]);
+    }
+  }
+  for (int tt = 0; tt < NT; ++tt) y[tt * ldy] = hsum(_mm256_add_ps(a[tt], b[tt]));
+}
+#endif
+
+// Weight rows dotted per pass: AVX512 has the registers for two rows x four activation rows.
+constexpr int kRowsPerPass = GGQ_ISA == 2 ? 2 : 1;
+
+template <int R, typename W>
+inline void dot_buf_r(const W* w, int64_t k, const float* x, int64_t T, float* y, int64_t ldy) {
+  for (int64_t t = 0; t < T; t += 4) {
+    const float* xt = x + t * k;
+    float* yt = y + t * ldy;
+    switch (std::min<int64_t>(4, T - t)) {
+      case 4: dot_buf_nt<R, 4>(w, k, xt, yt, ldy); break;
+      case 3: dot_buf_nt<R, 3>(w, k, xt, yt, ldy); break;
+      case 2: dot_buf_nt<R, 2>(w, k, xt, yt, ldy); break;
+      default: dot_buf_nt<R, 1>(w, k, xt, yt, ldy); break;
+    }
+  }
+}
+
+// y[t * ldy + r] = w[r] . x[t] for r < rows (dequantized rows [rows, k]), t < T (x: float32 [T, k]).
+template <typename W>
+inline void dot_buf(const W* w, int rows, int64_t k, const float* x, int64_t T, float* y, int64_t ldy) {
+  if (rows == kRowsPerPass) return dot_buf_r<kRowsPerPass>(w, k, x, T, y, ldy);
+  for (int r = 0; r < rows; ++r) dot_buf_r<1>(w + r * k, k, x, T, y + r, ldy);
 }
 
 #endif

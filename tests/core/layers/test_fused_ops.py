@@ -1,5 +1,11 @@
 """heron.layers.fused_ops: the C++ ops equal the torch formulas (bit for bit in bf16), the fallbacks run
-where the ops do not apply, and the cos/sin cache and the sampler's greedy fast path change no result."""
+where the ops do not apply, and the cos/sin cache and the sampler's greedy fast path change no result.
+
+Batch invariance: a row's result is the same bits however many rows share the call and whatever the
+thread count, and an engine with the ops on answers a prompt the same whole, chunked or prefix-cached
+(with the eager attention backend: the decode-only paths of torch_sdpa and cpu_paged compute a 1-token
+step with other math than a prefill, whatever the norms do).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from heron.engine.sampler import Sampler
 from heron.engine.sampling_params import SamplingParams
 from heron.layers import RMSNorm, RotaryEmbedding, rotary_tables, rotate_heads
 from heron.layers.fused_ops import add_rms_norm, fused_available, rms_norm, rotate_heads_fused
+from heron.plugins import registry
 from tests.conftest import need
 from tests.core.engine.fakes import make_seq
 
@@ -61,6 +68,21 @@ def test_add_rms_norm_equals_add_then_norm(dtype: torch.dtype, rows: int) -> Non
     else:
         torch.testing.assert_close(y, _hf_norm(x + res, w, 1e-5), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(plain, y, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rms_norm_fallback_rounds_as_the_kernel(dtype: torch.dtype) -> None:
+    """The torch formula (autograd on) casts before the weight as the kernel does: same bf16 bits."""
+    torch.manual_seed(1)
+    x, w = torch.randn(64, 576, dtype=dtype) * 2, torch.randn(576, dtype=dtype)
+    with torch.inference_mode():
+        fused = rms_norm(x, w, 1e-5)
+    fallback = rms_norm(x, w.requires_grad_(), 1e-5).detach()
+    assert torch.equal(fallback, _hf_norm(x, w.detach(), 1e-5))
+    if dtype == torch.bfloat16:
+        assert torch.equal(fused, fallback)
+    else:
+        torch.testing.assert_close(fused, fallback, atol=1e-5, rtol=1e-5)
 
 
 def test_rmsnorm_module_with_residual_and_autograd_fallback() -> None:
@@ -125,3 +147,94 @@ def test_greedy_fast_path_matches_the_full_sampler() -> None:
     mixed = greedy[:3] + [make_seq([1, 2], params=SamplingParams(temperature=0.0, logprobs=1))]
     full = Sampler(50, [0])(logits, mixed)
     assert full.token_ids == fast.token_ids and full.logprobs[3] is not None
+
+
+# -- batch invariance --------------------------------------------------------------------------------
+
+#: row counts of a call: every one up to 64 (odd ones included), then past the threads' grain of 64 rows
+ROW_COUNTS = (*range(1, 65), 97, 130)
+
+
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def threads(request: pytest.FixtureRequest):
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+def _invariant(op, rows: torch.Tensor) -> None:
+    """``op(rows[:t])`` equals, bit for bit, ``op`` of each of those rows alone, for every t in ROW_COUNTS."""
+    alone = torch.cat([op(rows[i : i + 1]) for i in range(rows.shape[0])])
+    for t in ROW_COUNTS:
+        got = op(rows[:t])
+        bad = [i for i in range(t) if not torch.equal(got[i], alone[i])]
+        assert not bad, f"{t} rows: rows {bad[:8]} differ from the same rows computed alone"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hidden", [576, 203])  # SmolLM2's width, and one that is no multiple of the lanes
+def test_norms_are_batch_invariant(dtype: torch.dtype, hidden: int, threads: int) -> None:
+    torch.manual_seed(hidden)
+    n = max(ROW_COUNTS)
+    wide = torch.randn(n, hidden + 24, dtype=dtype) * 3  # x: strided rows, as a slice of a projection
+    x, res, w = wide[:, :hidden], torch.randn(n, hidden, dtype=dtype), torch.randn(hidden, dtype=dtype)
+    with torch.inference_mode():
+        _invariant(lambda r: rms_norm(r, w, 1e-5), x)
+        # add_rms_norm's two outputs side by side: [t, 2 * hidden]
+        both = torch.cat((x, res), dim=-1)
+        _invariant(lambda r: torch.cat(add_rms_norm(r[:, :hidden], r[:, hidden:], w, 1e-5), dim=-1), both)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rd", [64, 32])
+def test_rotate_heads_is_batch_invariant(dtype: torch.dtype, rd: int, threads: int) -> None:
+    torch.manual_seed(rd)
+    n = max(ROW_COUNTS)
+    qkv = torch.randn(n, (9 + 3 + 3) * 64, dtype=dtype)
+    rope = RotaryEmbedding(rd, 10000.0, 256)
+    tables = rotary_tables(*rope(torch.arange(n) * 3 % 200), dtype)
+    # one [T, 2 * rd + heads * 64] row carries a token's cos, sin and q/k heads
+    packed = torch.cat((tables.cos[:, 0], tables.sin[:, 0], qkv[:, : 12 * 64]), dim=-1)
+
+    def rotate(r: torch.Tensor) -> torch.Tensor:
+        cos, sin = r[:, None, :rd].contiguous(), r[:, None, rd : 2 * rd].contiguous()
+        out = rotate_heads_fused(r[:, 2 * rd :].view(r.shape[0], 12, 64), cos, sin)
+        assert out is not None
+        return out
+
+    with torch.inference_mode():
+        _invariant(rotate, packed)
+
+
+def _engine_answers(path, **config) -> list[tuple[int, list[int], list[float]]]:
+    """(cached prompt tokens, tokens, first token's top-5 logprobs) of one prompt sent three times, bf16, oneDNN."""
+    from heron import LLM, SamplingParams
+
+    llm = LLM(str(path), dtype="bfloat16", linear_kernel="onednn", attention_backend="eager", **config)
+    params = SamplingParams(temperature=0.0, max_tokens=8, logprobs=5)
+    prompt = {"prompt_token_ids": [(7 * i + 3) % 250 + 1 for i in range(41)]}  # 2 full blocks + 9
+    answers = []
+    for _ in range(3):
+        result = llm.generate([prompt], params, use_tqdm=False)[0]
+        out = result.outputs[0]
+        first = sorted(lp.logprob for lp in out.logprobs[0].values())
+        answers.append((result.num_cached_tokens, list(out.token_ids), first))
+    return answers
+
+
+def test_engine_answers_alike_whole_chunked_and_prefix_cached(tmp_path) -> None:
+    """bf16, oneDNN linears, fused ops on: a prompt prefilled whole, by 16-token chunks, or (sent again)
+    from the prefix cache plus its last 9 tokens gets the same tokens and the same logprobs, bit for bit."""
+    from heron.testing.models import save_tiny_tokenizer, tiny_checkpoint, tiny_config
+
+    onednn = registry("linear_kernels").load("onednn")
+    need(onednn.supports(torch.device("cpu"), torch.bfloat16) is None, "oneDNN bf16 linears need a bf16 CPU")
+    tiny_checkpoint(tiny_config("llama", hidden_size=128, intermediate_size=352), tmp_path)
+    save_tiny_tokenizer(tmp_path)
+    assert fused_available()
+    cached = _engine_answers(tmp_path, enable_prefix_caching=True)
+    chunked = _engine_answers(tmp_path, enable_prefix_caching=False, max_num_batched_tokens=16, max_num_seqs=4)
+    assert [a[0] for a in cached] == [0, 32, 32] and [a[0] for a in chunked] == [0, 0, 0]
+    answers = [a[1:] for a in cached + chunked]  # whole, twice from the cache, three times by chunks
+    assert all(a == answers[0] for a in answers[1:]), answers

@@ -121,6 +121,35 @@ def test_query_with_strided_head_dim():
     torch.testing.assert_close(run(CpuPagedBackend, cache, batch, q, k, v, info), want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("window", [None, 40])
+@pytest.mark.parametrize(("h", "hkv", "d"), SHAPES, ids=SHAPE_IDS)
+def test_short_chunks_match_torch_sdpa(h, hkv, d, window):
+    """Chunks of up to KERNEL_MAX_QUERY tokens (speculative 1 + k chunks, a short prompt, decodes)
+    run through the kernel, each token as a decode at its position; longer ones stay on torch_sdpa."""
+    rng = random.Random(3)
+    torch.manual_seed(3)
+    q_lens = [5, 1, 3, cpu_paged.KERNEL_MAX_QUERY, 2]
+    seq_lens = [rng.randint(q, 300) for q in q_lens]
+    seq_lens[-1] = q_lens[-1]  # a prompt from scratch
+    need = [-(-s // BS) for s in seq_lens]
+    free = list(range(sum(need) + 5))
+    rng.shuffle(free)
+    batch = make_batch(q_lens, seq_lens, [[free.pop() for _ in range(n)] for n in need], BS)
+    cache = torch.randn(TorchSDPABackend.kv_cache_shape(sum(need) + 5, BS, hkv, d))
+    t = sum(q_lens)
+    q, k, v = torch.randn(t, h, d), torch.randn(t, hkv, d), torch.randn(t, hkv, d)
+    info = layer(h, hkv, d, window)
+    want = run(TorchSDPABackend, cache.clone(), batch, q, k, v, info)
+    backend = CpuPagedBackend()
+    md = backend.build_batch(batch)
+    assert md.use_kernel and md.seq_lens.tolist() == [p + 1 for s, n in zip(seq_lens, q_lens, strict=True)
+                                                      for p in range(s - n, s)]
+    got = backend.forward(q, k, v, cache, md, info)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    longer = make_batch([cpu_paged.KERNEL_MAX_QUERY + 1], [40], [[0, 1, 2]], BS)
+    assert not backend.build_batch(longer).use_kernel
+
+
 # request -> new tokens per step: prefills, a chunk mixed with decodes, then decode-only steps
 PLAN = [{"a": 9, "b": 6, "c": 3}, {"a": 1, "b": 1, "c": 4}] + [{"a": 1, "b": 1, "c": 1}] * 4
 
