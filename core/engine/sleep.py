@@ -161,11 +161,13 @@ def _tensor_slots(model: nn.Module) -> list[tuple[_Slot, nn.Module, torch.Tensor
 
 
 def release_weights(model: nn.Module) -> int:
-    """Replace every weight tensor of ``model`` with an empty one; returns the bytes let go."""
+    """Replace every weight tensor of ``model`` with an empty one; returns the bytes let go,
+    counted per storage (views share one; an expanded placeholder holds a single element)."""
     seen: dict[int, int] = {}
     with torch.no_grad():
         for (_, kind, key), module, tensor in _tensor_slots(model):
-            seen[id(tensor)] = tensor.numel() * tensor.element_size()
+            storage = tensor.untyped_storage()
+            seen[storage.data_ptr()] = storage.nbytes()
             empty = torch.empty(0, dtype=tensor.dtype, device=tensor.device)
             if kind == "param":
                 module._parameters[key] = nn.Parameter(empty, requires_grad=False)

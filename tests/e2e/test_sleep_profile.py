@@ -79,8 +79,11 @@ def test_sleep_gives_memory_back_and_wake_restores_the_same_tokens(dev_server):
             assert refused.status_code == 503 and refused.json()["error"]["code"] == "model_sleeping"
             freed = http.get("/server_info?config_format=json").json()["engine"]["sleep"]
             expected = freed["kv_bytes"] + (freed["weight_bytes"] if level == 2 else 0)
-            assert freed["kv_bytes"] > 30 * MiB and (level == 1 or freed["weight_bytes"] > 200 * MiB), freed
-            assert http.post("/wake_up").status_code == 200
+            try:
+                # the bundled GGUF's packed Q4_1/Q8_0 blocks (the LM head's Q8_0 table is the embedding's too)
+                assert freed["kv_bytes"] > 30 * MiB and (level == 1 or freed["weight_bytes"] > 85 * MiB), freed
+            finally:  # the module's other tests need an awake server
+                assert http.post("/wake_up").status_code == 200
             woken = rss(dev_server.pid)
             assert http.get("/is_sleeping").json() == {"is_sleeping": False}
             report.append(f"level {level}: RSS {awake / MiB:.0f} MiB awake -> {asleep / MiB:.0f} MiB asleep "

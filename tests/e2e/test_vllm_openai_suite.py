@@ -280,9 +280,12 @@ def test_completion_streaming(client):
     assert "".join(chunks) == single_output
 
 
-# adapted for both parallel tests: max_tokens 16 (vLLM 50) and seed 1 (vLLM 42): SmolLM2 often ends
-# "What is an LLM?" at once, and with seed 42 two of its three samples are that empty answer
-PARALLEL = {"prompt": "What is an LLM?", "max_tokens": 16, "n": 3, "temperature": 1.0, "seed": 1}
+# adapted for both parallel tests: vLLM's max_tokens 50 and seed 42, but SmolLM2 often ends "What is an
+# LLM?" at once, so that two of three samples are the same empty answer (and whether any sample ends
+# early hangs on kernel rounding). A chat-formatted short question ends after 10-50 tokens: over seeds
+# 0-19 every draw of three had different lengths and texts.
+PARALLEL = {"prompt": "<|im_start|>user\nName one fruit.<|im_end|>\n<|im_start|>assistant\n", "max_tokens": 50,
+            "n": 3, "temperature": 1.0, "seed": 42}
 
 
 # vLLM: completion/test_completion.py::test_parallel_no_streaming
@@ -897,24 +900,35 @@ def test_extra_fields_allowed(client):
     assert resp.choices[0].message.content is not None
 
 
+def same_greedy_answer(client, server, messages: list[dict], other: list[dict]) -> None:
+    """Two spellings of one message give one prompt, and so one greedy answer.
+
+    The prompts are compared as token ids (``/tokenize``); the answers after a warm-up request, so that
+    both find the same prefix-cache state: in bf16 a prompt computed cold and the same prompt computed
+    on cached blocks run through different attention kernels and may round a near-tie the other way
+    (docs/serving.md, "Reproducibility")."""
+    with httpx.Client(base_url=server.base_url, timeout=300) as http:
+        ids = [http.post("/tokenize", json={"model": MODEL, "messages": m}).json()["tokens"] for m in (messages, other)]
+    assert ids[0] == ids[1] and len(ids[0]) > 16, ids
+    kwargs = {"temperature": 0, "seed": 0, "max_completion_tokens": 10}
+    chat(client, messages, **kwargs)
+    answers = [chat(client, m, **kwargs).choices[0].message.content for m in (messages, other)]
+    assert answers[0] and answers[0] == answers[1], answers
+
+
 # vLLM: chat_completion/test_chat.py::test_complex_message_content
-def test_complex_message_content(client):
+def test_complex_message_content(client, server):
     text = "what is 1+1? please provide the result without any other text."
-    resp = chat(client, [{"role": "user", "content": [{"type": "text", "text": text}]}], temperature=0, seed=0,
-                max_completion_tokens=10)
     # adapted: zephyr answers "2"; SmolLM2 explains. The test's point is that a list of text parts
     # is the same message as the string, so the answer must be the greedy answer to the string
-    expected = chat(client, [{"role": "user", "content": text}], temperature=0, seed=0, max_completion_tokens=10)
-    assert resp.choices[0].message.content == expected.choices[0].message.content
+    same_greedy_answer(client, server, [{"role": "user", "content": [{"type": "text", "text": text}]}],
+                       [{"role": "user", "content": text}])
 
 
 # vLLM: chat_completion/test_chat.py::test_custom_role
-def test_custom_role(client):
-    resp1 = chat(client, [{"role": "my-custom-role", "content": "what is 1+1?"}], temperature=0, seed=0,
-                 max_completion_tokens=10)
-    resp2 = chat(client, [{"role": "my-custom-role", "content": [{"type": "text", "text": "what is 1+1?"}]}],
-                 temperature=0, seed=0, max_completion_tokens=10)
-    assert resp1.choices[0].message.content == resp2.choices[0].message.content
+def test_custom_role(client, server):
+    same_greedy_answer(client, server, [{"role": "my-custom-role", "content": "what is 1+1?"}],
+                       [{"role": "my-custom-role", "content": [{"type": "text", "text": "what is 1+1?"}]}])
 
 
 # vLLM: chat_completion/test_chat.py::test_long_seed
