@@ -6,7 +6,9 @@ space stays resident (fragmented, trimmed only above twice that threshold). Fixi
 (and the trim threshold) keeps large tensors in their own mappings, returned to the OS when freed:
 measured on the bundled model serving 16 streams, about 15-20 MiB less peak resident memory (an
 offline A/B on a busy 2-core machine showed no slowdown). Operators who set glibc's ``MALLOC_*`` environment variables keep
-their own settings; on other C libraries this does nothing.
+their own settings; on other C libraries this does nothing. The same thresholds are exported as
+glibc's environment variables, so the engine process and tensor-parallel workers (started fresh, not
+forked) get them at their own start.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ MMAP_THRESHOLD = 64 << 10
 #: free memory at the heap's top beyond this goes back to the OS
 TRIM_THRESHOLD = 1 << 20
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
+_ENV = {_M_MMAP_THRESHOLD: "MALLOC_MMAP_THRESHOLD_", _M_TRIM_THRESHOLD: "MALLOC_TRIM_THRESHOLD_"}
 
 
 def tune_malloc() -> bool:
@@ -42,5 +45,7 @@ def tune_malloc() -> bool:
     except (OSError, AttributeError):  # not glibc
         return False
     done = [mallopt(option, value) == 1 for option, value in wanted]
+    for option, value in wanted:  # read by glibc when a child process starts
+        os.environ[_ENV[option]] = str(value)
     log.debug("malloc thresholds set: %s", wanted)
     return any(done)
