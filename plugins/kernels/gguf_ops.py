@@ -3,8 +3,9 @@
 ``gguf_linear(x, qweight, qtype)`` computes ``x @ W.T`` where ``W`` is ``uint8 [N, row_bytes]``: the
 file's rows of ggml blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K), multiplied as a dense model
 of x's dtype would hold them: dequantized exactly (float32 ``x``), or rounded to bfloat16 (bfloat16 ``x``);
-the activations are never rounded. Its row path dequantizes a few weight rows at a time into a
-per-thread buffer and dots them with every row of ``x`` in float32 sums (fused multiply-adds, or
+the activations are never rounded. Its row path dequantizes a few weight rows at a time (in registers,
+straight into the multiply-adds; above a few tokens once into a per-thread buffer) and dots them with
+every row of ``x`` in float32 sums (fused multiply-adds, or
 ``vdpbf16ps`` on CPUs with AVX512-BF16), in an order that depends on neither ``T`` nor the batch: an
 output row is bit for bit the same however the tokens are batched, so a request's greedy tokens do not
 depend on how its steps are cut (chunked prefill, prefix-cache hits). The tile path (``tiles_from``:

@@ -2,8 +2,9 @@
 //
 // y[T, N] = x[T, K] W^T with W as the file's packed blocks (uint8 [N, row_bytes]), multiplied as a
 // dense model of x's dtype holds it: dequantized exactly (float32), or rounded to bfloat16 for bfloat16
-// x. The row path (T <= small_t; the Python side passes "every T"): a few weight rows at a time are
-// dequantized into a per-thread buffer and dotted with every row of x in float32 sums whose order
+// x. The row path (T <= small_t; the Python side passes "every T"): each 32-weight sub-block of a few
+// weight rows is dequantized in registers (for larger T once into a per-thread buffer) and dotted with
+// every row of x in float32 sums whose order
 // depends on neither T nor the split of rows over at::parallel_for, so an output row is the same bits
 // however the tokens are batched. The tile path (above small_t): tiles of weight rows are dequantized
 // into a small buffer and multiplied with at::mm (oneDNN's summation order). No whole dequantized
@@ -130,7 +131,7 @@ constexpr int64_t kMaxRows = 4;
 int64_t grain(int64_t k, int64_t t) { return std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, k * t)); }
 
 // The row path: per weight row, the dequantized values linear_large would multiply (float32, or
-// bfloat16 for bfloat16 x) in a per-thread buffer, dotted with every row of x in float32 sums; then
+// bfloat16 for bfloat16 x), in registers or a per-thread buffer, dotted with every row of x in float32 sums; then
 // the bias, added as linear_large adds it. Scratch lives in thread-local vectors, not tensors: at
 // T = 1 a matmul takes ~10-50 us, and each tensor allocation through the dispatcher costs ~1-2 us.
 at::Tensor linear_rows(const Kernels& kern, const at::Tensor& x, const at::Tensor& w, int64_t qtype,

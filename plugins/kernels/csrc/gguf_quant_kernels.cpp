@@ -7,13 +7,15 @@
 //
 // Every 32 weights of every type are read as "sub-blocks": int8 values v[32] with, per half of 16,
 // a scale dw and an offset c, so that weight = dw * v + c (c only for the types with a min).
-// The decode path (dot_rows_*) dequantizes one weight row at a time into a caller's buffer, exactly
-// as dequant_rows / dequant_rows_bf16 give it to the GEMM path, and dots it with every activation row
-// in float32 sums whose order depends on neither T nor how the rows of x are grouped.
+// The decode path (dot_rows_*) takes the weights exactly as dequant_rows / dequant_rows_bf16 give
+// them to the GEMM path (the SIMD builds dequantize each sub-block in registers; the scalar one
+// dequantizes a row into a caller's buffer) and dots them with every activation row in float32 sums
+// whose order depends on neither T nor how the rows of x are grouped.
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #ifndef GGQ_NS
 #define GGQ_NS scalar
@@ -217,11 +219,9 @@ inline float widen(uint16_t b) {
 }
 inline float widen(float v) { return v; }
 
-#if GGQ_ISA == 0
-constexpr int kRowsPerPass = 1;
-
 // y[t * ldy + r] = w[r] . x[t] (w: dequantized rows [rows, k]; x: float32 [T, k]) in 8 interleaved
-// partial sums (lanes for the vectorizer), combined pairwise; k is a multiple of 32.
+// partial sums (lanes for the vectorizer), combined pairwise; k is a multiple of 32. The scalar build's
+// dot (the SIMD builds run theirs, fused with the dequantization, from gguf_quant_simd.cpp).
 template <typename W>
 void dot_buf(const W* w, int rows, int64_t k, const float* x, int64_t T, float* y, int64_t ldy) {
   for (int r = 0; r < rows; ++r) {
@@ -235,7 +235,6 @@ void dot_buf(const W* w, int rows, int64_t k, const float* x, int64_t T, float* 
     }
   }
 }
-#endif
 
 }  // namespace
 
@@ -258,40 +257,39 @@ void dequant_rows_bf16(int qtype, const uint8_t* w, int64_t row_bytes, int64_t r
 
 // y[t * ldy + n] = (row n of W, as dequant_rows gives it) . x[t] for n in [n0, n1), t < T, in float32
 // sums whose order depends on neither T nor n0, n1. x: float32 [T, k]; buf: float32 [kMaxRows, k], the
-// calling thread's scratch.
+// calling thread's scratch (the scalar build's; the SIMD builds dequantize in registers).
 void dot_rows_f32(int qtype, const uint8_t* w, int64_t row_bytes, int64_t n0, int64_t n1, int64_t k, const float* x,
                   int64_t T, float* y, int64_t ldy, float* buf) {
-  for (int64_t n = n0; n < n1; n += kRowsPerPass) {
-    const int rows = static_cast<int>(std::min<int64_t>(kRowsPerPass, n1 - n));
-    dequant_rows(qtype, w + n * row_bytes, row_bytes, rows, k, buf);
-    dot_buf(buf, rows, k, x, T, y + n, ldy);
+#if GGQ_ISA > 0
+  if (simd_dot_rows<float>(qtype, w, row_bytes, n0, n1, k, x, T, y, ldy, buf)) return;
+#endif
+  for (int64_t n = n0; n < n1; ++n) {
+    dequant_rows(qtype, w + n * row_bytes, row_bytes, 1, k, buf);
+    dot_buf(buf, 1, k, x, T, y + n, ldy);
   }
 }
 
-// The same with the rows as dequant_rows_bf16 gives them (bfloat16 bits in buf); x: the bfloat16
-// activations as float32 [T, k] (xb, their bits, serves the AVX512-BF16 variant only).
+// The same with the rows as dequant_rows_bf16 gives them (bfloat16); x: the bfloat16 activations as
+// float32 [T, k] (xb, their bits, serves the AVX512-BF16 variant only).
 void dot_rows_bf16(int qtype, const uint8_t* w, int64_t row_bytes, int64_t n0, int64_t n1, int64_t k,
                    const uint16_t* xb, const float* x, int64_t T, float* y, int64_t ldy, uint16_t* buf) {
   (void)xb;
-  for (int64_t n = n0; n < n1; n += kRowsPerPass) {
-    const int rows = static_cast<int>(std::min<int64_t>(kRowsPerPass, n1 - n));
-    dequant_rows_bf16(qtype, w + n * row_bytes, row_bytes, rows, k, buf);
-    dot_buf(buf, rows, k, x, T, y + n, ldy);
+#if GGQ_ISA > 0
+  if (simd_dot_rows<uint16_t>(qtype, w, row_bytes, n0, n1, k, x, T, y, ldy, buf)) return;
+#endif
+  for (int64_t n = n0; n < n1; ++n) {
+    dequant_rows_bf16(qtype, w + n * row_bytes, row_bytes, 1, k, buf);
+    dot_buf(buf, 1, k, x, T, y + n, ldy);
   }
 }
 
 #if GGQ_ISA == 2
-// dot_rows_bf16 with vdpbf16ps on the bfloat16 activations themselves (CPUs with AVX512-BF16), four
-// weight rows a pass.
+// dot_rows_bf16 with vdpbf16ps on the bfloat16 activations themselves (CPUs with AVX512-BF16).
 GGQ_BF16_TARGET void dot_rows_bf16_dp(int qtype, const uint8_t* w, int64_t row_bytes, int64_t n0, int64_t n1,
                                       int64_t k, const uint16_t* xb, const float* x, int64_t T, float* y,
                                       int64_t ldy, uint16_t* buf) {
-  (void)x;
-  for (int64_t n = n0; n < n1; n += 4) {
-    const int rows = static_cast<int>(std::min<int64_t>(4, n1 - n));
-    dequant_rows_bf16(qtype, w + n * row_bytes, row_bytes, rows, k, buf);
-    dot_buf_dp(buf, rows, k, xb, T, y + n, ldy);
-  }
+  if (simd_dot_rows_dp(qtype, w, row_bytes, n0, n1, k, xb, T, y, ldy, buf)) return;
+  dot_rows_bf16(qtype, w, row_bytes, n0, n1, k, xb, x, T, y, ldy, buf);
 }
 #endif
 

@@ -4,8 +4,12 @@
 // Dequantization: a sub-block of 32 weights is unpacked to 32 byte codes (unsigned, or signed for
 // Q8_0) and written as dw[half] * float(code - zero) (+ off for the types with a min), the float
 // operations of gguf-py, 8 at a time, as float32 or rounded to bfloat16.
-// Decode dots (dot_buf): one dequantized row against NT <= 4 activation rows; each activation row
-// has its own accumulators, so its sums run in the same order whatever T is or how it is grouped.
+// Decode dots (fused_rows, fused_dp_rows): R weight rows against NT <= 4 activation rows, each
+// sub-block dequantized in registers (the same values, through a table of the sub-block's 16 or 32
+// possible weights for the 4- and 5-bit types) and used for all NT rows; for larger T a pass's rows
+// are dequantized once into the caller's buffer and read back instead. Each (weight row, activation
+// row) pair has its own accumulators, so its sums run in the same order whatever T, R, NT or the
+// path is, or how the rows are grouped.
 #if defined(GGQ_ISA) && GGQ_ISA > 0
 
 inline __m256i low_nibbles(__m256i v) { return _mm256_and_si256(v, _mm256_set1_epi8(0x0f)); }
@@ -167,8 +171,25 @@ inline __m128i to_bf16(__m256 f) {
   return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0xd8));
 }
 
+// The same rounding kept in float32 lanes: the value to_bf16 stores, widened back (low 16 bits cleared).
+inline __m256 round_bf16(__m256 f) {
+  const __m256i b = _mm256_castps_si256(f);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(1));
+  const __m256i r = _mm256_add_epi32(b, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb));
+  return _mm256_castsi256_ps(_mm256_and_si256(r, _mm256_set1_epi32(static_cast<int>(0xffff0000u))));
+}
+
 inline void store8(float* out, __m256 v) { _mm256_storeu_ps(out, v); }
 inline void store8(uint16_t* out, __m256 v) { _mm_storeu_si128(reinterpret_cast<__m128i*>(out), to_bf16(v)); }
+
+// 8 weights from the 8 codes in the low bytes of c8: dw * float(code - zero) (+ off), as gguf-py computes them.
+template <class Q>
+inline __m256 deq8(__m128i c8, float dw, float off) {
+  const __m256i c = Q::kSigned ? _mm256_cvtepi8_epi32(c8) : _mm256_cvtepu8_epi32(c8);
+  const __m256 v = _mm256_cvtepi32_ps(_mm256_sub_epi32(c, _mm256_set1_epi32(Q::kZero)));
+  const __m256 f = _mm256_mul_ps(_mm256_set1_ps(dw), v);
+  return Q::kMin ? _mm256_add_ps(f, _mm256_set1_ps(off)) : f;
+}
 
 #if GGQ_ISA == 2
 inline void store16(float* out, __m512 v) { _mm512_storeu_ps(out, v); }
@@ -179,15 +200,22 @@ inline void store16(uint16_t* out, __m512 v) {  // round to nearest even, as to_
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm512_cvtepi32_epi16(r));
 }
 
+// The value store16 writes for bfloat16, widened back to float32 lanes (low 16 bits cleared).
+inline __m512 round_bf16(__m512 v) {
+  const __m512i b = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
+  const __m512i r = _mm512_add_epi32(b, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb));
+  return _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
+}
+
 // Weights 16 * half .. 16 * half + 15 of a sub-block (codes c, scale dw, offset off) as gguf-py computes them.
-template <class Q, typename Out>
-inline void dequant16(__m256i c, int half, float dw, float off, Out* o) {
+template <class Q>
+inline __m512 deq16(__m256i c, int half, float dw, float off) {
   const __m128i c16 = half ? _mm256_extracti128_si256(c, 1) : _mm256_castsi256_si128(c);
   __m512i ci = Q::kSigned ? _mm512_cvtepi8_epi32(c16) : _mm512_cvtepu8_epi32(c16);
   if (Q::kZero != 0) ci = _mm512_sub_epi32(ci, _mm512_set1_epi32(Q::kZero));
-  __m512 f = _mm512_mul_ps(_mm512_set1_ps(dw), _mm512_cvtepi32_ps(ci));
-  if (Q::kMin) f = _mm512_add_ps(f, _mm512_set1_ps(off));
-  store16(o, f);
+  const __m512 f = _mm512_mul_ps(_mm512_set1_ps(dw), _mm512_cvtepi32_ps(ci));
+  return Q::kMin ? _mm512_add_ps(f, _mm512_set1_ps(off)) : f;
 }
 #endif
 
@@ -195,9 +223,6 @@ inline void dequant16(__m256i c, int half, float dw, float off, Out* o) {
 template <class Q, typename Out>
 void dequant_rows_t(const uint8_t* w, int64_t row_bytes, int64_t rows, int64_t k, Out* out) {
   Head<Q::kSub> h;
-#if GGQ_ISA != 2
-  alignas(32) uint8_t codes[32];
-#endif
   for (int64_t r = 0; r < rows; ++r) {
     const uint8_t* row = w + r * row_bytes;
     for (int64_t b = 0; b < k / (32 * Q::kSub); ++b) {
@@ -205,20 +230,16 @@ void dequant_rows_t(const uint8_t* w, int64_t row_bytes, int64_t rows, int64_t k
       Q::head(blk, h);
       for (int j = 0; j < Q::kSub; ++j) {
         Out* o = out + r * k + (b * Q::kSub + j) * 32;
-#if GGQ_ISA == 2
         const __m256i c = Q::codes(blk, j);
-        dequant16<Q>(c, 0, h.dw[j][0], h.off[j][0], o);
-        dequant16<Q>(c, 1, h.dw[j][1], h.off[j][1], o + 16);
+#if GGQ_ISA == 2
+        store16(o, deq16<Q>(c, 0, h.dw[j][0], h.off[j][0]));
+        store16(o + 16, deq16<Q>(c, 1, h.dw[j][1], h.off[j][1]));
 #else
-        _mm256_store_si256(reinterpret_cast<__m256i*>(codes), Q::codes(blk, j));
-        for (int part = 0; part < 4; ++part) {
-          const __m128i c8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + 8 * part));
-          const __m256i c = Q::kSigned ? _mm256_cvtepi8_epi32(c8) : _mm256_cvtepu8_epi32(c8);
-          const __m256 v = _mm256_cvtepi32_ps(_mm256_sub_epi32(c, _mm256_set1_epi32(Q::kZero)));
-          __m256 f = _mm256_mul_ps(_mm256_set1_ps(h.dw[j][part / 2]), v);
-          if (Q::kMin) f = _mm256_add_ps(f, _mm256_set1_ps(h.off[j][part / 2]));
-          store8(o + 8 * part, f);
-        }
+        const __m128i lo = _mm256_castsi256_si128(c), hi = _mm256_extracti128_si256(c, 1);
+        store8(o, deq8<Q>(lo, h.dw[j][0], h.off[j][0]));
+        store8(o + 8, deq8<Q>(_mm_srli_si128(lo, 8), h.dw[j][0], h.off[j][0]));
+        store8(o + 16, deq8<Q>(hi, h.dw[j][1], h.off[j][1]));
+        store8(o + 24, deq8<Q>(_mm_srli_si128(hi, 8), h.dw[j][1], h.off[j][1]));
 #endif
       }
     }
@@ -240,33 +261,120 @@ inline bool simd_dequant_rows(int qtype, const uint8_t* w, int64_t row_bytes, in
   }
 }
 
-// Widened 16 (AVX512) or 8 (AVX2) weights of a dequantized row: float32 as stored, bfloat16 bits shifted up.
+// Decode dots. Each sub-block of R weight rows is dequantized in registers (exactly as dequant_rows
+// computes it; rounded to bfloat16 as dequant_rows_bf16 stores it for W = uint16_t) and multiplied
+// with NT rows of x at once. Each (row, activation row) pair has its own accumulators, fed in the
+// same order whatever R, NT, T or the split of rows over threads is.
 #if GGQ_ISA == 2
+template <typename W>
+inline __m512 as_weight(__m512 f) {
+  if constexpr (std::is_same_v<W, uint16_t>) return round_bf16(f);
+  return f;
+}
+
+// Table lookups for the types with one scale per sub-block and at most 32 codes: the sub-block's
+// weights for every code (dw * float(code - zero) (+ off), the same arithmetic as deq16), rounded to
+// bfloat16 once where needed, then picked per weight with vpermps / vpermt2ps (float32 lanes) or vpermw
+// (bfloat16 words; index: the low 5 bits of each word). lut_bits<Q>: 4 (16 codes; vpermw's table holds
+// them twice, so index bit 4 may be anything), 5, or 0 (no table: Q8_0, Q6_K).
+template <class Q, class... Ts>
+constexpr bool one_of = (std::is_same_v<Q, Ts> || ...);
+template <class Q>
+constexpr int lut_bits = one_of<Q, TQ4_0, TQ4_1, TQ4_K> ? 4 : one_of<Q, TQ5_0, TQ5_1, TQ5_K> ? 5 : 0;
+
+// 16 packed bytes -> 32 word indices: the bytes (low nibble in bits 0-3), then the high nibbles.
+inline __m512i nibble_words(const uint8_t* p) {
+  const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  const __m512i shift = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
+  return _mm512_srlv_epi16(_mm512_cvtepu8_epi16(v), shift);
+}
+
+// The table index of each of the 32 weights of sub-block j of the block at b.
+template <class Q>
+inline __m512i lut_index(const uint8_t* b, int j) {
+  if constexpr (std::is_same_v<Q, TQ4_0>) {
+    return nibble_words(b + 2);
+  } else if constexpr (std::is_same_v<Q, TQ4_1>) {
+    return nibble_words(b + 4);
+  } else if constexpr (std::is_same_v<Q, TQ4_K>) {
+    const __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + 32 * (j / 2))));
+    return j % 2 ? _mm512_srli_epi16(v, 4) : v;
+  } else {
+    return _mm512_cvtepu8_epi16(Q::codes(b, j));
+  }
+}
+
+// Table entries for codes base .. base + 15: dw * float(code - zero) (+ off).
+template <class Q>
+inline __m512 lut_entries(float dw, float off, float base) {
+  const __m512 code = _mm512_add_ps(_mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                    _mm512_set1_ps(base));
+  const __m512 f = _mm512_mul_ps(_mm512_set1_ps(dw), _mm512_sub_ps(code, _mm512_set1_ps(Q::kZero)));
+  return Q::kMin ? _mm512_add_ps(f, _mm512_set1_ps(off)) : f;
+}
+
+// The 32 weights of sub-block j of the block at b (head h) as as_weight<W> of deq16 gives them: halves w0, w1.
+template <class Q, typename W>
+inline void sub_weights(const uint8_t* b, int j, const Head<Q::kSub>& h, __m512& w0, __m512& w1) {
+  const __m256i c = Q::codes(b, j);
+  if constexpr (lut_bits<Q> != 0) {
+    const __m512 t0 = as_weight<W>(lut_entries<Q>(h.dw[j][0], h.off[j][0], 0.f));
+    const __m512i i0 = _mm512_cvtepu8_epi32(_mm256_castsi256_si128(c));
+    const __m512i i1 = _mm512_cvtepu8_epi32(_mm256_extracti128_si256(c, 1));
+    if constexpr (lut_bits<Q> == 4) {
+      w0 = _mm512_permutexvar_ps(i0, t0);
+      w1 = _mm512_permutexvar_ps(i1, t0);
+    } else {
+      const __m512 t1 = as_weight<W>(lut_entries<Q>(h.dw[j][0], h.off[j][0], 16.f));
+      w0 = _mm512_permutex2var_ps(t0, i0, t1);
+      w1 = _mm512_permutex2var_ps(t0, i1, t1);
+    }
+  } else {
+    w0 = as_weight<W>(deq16<Q>(c, 0, h.dw[j][0], h.off[j][0]));
+    w1 = as_weight<W>(deq16<Q>(c, 1, h.dw[j][1], h.off[j][1]));
+  }
+}
+
+// Widened 16 weights of a buffer dequant_rows_t filled: float32 as stored, bfloat16 bits shifted up.
 inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
 inline __m512 load16(const uint16_t* p) {
   const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-// y[tt * ldy + r] = w[r] . x[tt] for r < R weight rows (stride k), tt < NT: two 16-lane sums per (r, tt),
-// 32 values a step, fused multiply-adds. Each (r, tt) runs the same sequence whatever R and NT are.
-template <int R, int NT, typename W>
-inline void dot_buf_nt(const W* w, int64_t k, const float* x, float* y, int64_t ldy) {
+// y[tt * ldy + r] = row r . x[tt] for r < R weight rows (stride row_bytes), tt < NT: two 16-lane sums
+// per (r, tt), 32 values a step (half 0 of each sub-block into a, half 1 into b), fused multiply-adds.
+// kBuf: the rows come dequantized in buf [R, k] (as dequant_rows_t<Q, W> gives them) instead of w.
+template <class Q, typename W, int R, int NT, bool kBuf>
+inline void fused_nt(const uint8_t* w, int64_t row_bytes, const W* buf, int64_t k, const float* x, float* y,
+                     int64_t ldy) {
   __m512 a[R][NT], b[R][NT];
   for (int r = 0; r < R; ++r) {
     for (int tt = 0; tt < NT; ++tt) a[r][tt] = b[r][tt] = _mm512_setzero_ps();
   }
-  for (int64_t i = 0; i < k; i += 32) {
-    __m512 w0[R], w1[R];
-    for (int r = 0; r < R; ++r) {
-      w0[r] = load16(w + r * k + i);
-      w1[r] = load16(w + r * k + i + 16);
+  Head<Q::kSub> h[R];
+  for (int64_t blk = 0; blk < k / (32 * Q::kSub); ++blk) {
+    const uint8_t* bp = w + blk * Q::kBytes;
+    if constexpr (!kBuf) {
+      for (int r = 0; r < R; ++r) Q::head(bp + r * row_bytes, h[r]);
     }
-    for (int tt = 0; tt < NT; ++tt) {
-      const __m512 x0 = _mm512_loadu_ps(x + tt * k + i), x1 = _mm512_loadu_ps(x + tt * k + i + 16);
+    for (int j = 0; j < Q::kSub; ++j) {
+      const int64_t i = (blk * Q::kSub + j) * 32;
+      __m512 w0[R], w1[R];
       for (int r = 0; r < R; ++r) {
-        a[r][tt] = _mm512_fmadd_ps(w0[r], x0, a[r][tt]);
-        b[r][tt] = _mm512_fmadd_ps(w1[r], x1, b[r][tt]);
+        if constexpr (kBuf) {
+          w0[r] = load16(buf + r * k + i);
+          w1[r] = load16(buf + r * k + i + 16);
+        } else {
+          sub_weights<Q, W>(bp + r * row_bytes, j, h[r], w0[r], w1[r]);
+        }
+      }
+      for (int tt = 0; tt < NT; ++tt) {
+        const __m512 x0 = _mm512_loadu_ps(x + tt * k + i), x1 = _mm512_loadu_ps(x + tt * k + i + 16);
+        for (int r = 0; r < R; ++r) {
+          a[r][tt] = _mm512_fmadd_ps(w0[r], x0, a[r][tt]);
+          b[r][tt] = _mm512_fmadd_ps(w1[r], x1, b[r][tt]);
+        }
       }
     }
   }
@@ -275,20 +383,50 @@ inline void dot_buf_nt(const W* w, int64_t k, const float* x, float* y, int64_t 
   }
 }
 
-// The bfloat16 rows against bfloat16 activations with vdpbf16ps: 32 products a step into 16 lanes per
-// (r, tt) (bfloat16 products are exact in float32, as in the GEMM path's bf16 kernel).
-template <int R, int NT>
-GGQ_BF16_TARGET inline void dot_buf_dp_nt(const uint16_t* w, int64_t k, const uint16_t* x, float* y, int64_t ldy) {
+// The 32 bfloat16 weights of sub-block j of the block at b (scale dw, offset off: the same for both halves).
+template <class Q>
+GGQ_BF16_TARGET inline __m512bh lut_weights(const uint8_t* b, int j, float dw, float off) {
+  const __m512 t0 = lut_entries<Q>(dw, off, 0.f);
+  const __m512 t1 = lut_bits<Q> == 5 ? lut_entries<Q>(dw, off, 16.f) : t0;
+  const __m512i table = (__m512i)_mm512_cvtne2ps_pbh(t1, t0);
+  return (__m512bh)_mm512_permutexvar_epi16(lut_index<Q>(b, j), table);
+}
+
+// The bfloat16 weights against bfloat16 activations with vdpbf16ps: one 16-lane sum per (r, tt), 32
+// products a step (bfloat16 products are exact in float32, as in the GEMM path's bf16 kernel). The
+// weights are rounded by vcvtne2ps2bf16: round to nearest even, as store16 (the weights are finite
+// and never float32-subnormal: multiples of 2^-24).
+template <class Q, int R, int NT, bool kBuf>
+GGQ_BF16_TARGET inline void fused_dp_nt(const uint8_t* w, int64_t row_bytes, const uint16_t* buf, int64_t k,
+                                        const uint16_t* x, float* y, int64_t ldy) {
   __m512 a[R][NT];
   for (int r = 0; r < R; ++r) {
     for (int tt = 0; tt < NT; ++tt) a[r][tt] = _mm512_setzero_ps();
   }
-  for (int64_t i = 0; i < k; i += 32) {
-    __m512bh wv[R];
-    for (int r = 0; r < R; ++r) wv[r] = (__m512bh)_mm512_loadu_si512(w + r * k + i);
-    for (int tt = 0; tt < NT; ++tt) {
-      const __m512bh xv = (__m512bh)_mm512_loadu_si512(x + tt * k + i);
-      for (int r = 0; r < R; ++r) a[r][tt] = _mm512_dpbf16_ps(a[r][tt], wv[r], xv);
+  Head<Q::kSub> h[R];
+  for (int64_t blk = 0; blk < k / (32 * Q::kSub); ++blk) {
+    const uint8_t* bp = w + blk * Q::kBytes;
+    if constexpr (!kBuf) {
+      for (int r = 0; r < R; ++r) Q::head(bp + r * row_bytes, h[r]);
+    }
+    for (int j = 0; j < Q::kSub; ++j) {
+      const int64_t i = (blk * Q::kSub + j) * 32;
+      __m512bh wv[R];
+      for (int r = 0; r < R; ++r) {
+        if constexpr (kBuf) {
+          wv[r] = (__m512bh)_mm512_loadu_si512(buf + r * k + i);
+        } else if constexpr (lut_bits<Q> != 0) {
+          wv[r] = lut_weights<Q>(bp + r * row_bytes, j, h[r].dw[j][0], h[r].off[j][0]);
+        } else {
+          const __m256i c = Q::codes(bp + r * row_bytes, j);
+          wv[r] = _mm512_cvtne2ps_pbh(deq16<Q>(c, 1, h[r].dw[j][1], h[r].off[j][1]),
+                                      deq16<Q>(c, 0, h[r].dw[j][0], h[r].off[j][0]));
+        }
+      }
+      for (int tt = 0; tt < NT; ++tt) {
+        const __m512bh xv = (__m512bh)_mm512_loadu_si512(x + tt * k + i);
+        for (int r = 0; r < R; ++r) a[r][tt] = _mm512_dpbf16_ps(a[r][tt], wv[r], xv);
+      }
     }
   }
   for (int r = 0; r < R; ++r) {
@@ -296,33 +434,18 @@ GGQ_BF16_TARGET inline void dot_buf_dp_nt(const uint16_t* w, int64_t k, const ui
   }
 }
 
-template <int R>
-GGQ_BF16_TARGET inline void dot_buf_dp_r(const uint16_t* w, int64_t k, const uint16_t* x, int64_t T, float* y,
-                                         int64_t ldy) {
-  for (int64_t t = 0; t < T; t += 4) {
-    const uint16_t* xt = x + t * k;
-    float* yt = y + t * ldy;
-    switch (std::min<int64_t>(4, T - t)) {
-      case 4: dot_buf_dp_nt<R, 4>(w, k, xt, yt, ldy); break;
-      case 3: dot_buf_dp_nt<R, 3>(w, k, xt, yt, ldy); break;
-      case 2: dot_buf_dp_nt<R, 2>(w, k, xt, yt, ldy); break;
-      default: dot_buf_dp_nt<R, 1>(w, k, xt, yt, ldy); break;
-    }
-  }
-}
-
-// y[t * ldy + r] = w[r] . x[t] for r < rows (<= kMaxRows), t < T, with vdpbf16ps.
-GGQ_BF16_TARGET inline void dot_buf_dp(const uint16_t* w, int rows, int64_t k, const uint16_t* x, int64_t T, float* y,
-                                       int64_t ldy) {
-  if (rows == 4) return dot_buf_dp_r<4>(w, k, x, T, y, ldy);
-  for (int r = 0; r < rows; ++r) dot_buf_dp_r<1>(w + r * k, k, x, T, y + r, ldy);
-}
+// Weight rows per pass: at T = 1 (NT = 1), and for T > 1.
+constexpr int kRowsT1 = 4, kRows = 2, kRowsDp = 4;
+// Above this T a pass's rows are dequantized once into the buffer rather than once per 4 rows of x
+// (measured: the table types gain from registers up to T = 8, Q8_0 and Q6_K up to 4).
+template <class Q>
+constexpr int64_t kMaxFusedT = lut_bits<Q> != 0 ? 8 : 4;
 
 #else
-inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-inline __m256 load8(const uint16_t* p) {
-  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+template <typename W>
+inline __m256 as_weight(__m256 f) {
+  if constexpr (std::is_same_v<W, uint16_t>) return round_bf16(f);
+  return f;
 }
 
 inline float hsum(__m256 v) {
@@ -332,46 +455,192 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// y[tt * ldy] = w . x[tt] for tt < NT: two 8-lane sums per row of x (16 values a step), fused
-// multiply-adds (R: one weight row a pass; AVX2 has too few registers for more).
-template <int R, int NT, typename W>
-inline void dot_buf_nt(const W* w, int64_t k, const float* x, float* y, int64_t ldy) {
-  static_assert(R == 1, "AVX2 dots one weight row a pass");
-  __m256 a[NT], b[NT];
-  for (int tt = 0; tt < NT; ++tt) a[tt] = b[tt] = _mm256_setzero_ps();
-  for (int64_t i = 0; i < k; i += 16) {
-    const __m256 w0 = load8(w + i), w1 = load8(w + i + 8);
-    for (int tt = 0; tt < NT; ++tt) {
-      a[tt] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + tt * k + i), a[tt]);
-      b[tt] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + tt * k + i + 8), b[tt]);
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const uint16_t* p) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+// y[tt * ldy + r] = row r . x[tt] for r < R, tt < NT: two 8-lane sums per (r, tt), 16 values a step
+// (weights 0-7 of each 16 into a, 8-15 into b), fused multiply-adds. kBuf: the rows come dequantized
+// in buf [R, k] instead of w.
+template <class Q, typename W, int R, int NT, bool kBuf>
+inline void fused_nt(const uint8_t* w, int64_t row_bytes, const W* buf, int64_t k, const float* x, float* y,
+                     int64_t ldy) {
+  __m256 a[R][NT], b[R][NT];
+  for (int r = 0; r < R; ++r) {
+    for (int tt = 0; tt < NT; ++tt) a[r][tt] = b[r][tt] = _mm256_setzero_ps();
+  }
+  Head<Q::kSub> h[R];
+  for (int64_t blk = 0; blk < k / (32 * Q::kSub); ++blk) {
+    const uint8_t* bp = w + blk * Q::kBytes;
+    if constexpr (!kBuf) {
+      for (int r = 0; r < R; ++r) Q::head(bp + r * row_bytes, h[r]);
+    }
+    for (int j = 0; j < Q::kSub; ++j) {
+      __m128i c[R][2];
+      for (int r = 0; r < R && !kBuf; ++r) {
+        const __m256i cr = Q::codes(bp + r * row_bytes, j);
+        c[r][0] = _mm256_castsi256_si128(cr);
+        c[r][1] = _mm256_extracti128_si256(cr, 1);
+      }
+      for (int half = 0; half < 2; ++half) {  // one step: 16 weights, scale dw[j][half]
+        const int64_t i = (blk * Q::kSub + j) * 32 + 16 * half;
+        __m256 w0[R], w1[R];
+        for (int r = 0; r < R; ++r) {
+          if constexpr (kBuf) {
+            w0[r] = load8(buf + r * k + i);
+            w1[r] = load8(buf + r * k + i + 8);
+          } else {
+            const float dw = h[r].dw[j][half], off = h[r].off[j][half];
+            w0[r] = as_weight<W>(deq8<Q>(c[r][half], dw, off));
+            w1[r] = as_weight<W>(deq8<Q>(_mm_srli_si128(c[r][half], 8), dw, off));
+          }
+        }
+        for (int tt = 0; tt < NT; ++tt) {
+          const __m256 x0 = _mm256_loadu_ps(x + tt * k + i), x1 = _mm256_loadu_ps(x + tt * k + i + 8);
+          for (int r = 0; r < R; ++r) {
+            a[r][tt] = _mm256_fmadd_ps(w0[r], x0, a[r][tt]);
+            b[r][tt] = _mm256_fmadd_ps(w1[r], x1, b[r][tt]);
+          }
+        }
+      }
     }
   }
-  for (int tt = 0; tt < NT; ++tt) y[tt * ldy] = hsum(_mm256_add_ps(a[tt], b[tt]));
+  for (int r = 0; r < R; ++r) {
+    for (int tt = 0; tt < NT; ++tt) y[tt * ldy + r] = hsum(_mm256_add_ps(a[r][tt], b[r][tt]));
+  }
 }
+
+// Weight rows per pass: at T = 1 (NT = 1), and for T > 1 (AVX2 has 16 registers).
+constexpr int kRowsT1 = 2, kRows = 1;
+template <class Q>
+constexpr int64_t kMaxFusedT = 4;  // above: a pass's rows are dequantized once into the buffer
 #endif
 
-// Weight rows dotted per pass: AVX512 has the registers for two rows x four activation rows.
-constexpr int kRowsPerPass = GGQ_ISA == 2 ? 2 : 1;
+// Asks for rows [n, n + rows) of w (clipped to n1) ahead of their pass: a pass walks its rows side by
+// side, which the hardware prefetchers follow poorly once the weights come from memory (the LM head).
+inline void prefetch_rows(const uint8_t* w, int64_t row_bytes, int64_t n, int64_t rows, int64_t n1) {
+  const uint8_t* p = w + n * row_bytes;
+  const int64_t bytes = std::min(rows, n1 - n) * row_bytes;
+  for (int64_t o = 0; o < bytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
+}
 
-template <int R, typename W>
-inline void dot_buf_r(const W* w, int64_t k, const float* x, int64_t T, float* y, int64_t ldy) {
+// Rows [0, R) of w (or of buf: see fused_nt) against all T rows of x, NT <= 4 at a time.
+template <class Q, typename W, int R, bool kBuf>
+inline void fused_pass(const uint8_t* w, int64_t row_bytes, const W* buf, int64_t k, const float* x, int64_t T,
+                       float* y, int64_t ldy) {
   for (int64_t t = 0; t < T; t += 4) {
     const float* xt = x + t * k;
     float* yt = y + t * ldy;
     switch (std::min<int64_t>(4, T - t)) {
-      case 4: dot_buf_nt<R, 4>(w, k, xt, yt, ldy); break;
-      case 3: dot_buf_nt<R, 3>(w, k, xt, yt, ldy); break;
-      case 2: dot_buf_nt<R, 2>(w, k, xt, yt, ldy); break;
-      default: dot_buf_nt<R, 1>(w, k, xt, yt, ldy); break;
+      case 4: fused_nt<Q, W, R, 4, kBuf>(w, row_bytes, buf, k, xt, yt, ldy); break;
+      case 3: fused_nt<Q, W, R, 3, kBuf>(w, row_bytes, buf, k, xt, yt, ldy); break;
+      case 2: fused_nt<Q, W, R, 2, kBuf>(w, row_bytes, buf, k, xt, yt, ldy); break;
+      default: fused_nt<Q, W, R, 1, kBuf>(w, row_bytes, buf, k, xt, yt, ldy); break;
     }
   }
 }
 
-// y[t * ldy + r] = w[r] . x[t] for r < rows (dequantized rows [rows, k]), t < T (x: float32 [T, k]).
-template <typename W>
-inline void dot_buf(const W* w, int rows, int64_t k, const float* x, int64_t T, float* y, int64_t ldy) {
-  if (rows == kRowsPerPass) return dot_buf_r<kRowsPerPass>(w, k, x, T, y, ldy);
-  for (int r = 0; r < rows; ++r) dot_buf_r<1>(w + r * k, k, x, T, y + r, ldy);
+// Rows [n, n + R) of w against all T rows of x: dequantized in registers for every NT <= 4 rows of x
+// (T <= kMaxFusedT<Q>), or once into buf for all of them (the same weights, the same sums).
+template <class Q, typename W, int R>
+inline void rows_pass(const uint8_t* w, int64_t row_bytes, int64_t n, int64_t n1, int64_t k, const float* x,
+                      int64_t T, float* y, int64_t ldy, W* buf) {
+  if (T > kMaxFusedT<Q>) {
+    dequant_rows_t<Q>(w + n * row_bytes, row_bytes, R, k, buf);
+    return fused_pass<Q, W, R, true>(nullptr, row_bytes, buf, k, x, T, y + n, ldy);
+  }
+  prefetch_rows(w, row_bytes, n + R, R, n1);
+  fused_pass<Q, W, R, false>(w + n * row_bytes, row_bytes, buf, k, x, T, y + n, ldy);
 }
+
+// y[t * ldy + n] = row n . x[t] for n in [n0, n1), t < T (W: float for float32 weights, uint16_t for
+// bfloat16-rounded ones; x float32 [T, k]; buf: W [kRows, k], the calling thread's scratch).
+template <class Q, typename W>
+void fused_rows(const uint8_t* w, int64_t row_bytes, int64_t n0, int64_t n1, int64_t k, const float* x, int64_t T,
+                float* y, int64_t ldy, W* buf) {
+  int64_t n = n0;
+  if (T == 1) {
+    for (; n + kRowsT1 <= n1; n += kRowsT1) {
+      prefetch_rows(w, row_bytes, n + kRowsT1, kRowsT1, n1);
+      fused_nt<Q, W, kRowsT1, 1, false>(w + n * row_bytes, row_bytes, buf, k, x, y + n, ldy);
+    }
+  } else {
+    for (; n + kRows <= n1; n += kRows) rows_pass<Q, W, kRows>(w, row_bytes, n, n1, k, x, T, y, ldy, buf);
+  }
+  for (; n < n1; ++n) rows_pass<Q, W, 1>(w, row_bytes, n, n1, k, x, T, y, ldy, buf);
+}
+
+template <typename W>
+inline bool simd_dot_rows(int qtype, const uint8_t* w, int64_t row_bytes, int64_t n0, int64_t n1, int64_t k,
+                          const float* x, int64_t T, float* y, int64_t ldy, W* buf) {
+  switch (qtype) {
+    case kQ4_0: fused_rows<TQ4_0, W>(w, row_bytes, n0, n1, k, x, T, y, ldy, buf); return true;
+    case kQ4_1: fused_rows<TQ4_1, W>(w, row_bytes, n0, n1, k, x, T, y, ldy, buf); return true;
+    case kQ5_0: fused_rows<TQ5_0, W>(w, row_bytes, n0, n1, k, x, T, y, ldy, buf); return true;
+    case kQ5_1: fused_rows<TQ5_1, W>(w, row_bytes, n0, n1, k, x, T, y, ldy, buf); return true;
+    case kQ8_0: fused_rows<TQ8_0, W>(w, row_bytes, n0, n1, k, x, T, y, ldy, buf); return true;
+    case kQ4_K: fused_rows<TQ4_K, W>(w, row_bytes, n0, n1, k, x, T, y, ldy, buf); return true;
+    case kQ5_K: fused_rows<TQ5_K, W>(w, row_bytes, n0, n1, k, x, T, y, ldy, buf); return true;
+    case kQ6_K: fused_rows<TQ6_K, W>(w, row_bytes, n0, n1, k, x, T, y, ldy, buf); return true;
+    default: return false;
+  }
+}
+
+#if GGQ_ISA == 2
+// Rows [0, R) of w (or of buf) against all T rows of xb (bfloat16 [T, k]), NT <= 4 at a time, with vdpbf16ps.
+template <class Q, int R, bool kBuf>
+GGQ_BF16_TARGET inline void fused_dp_pass(const uint8_t* w, int64_t row_bytes, const uint16_t* buf, int64_t k,
+                                          const uint16_t* xb, int64_t T, float* y, int64_t ldy) {
+  for (int64_t t = 0; t < T; t += 4) {
+    const uint16_t* xt = xb + t * k;
+    float* yt = y + t * ldy;
+    switch (std::min<int64_t>(4, T - t)) {
+      case 4: fused_dp_nt<Q, R, 4, kBuf>(w, row_bytes, buf, k, xt, yt, ldy); break;
+      case 3: fused_dp_nt<Q, R, 3, kBuf>(w, row_bytes, buf, k, xt, yt, ldy); break;
+      case 2: fused_dp_nt<Q, R, 2, kBuf>(w, row_bytes, buf, k, xt, yt, ldy); break;
+      default: fused_dp_nt<Q, R, 1, kBuf>(w, row_bytes, buf, k, xt, yt, ldy); break;
+    }
+  }
+}
+
+// rows_pass with vdpbf16ps.
+template <class Q, int R>
+GGQ_BF16_TARGET inline void dp_rows_pass(const uint8_t* w, int64_t row_bytes, int64_t n, int64_t n1, int64_t k,
+                                         const uint16_t* xb, int64_t T, float* y, int64_t ldy, uint16_t* buf) {
+  if (T > kMaxFusedT<Q>) {
+    dequant_rows_t<Q>(w + n * row_bytes, row_bytes, R, k, buf);
+    return fused_dp_pass<Q, R, true>(nullptr, row_bytes, buf, k, xb, T, y + n, ldy);
+  }
+  prefetch_rows(w, row_bytes, n + R, R, n1);
+  fused_dp_pass<Q, R, false>(w + n * row_bytes, row_bytes, buf, k, xb, T, y + n, ldy);
+}
+
+// fused_rows with vdpbf16ps on the bfloat16 activations xb [T, k].
+template <class Q>
+GGQ_BF16_TARGET void fused_dp_rows(const uint8_t* w, int64_t row_bytes, int64_t n0, int64_t n1, int64_t k,
+                                   const uint16_t* xb, int64_t T, float* y, int64_t ldy, uint16_t* buf) {
+  int64_t n = n0;
+  for (; n + kRowsDp <= n1; n += kRowsDp) dp_rows_pass<Q, kRowsDp>(w, row_bytes, n, n1, k, xb, T, y, ldy, buf);
+  for (; n < n1; ++n) dp_rows_pass<Q, 1>(w, row_bytes, n, n1, k, xb, T, y, ldy, buf);
+}
+
+GGQ_BF16_TARGET inline bool simd_dot_rows_dp(int qtype, const uint8_t* w, int64_t row_bytes, int64_t n0, int64_t n1,
+                                             int64_t k, const uint16_t* xb, int64_t T, float* y, int64_t ldy,
+                                             uint16_t* buf) {
+  switch (qtype) {
+    case kQ4_0: fused_dp_rows<TQ4_0>(w, row_bytes, n0, n1, k, xb, T, y, ldy, buf); return true;
+    case kQ4_1: fused_dp_rows<TQ4_1>(w, row_bytes, n0, n1, k, xb, T, y, ldy, buf); return true;
+    case kQ5_0: fused_dp_rows<TQ5_0>(w, row_bytes, n0, n1, k, xb, T, y, ldy, buf); return true;
+    case kQ5_1: fused_dp_rows<TQ5_1>(w, row_bytes, n0, n1, k, xb, T, y, ldy, buf); return true;
+    case kQ8_0: fused_dp_rows<TQ8_0>(w, row_bytes, n0, n1, k, xb, T, y, ldy, buf); return true;
+    case kQ4_K: fused_dp_rows<TQ4_K>(w, row_bytes, n0, n1, k, xb, T, y, ldy, buf); return true;
+    case kQ5_K: fused_dp_rows<TQ5_K>(w, row_bytes, n0, n1, k, xb, T, y, ldy, buf); return true;
+    case kQ6_K: fused_dp_rows<TQ6_K>(w, row_bytes, n0, n1, k, xb, T, y, ldy, buf); return true;
+    default: return false;
+  }
+}
+#endif
 
 #endif
