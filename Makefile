@@ -31,6 +31,12 @@ $(STAMP): $(PY) pyproject.toml setup.py
 	# without a C++ compiler --attention-backend auto falls back to torch_sdpa
 	$(PY) -c "from heron_plugins.kernels.cpu_paged import load_extension; load_extension()" \
 		|| echo "warning: the cpu_paged kernel did not build; heron will use torch_sdpa"
+	# the same for the GGUF block kernels and the fused norm/rotary ops (without them: dequantized
+	# weights and the torch formulas)
+	$(PY) -c "from heron_plugins.kernels.gguf_ops import load_extension; load_extension()" \
+		|| echo "warning: the gguf kernels did not build; GGUF checkpoints will run dequantized"
+	$(PY) -c "from heron.layers.fused_ops import load_fused_ops; assert load_fused_ops()" \
+		|| echo "warning: the fused C++ ops did not build; heron will use the torch formulas"
 	# the chat page's browser test (tests/e2e/test_chat_page.py) drives Debian's chromium + chromium-driver;
 	# installing them needs root: without it (or without apt) warn and go on
 	(command -v chromium && command -v chromedriver) >/dev/null \

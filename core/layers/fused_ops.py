@@ -8,11 +8,13 @@ fallbacks' (the RMS norm's fp32 sum of squares may be added in another order).
 
 The ops are batch invariant: a row's result depends on that row alone, not on how many rows share
 the call nor on the thread count (rows are split over threads, never a row, and the norm's sum of
-squares is added in one order fixed by the row's length). They stay off unless ``HERON_FUSED_OPS=1``
-although they cut a batch-1 bf16 decode step of the bundled model from 15.2 to 12.9 ms: with them on,
-the gguf kernel's prefix-cache test (tests/plugins/kernels/test_gguf_kernel.py) answered a bf16 chat
-prompt differently once it was cached, and the gguf-vs-dense fp32 logits moved to 1.06e-4 (bound 1e-4);
-not yet explained. With the variable set, the extension is built on first use with ``torch.utils.cpp_extension``
+squares is added in one order fixed by the row's length). They are on unless ``HERON_FUSED_OPS=0``
+(a batch-1 bf16 decode step of the bundled model: 15.2 -> 12.9 ms on a 2-core AMD EPYC). A bf16 greedy
+answer that changes once its prompt is in the prefix cache comes from the attention kernels, not from
+these ops: a cached prompt's remaining tokens go through the paged decode kernel while a whole prompt
+goes through whole-prompt attention, which sum in other orders; the fused ops only move where the last
+bf16 bit lands (in float32 the cached and uncached answers agree, tests/plugins/kernels/test_gguf_kernel.py).
+The extension is built on first use with ``torch.utils.cpp_extension``
 (``-O3 -march=native``) and cached per machine (~/.cache/torch_extensions). Where it cannot be
 built, when it is off, or for tensors it does not take (not on the CPU, not fp32/bf16, autograd on),
 the same functions run the torch formulas, which round as the kernels do: in bf16 both give the
@@ -59,7 +61,7 @@ def load_fused_ops() -> ModuleType | None:
         return _ext
     with _lock:
         if _ext is None and not _failed:
-            if os.environ.get("HERON_FUSED_OPS", "0") != "1":  # opt in: see the module docstring
+            if os.environ.get("HERON_FUSED_OPS", "1") == "0":  # opt out: see the module docstring
                 _failed = True
                 return None
             try:  # a missing source (a wheel without it) or compiler: fall back to torch
@@ -80,9 +82,13 @@ def fused_available() -> bool:
 
 def _takes(*tensors: torch.Tensor) -> ModuleType | None:
     """The extension when it can run on ``tensors`` (CPU, fp32/bf16, no autograd), else None."""
-    if torch.is_grad_enabled() or any(t.device.type != "cpu" or t.dtype not in _DTYPES for t in tensors):
+    ext = _ext if _ext is not None else load_fused_ops()  # called per layer per step: the cheap checks
+    if ext is None or torch.is_grad_enabled():
         return None
-    return load_fused_ops()
+    for t in tensors:
+        if not t.is_cpu or t.dtype not in _DTYPES:
+            return None
+    return ext
 
 
 def add_rms_norm(

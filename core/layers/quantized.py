@@ -148,6 +148,8 @@ class StoredWeight:
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:
         """float32 ``[T, in_features]`` rows ``ids`` (an embedding lookup that dequantizes only those rows)."""
         (part,) = self.parts  # an embedding is one tensor of one type
+        if ids.numel() == 1:  # a single-stream decode step
+            return dequantize_rows(part.data[ids.reshape(1)], part.qtype)
         unique, inverse = torch.unique(ids, return_inverse=True)
         return dequantize_rows(part.data[unique], part.qtype)[inverse]
 

@@ -153,8 +153,13 @@ class CpuPagedBackend(TorchSDPABackend):
         # the C++ kernel neither caps scores nor knows of bidirectional layers
         if not md.use_kernel or layer.logits_soft_cap or not getattr(layer, "causal", True):
             return super().forward(q, k, v, kv_cache, md, layer)
+        ext = _extension if _extension is not None else load_extension()
+        if q.dtype == k.dtype == v.dtype == kv_cache.dtype and k.stride(-1) == 1 and v.stride(-1) == 1:
+            # the usual case (a model in its cache's dtype): store and attend in one call
+            return ext.paged_write_decode(q, k, v, kv_cache, md.slot_mapping, md.token_slots, md.seq_lens,
+                                          layer.scale, layer.sliding_window or 0)
         cache = self.write_kv(kv_cache, k, v, md.slot_mapping)  # [2, Hkv, num_slots, D]
-        out = load_extension().paged_decode(
+        out = ext.paged_decode(
             q.to(cache.dtype), cache[0], cache[1], md.token_slots, md.seq_lens,
             layer.scale, layer.sliding_window or 0,
         )  # [T, H, D]

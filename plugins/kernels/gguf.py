@@ -61,9 +61,15 @@ class GGUFLinear(nn.Module):
         self.bias = None if bias is None else bias.detach().clone()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # runs for every projection of every step: the buffers are read from the dict directly (not
+        # through nn.Module.__getattr__), and a [T, K] input of one block type makes a single call
+        buffers = self._buffers
+        if x.dim() == 2 and len(self.qtypes) == 1:
+            y = self.gguf_linear(x, buffers["qweight0"], self.qtypes[0])  # [T, N] in x's dtype
+            return y if self.bias is None else y + self.bias
         flat = x.reshape(-1, self.in_features)  # [T, K]
-        outs = [self.gguf_linear(flat, getattr(self, f"qweight{i}"), q) for i, q in enumerate(self.qtypes)]
-        y = (outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)).to(x.dtype)  # [T, N]
+        outs = [self.gguf_linear(flat, buffers[f"qweight{i}"], q) for i, q in enumerate(self.qtypes)]
+        y = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)  # [T, N]
         if self.bias is not None:
             y = y + self.bias
         return y.view(*x.shape[:-1], self.out_features)

@@ -197,7 +197,48 @@ at::Tensor paged_decode(at::Tensor q, const at::Tensor& key_cache, const at::Ten
   return out;
 }
 
+// The step's new keys/values stored at their cache slots, then paged_decode over the cache: one call
+// per layer instead of a handful of small torch ops (a batch-1 decode step runs it once per layer).
+//
+// k, v: [T, Hkv, D] (unit last stride), the cache's dtype; kv_cache: contiguous, laid out as
+// [2, Hkv, num_slots, D] (keys, then values); slot_mapping: [T] int64, each token's slot. q, slots,
+// seq_lens, scale, window: as paged_decode. Returns [T, H, D] in q's dtype.
+at::Tensor paged_write_decode(at::Tensor q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& kv_cache,
+                              const at::Tensor& slot_mapping, const at::Tensor& slots, const at::Tensor& seq_lens,
+                              double scale, int64_t window) {
+  TORCH_CHECK(k.dim() == 3 && v.sizes() == k.sizes(), "paged_write_decode: k and v must be [T, Hkv, D]");
+  TORCH_CHECK(k.stride(2) == 1 && v.stride(2) == 1, "paged_write_decode: k and v need a unit last stride");
+  TORCH_CHECK(k.scalar_type() == kv_cache.scalar_type() && v.scalar_type() == kv_cache.scalar_type(),
+              "paged_write_decode: k, v and the cache must share a dtype");
+  TORCH_CHECK(kv_cache.is_contiguous() && kv_cache.device().is_cpu() && k.device().is_cpu() && v.device().is_cpu(),
+              "paged_write_decode: a contiguous CPU cache and CPU k/v");
+  TORCH_CHECK(slot_mapping.scalar_type() == at::kLong && slot_mapping.dim() == 1 && slot_mapping.is_contiguous() &&
+                  slot_mapping.size(0) == k.size(0),
+              "paged_write_decode: slot_mapping must be a contiguous [T] int64 tensor");
+  const int64_t T = k.size(0), kv_heads = k.size(1), D = k.size(2);
+  const at::Tensor cache = kv_cache.view({2, kv_heads, -1, D});
+  const int64_t num_slots = cache.size(2), row_bytes = D * static_cast<int64_t>(k.element_size());
+  const int64_t* slot = slot_mapping.data_ptr<int64_t>();
+  auto* base = static_cast<char*>(cache.data_ptr());
+  const auto* kp = static_cast<const char*>(k.data_ptr());
+  const auto* vp = static_cast<const char*>(v.data_ptr());
+  const int64_t es = k.element_size();
+  for (int64_t t = 0; t < T; ++t) {
+    TORCH_CHECK(slot[t] >= 0 && slot[t] < num_slots, "paged_write_decode: slot ", slot[t], " out of range");
+    for (int64_t h = 0; h < kv_heads; ++h) {
+      const int64_t dst = (h * num_slots + slot[t]) * row_bytes;
+      std::memcpy(base + dst, kp + (t * k.stride(0) + h * k.stride(1)) * es, row_bytes);
+      std::memcpy(base + kv_heads * num_slots * row_bytes + dst, vp + (t * v.stride(0) + h * v.stride(1)) * es,
+                  row_bytes);
+    }
+  }
+  return paged_decode(std::move(q), cache[0], cache[1], slots, seq_lens, scale, window);
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("paged_write_decode", &paged_write_decode, "Store the step's K/V at their slots, then paged_decode",
+        py::arg("q"), py::arg("k"), py::arg("v"), py::arg("kv_cache"), py::arg("slot_mapping"), py::arg("slots"),
+        py::arg("seq_lens"), py::arg("scale"), py::arg("window"));
   m.def("paged_decode", &paged_decode, "Decode attention read in place from the paged KV cache",
         py::arg("q"), py::arg("key_cache"), py::arg("value_cache"), py::arg("slots"),
         py::arg("seq_lens"), py::arg("scale"), py::arg("window"));

@@ -36,7 +36,7 @@ def _torch_rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torc
 
 @pytest.fixture(scope="module", autouse=True)
 def _built():
-    """The ops are opt-in (HERON_FUSED_OPS=1): switched on for this module, off again after it."""
+    """The ops are on unless HERON_FUSED_OPS=0: switched on for this module whatever the environment says."""
     import os
 
     from heron.layers import fused_ops
@@ -240,8 +240,7 @@ def test_engine_answers_alike_whole_chunked_and_prefix_cached(tmp_path) -> None:
     assert all(a == answers[0] for a in answers[1:]), answers
 
 
-
-def test_the_ops_are_off_by_default_and_on_with_the_variable() -> None:
+def test_the_ops_are_on_by_default_and_off_with_the_variable() -> None:
     import os
     import subprocess
     import sys
@@ -249,5 +248,5 @@ def test_the_ops_are_off_by_default_and_on_with_the_variable() -> None:
     check = "from heron.layers.fused_ops import fused_available; print(fused_available())"
     env = {k: v for k, v in os.environ.items() if k != "HERON_FUSED_OPS"}
     runs = [subprocess.run([sys.executable, "-c", check], env={**env, **extra}, capture_output=True, text=True,
-                           timeout=600, check=True).stdout.split()[-1] for extra in ({}, {"HERON_FUSED_OPS": "1"})]
-    assert runs == ["False", "True"]
+                           timeout=600, check=True).stdout.split()[-1] for extra in ({}, {"HERON_FUSED_OPS": "0"})]
+    assert runs == ["True", "False"]

@@ -3,10 +3,11 @@ the dequantized model's numbers, tensor-parallel slices, LoRA on top.
 
 Tolerances (fp32, against the same checkpoint run with ``--linear-kernel dense``): the gguf ops multiply
 by the exactly dequantized weights and differ from the dense model by float summation order only, so
-prefill and decode logits agree within ``EXACT_ATOL`` and
+prefill and decode logits agree within ``EXACT_RTOL`` of the largest logit (measured 1.9e-6 to 2.9e-6
+with the fused norm/rotary ops, on Intel and AMD CPUs) and
 greedy decoding of 8 prompts x 32 tokens agrees on at least ``GREEDY_AGREEMENT`` of the tokens (counted
 along each prompt's common prefix). With ``auto`` (which picks gguf for this file) a request's tokens do
-not depend on how its steps are cut: a prefix-cache hit (bf16) and a chunked prefill (fp32) give the
+not depend on how its steps are cut: a prefix-cache hit and a chunked prefill (both fp32) give the
 tokens of a whole prefill.
 """
 
@@ -38,7 +39,8 @@ from heron_plugins.kernels.gguf import GGUFKernel, GGUFLinear
 from tests.conftest import need
 
 CPU = torch.device("cpu")
-EXACT_ATOL = 1e-4
+#: float32 summation-order differences grow with the logits' size: bound |diff| by this share of max |logit|
+EXACT_RTOL = 5e-6
 GREEDY_AGREEMENT = 0.9
 PROMPTS = [
     "The capital of France is",
@@ -135,11 +137,11 @@ def test_no_dequantized_copy_is_kept(quantized, dense):
 
 
 def _close(got: torch.Tensor, want: torch.Tensor, what: str) -> float:
-    """Within EXACT_ATOL (float summation order only), same argmax; returns the max diff."""
+    """Within EXACT_RTOL of max |logit| (float summation order only), same argmax; returns the max diff."""
     diff = float((got - want).abs().max())
     logging.getLogger(__name__).info("%s: gguf vs dense max |logit diff| %.3g (max |logit| %.3g)", what, diff,
                                      float(want.abs().max()))
-    assert diff <= EXACT_ATOL, (what, diff)
+    assert diff <= EXACT_RTOL * float(want.abs().max()), (what, diff)
     assert torch.equal(got.argmax(-1), want.argmax(-1)), what
     return diff
 
@@ -315,11 +317,11 @@ LONG_PROMPT = " ".join(PROMPTS)
 
 
 @pytest.fixture(scope="module")
-def auto_bf16(smollm2):
-    """The offline engine as an operator starts it on the bundled GGUF file: auto kernel, bf16."""
+def auto_f32(smollm2):
+    """The offline engine on the bundled GGUF file with the auto kernel, in float32 (see below)."""
     from heron import LLM
 
-    llm = LLM(smollm2.path, dtype="bfloat16", num_kv_blocks=64)
+    llm = LLM(smollm2.path, dtype="float32", num_kv_blocks=64)
     yield llm
     llm.shutdown()
 
@@ -334,12 +336,16 @@ def _greedy_text(llm, prompt: str | list[dict[str, str]], n: int = 32) -> tuple[
     return list(out.outputs[0].token_ids), out.num_cached_tokens
 
 
-def test_auto_engine_runs_gguf_and_a_prefix_cache_hit_keeps_the_tokens(auto_bf16):
+def test_auto_engine_runs_gguf_and_a_prefix_cache_hit_keeps_the_tokens(auto_f32):
     """The second request's prompt is served from the cache but its last (up to 16) tokens, which then
-    prefill as a short step of their own: the gguf ops give each token the same bits, so the same tokens."""
-    assert auto_bf16.engine.linear_kernel == "gguf"
-    first, cached_first = _greedy_text(auto_bf16, CHAT)
-    second, cached_second = _greedy_text(auto_bf16, CHAT)
+    prefill as a short step of their own: the gguf ops give each token the same bits, so the same tokens.
+
+    In float32, as the chunked-prefill test below: those remaining tokens attend through the paged decode
+    kernel, a whole prompt through whole-prompt attention, which sum in another order; in bfloat16 that
+    last-bit difference can move a near-tie (docs/serving.md, "Reproducibility")."""
+    assert auto_f32.engine.linear_kernel == "gguf"
+    first, cached_first = _greedy_text(auto_f32, CHAT)
+    second, cached_second = _greedy_text(auto_f32, CHAT)
     assert cached_first == 0 and cached_second >= 16, (cached_first, cached_second)
     assert second == first
 
