@@ -162,9 +162,9 @@ def heron_cmd(args: argparse.Namespace, port: int, max_num_seqs: int) -> list[st
             "--max-num-seqs", str(max_num_seqs), *heron_flags(args)]
 
 
-def llama_cmd(binary: str, gguf: str, slots: int, ctx: int, port: int) -> list[str]:
+def llama_cmd(binary: str, gguf: str, slots: int, ctx: int, port: int, extra: list[str]) -> list[str]:
     return [binary, "-m", gguf, "-t", str(physical_cores()), "-np", str(slots), "-c", str(ctx),
-            "--host", "127.0.0.1", "--port", str(port), "--no-webui"]
+            "--host", "127.0.0.1", "--port", str(port), "--no-webui", *extra]
 
 
 # -- measurements against a running server ---------------------------------------------------
@@ -347,14 +347,16 @@ def run_servers(args: argparse.Namespace, wl: Workload, res: dict[str, Any]) -> 
         res["notes"].append("llama-server: not found, not measured.")
     else:
         per_slot = args.input_len + max(args.output_len, args.single_output_len) + 64
+        llama_args = shlex.split(args.llama_server_args)
 
         def start_llama(c: int) -> servers.Server:
             port = free_port()
             ctx = c * per_slot if c > 1 else max(per_slot, args.long_prompt_len + 64)  # 1: long prompts too
-            return servers.start("llama-server", llama_cmd(binary, wl.gguf, c, ctx, port), port, args.out)
+            return servers.start("llama-server", llama_cmd(binary, wl.gguf, c, ctx, port, llama_args), port, args.out)
 
         run_serving("llama-server", start_llama, True, wl, args, {}, res, long_prompt=True)
-        res["notes"].append(f"llama-server ran with -t {physical_cores()} -np C -c C x {per_slot} (restarted for "
+        res["notes"].append(f"llama-server ran with -t {physical_cores()} -np C -c C x {per_slot} "
+                            f"{args.llama_server_args + ' ' if args.llama_server_args else ''}(restarted for "
                             f"each concurrency C; single stream and long prompts: -np 1 -c "
                             f"{max(per_slot, args.long_prompt_len + 64)}).")
     python = servers.find_llama_cpp_python(args.llama_cpp_python)
@@ -386,6 +388,7 @@ def run_memory(args: argparse.Namespace, wl: Workload, res: dict[str, Any]) -> N
     try:
         m = measure_memory(wl.gguf, slots=slots, ctx=ctx, streams=slots, output_len=args.memory_output_len,
                            input_len=args.input_len, heron_args=heron_flags(args), llama_server=args.llama_server,
+                           llama_args=shlex.split(args.llama_server_args),
                            log_dir=args.out / "memory")
     except Exception as err:
         res["notes"].append(f"memory: failed: {err}".splitlines()[0])
@@ -467,6 +470,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--heron-int4", action="store_true",
                     help="also serve heron with --linear-kernel int4 (4-bit weights, as llama.cpp's Q4_1 file)")
     ap.add_argument("--llama-server", default=None, help="llama.cpp's llama-server binary (default: on PATH)")
+    ap.add_argument("--llama-server-args", default="",
+                    help="extra llama-server flags, e.g. --no-repack where its AMX weight path crashes")
     ap.add_argument("--llama-cpp-python", default=None, help="a Python that can import llama_cpp.server")
     ap.add_argument("--skip", default="", help="comma list of: " + ",".join(PARTS))
     ap.add_argument("--reuse", default=None, metavar="JSON",

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shlex
 import shutil
 import socket
 import subprocess
@@ -96,7 +97,7 @@ def _free_port() -> int:
 
 def measure_memory(gguf: str | None = None, *, slots: int = 16, ctx: int = 4096, streams: int = 16,
                    output_len: int = 64, input_len: int = 64, heron_args: Sequence[str] = (),
-                   llama_server: str | None = None, threads: int | None = None, log_dir: str | Path | None = None,
+                   llama_server: str | None = None, llama_args: Sequence[str] = (), threads: int | None = None, log_dir: str | Path | None = None,
                    interval_s: float = 0.05) -> dict[str, Any]:
     """Serve ``gguf`` with heron and llama-server alike and measure each one's process-tree RSS.
 
@@ -108,6 +109,7 @@ def measure_memory(gguf: str | None = None, *, slots: int = 16, ctx: int = 4096,
         output_len, input_len: tokens per request (EOS ignored) and prompt tokens.
         heron_args: extra ``heron serve`` flags, e.g. ``("--linear-kernel", "gguf")``.
         llama_server: its binary (default: on PATH); not found: only heron is measured.
+        llama_args: extra llama-server flags (e.g. ``("--no-repack",)``).
         threads: llama-server's ``-t`` (default: heron's physical core count).
         log_dir: where the servers' logs go (default: a temporary folder).
         interval_s: the RSS sampling period.
@@ -135,7 +137,7 @@ def measure_memory(gguf: str | None = None, *, slots: int = 16, ctx: int = 4096,
     if binary is not None:
         port = _free_port()
         cmd = [binary, "-m", gguf, "-t", str(threads or physical_cores()), "-np", str(slots), "-c", str(ctx),
-               "--host", "127.0.0.1", "--port", str(port), "--no-webui"]
+               "--host", "127.0.0.1", "--port", str(port), "--no-webui", *llama_args]
         out["llama-server"] = _measure_one(servers.start("llama-server", cmd, port, logs), prompts, streams,
                                            output_len, interval_s)
         keys = ("idle_mib", "after_mib", "peak_mib", "hwm_mib")
@@ -203,6 +205,7 @@ def main() -> None:
     ap.add_argument("--input-len", type=int, default=64)
     ap.add_argument("--linear-kernel", default=None, help="heron's --linear-kernel (default: its auto)")
     ap.add_argument("--llama-server", default=None)
+    ap.add_argument("--llama-server-args", default="", help="extra llama-server flags, e.g. --no-repack")
     ap.add_argument("--skip-llama-server", action="store_true")
     ap.add_argument("--stages", action="store_true", help="also print heron's start-up stages")
     ap.add_argument("--json", default=None, help="write the results here")
@@ -213,7 +216,8 @@ def main() -> None:
         print(startup_stages([*sized, *heron_args], args.gguf))
     binary = None if args.skip_llama_server else (args.llama_server or shutil.which("llama-server"))
     res = measure_memory(args.gguf, slots=args.slots, ctx=args.ctx, streams=args.streams, output_len=args.output_len,
-                         input_len=args.input_len, heron_args=heron_args, llama_server=binary or "/nonexistent")
+                         input_len=args.input_len, heron_args=heron_args, llama_server=binary or "/nonexistent",
+                         llama_args=shlex.split(args.llama_server_args))
     _print(res)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))

@@ -32,6 +32,27 @@ inline __m256i bits_to_0x10(const uint8_t* p) {
   return _mm256_and_si256(_mm256_cmpeq_epi8(sel, mask), _mm256_set1_epi8(0x10));
 }
 
+// Every IEEE half as float, as half_to_float gives it (256 KiB, built on first use). The decode dots
+// read the legacy types' scales from it: a load the multiply broadcasts from memory, where
+// half_to_float costs an insert, a conversion and a register broadcast (port 5) per scale.
+inline const float* half_table() {
+  struct Table {
+    alignas(64) float v[1 << 16];
+    Table() {
+      for (uint32_t i = 0; i < (1u << 16); ++i) v[i] = _cvtsh_ss(static_cast<unsigned short>(i));
+    }
+  };
+  static const Table table;
+  return table.v;
+}
+
+// The half at p as float, through f16 = half_table().
+inline float half_lut(const float* f16, const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return f16[h];
+}
+
 // What one block decodes to for its sub-blocks: scales per half and offsets per half.
 template <int NSUB>
 struct Head {
@@ -39,14 +60,14 @@ struct Head {
   float off[NSUB][2];
 };
 
-// Per type: kBytes, kSub, kSigned, kZero, kMin; head(b, h); codes(b, j).
+// Per type: kBytes, kSub, kSigned, kZero, kMin; head(b, h, f16) (f16: half_table()); codes(b, j).
 struct TQ4_0 {
   static constexpr int kBytes = 18, kSub = 1;
   static constexpr bool kSigned = false;
   static constexpr int kZero = 8;  // weight = dw * (code - kZero) (+ off with kMin)
   static constexpr bool kMin = false;
-  static void head(const uint8_t* b, Head<1>& h) {
-    const float d = half_to_float(b);
+  static void head(const uint8_t* b, Head<1>& h, const float* f16) {
+    const float d = half_lut(f16, b);
     h.dw[0][0] = h.dw[0][1] = d;
     h.off[0][0] = h.off[0][1] = -8.f * d;
   }
@@ -58,9 +79,9 @@ struct TQ4_1 {
   static constexpr bool kSigned = false;
   static constexpr int kZero = 0;  // weight = dw * (code - kZero) (+ off with kMin)
   static constexpr bool kMin = true;
-  static void head(const uint8_t* b, Head<1>& h) {
-    h.dw[0][0] = h.dw[0][1] = half_to_float(b);
-    h.off[0][0] = h.off[0][1] = half_to_float(b + 2);
+  static void head(const uint8_t* b, Head<1>& h, const float* f16) {
+    h.dw[0][0] = h.dw[0][1] = half_lut(f16, b);
+    h.off[0][0] = h.off[0][1] = half_lut(f16, b + 2);
   }
   static __m256i codes(const uint8_t* b, int) { return nibbles16(b + 4); }
 };
@@ -70,8 +91,8 @@ struct TQ5_0 {
   static constexpr bool kSigned = false;
   static constexpr int kZero = 16;  // weight = dw * (code - kZero) (+ off with kMin)
   static constexpr bool kMin = false;
-  static void head(const uint8_t* b, Head<1>& h) {
-    const float d = half_to_float(b);
+  static void head(const uint8_t* b, Head<1>& h, const float* f16) {
+    const float d = half_lut(f16, b);
     h.dw[0][0] = h.dw[0][1] = d;
     h.off[0][0] = h.off[0][1] = -16.f * d;
   }
@@ -83,9 +104,9 @@ struct TQ5_1 {
   static constexpr bool kSigned = false;
   static constexpr int kZero = 0;  // weight = dw * (code - kZero) (+ off with kMin)
   static constexpr bool kMin = true;
-  static void head(const uint8_t* b, Head<1>& h) {
-    h.dw[0][0] = h.dw[0][1] = half_to_float(b);
-    h.off[0][0] = h.off[0][1] = half_to_float(b + 2);
+  static void head(const uint8_t* b, Head<1>& h, const float* f16) {
+    h.dw[0][0] = h.dw[0][1] = half_lut(f16, b);
+    h.off[0][0] = h.off[0][1] = half_lut(f16, b + 2);
   }
   static __m256i codes(const uint8_t* b, int) { return _mm256_or_si256(nibbles16(b + 8), bits_to_0x10(b + 4)); }
 };
@@ -95,8 +116,8 @@ struct TQ8_0 {
   static constexpr bool kSigned = true;
   static constexpr int kZero = 0;  // weight = dw * (code - kZero) (+ off with kMin)
   static constexpr bool kMin = false;
-  static void head(const uint8_t* b, Head<1>& h) {
-    h.dw[0][0] = h.dw[0][1] = half_to_float(b);
+  static void head(const uint8_t* b, Head<1>& h, const float* f16) {
+    h.dw[0][0] = h.dw[0][1] = half_lut(f16, b);
     h.off[0][0] = h.off[0][1] = 0.f;
   }
   static __m256i codes(const uint8_t* b, int) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2)); }
@@ -117,7 +138,7 @@ struct TQ4_K {
   static constexpr bool kSigned = false;
   static constexpr int kZero = 0;  // weight = dw * (code - kZero) (+ off with kMin)
   static constexpr bool kMin = true;
-  static void head(const uint8_t* b, Head<8>& h) { k_head(b, h); }
+  static void head(const uint8_t* b, Head<8>& h, const float*) { k_head(b, h); }
   static __m256i codes(const uint8_t* b, int j) {
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + 32 * (j / 2)));
     return j % 2 ? high_nibbles(v) : low_nibbles(v);
@@ -129,7 +150,7 @@ struct TQ5_K {
   static constexpr bool kSigned = false;
   static constexpr int kZero = 0;  // weight = dw * (code - kZero) (+ off with kMin)
   static constexpr bool kMin = true;
-  static void head(const uint8_t* b, Head<8>& h) { k_head(b, h); }
+  static void head(const uint8_t* b, Head<8>& h, const float*) { k_head(b, h); }
   static __m256i codes(const uint8_t* b, int j) {
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 48 + 32 * (j / 2)));
     const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16));
@@ -144,7 +165,7 @@ struct TQ6_K {
   static constexpr bool kSigned = false;
   static constexpr int kZero = 32;  // weight = dw * (code - kZero) (+ off with kMin)
   static constexpr bool kMin = false;
-  static void head(const uint8_t* b, Head<8>& h) {
+  static void head(const uint8_t* b, Head<8>& h, const float*) {
     const float d = half_to_float(b + 208);
     const auto* sc = reinterpret_cast<const int8_t*>(b + 192);
     for (int j = 0; j < 8; ++j) {
@@ -223,11 +244,12 @@ inline __m512 deq16(__m256i c, int half, float dw, float off) {
 template <class Q, typename Out>
 void dequant_rows_t(const uint8_t* w, int64_t row_bytes, int64_t rows, int64_t k, Out* out) {
   Head<Q::kSub> h;
+  const float* f16 = half_table();
   for (int64_t r = 0; r < rows; ++r) {
     const uint8_t* row = w + r * row_bytes;
     for (int64_t b = 0; b < k / (32 * Q::kSub); ++b) {
       const uint8_t* blk = row + b * Q::kBytes;
-      Q::head(blk, h);
+      Q::head(blk, h, f16);
       for (int j = 0; j < Q::kSub; ++j) {
         Out* o = out + r * k + (b * Q::kSub + j) * 32;
         const __m256i c = Q::codes(blk, j);
@@ -282,11 +304,28 @@ constexpr bool one_of = (std::is_same_v<Q, Ts> || ...);
 template <class Q>
 constexpr int lut_bits = one_of<Q, TQ4_0, TQ4_1, TQ4_K> ? 4 : one_of<Q, TQ5_0, TQ5_1, TQ5_K> ? 5 : 0;
 
-// 16 packed bytes -> 32 word indices: the bytes (low nibble in bits 0-3), then the high nibbles.
+// Q4_0 and Q4_1 in fused_dp_nt: their 32 word indices come in a permuted order of pairs, cheaper to
+// make (no vpmovzxbw on port 5): 16 packed bytes broadcast to each 128-bit lane, a rotate per dword and
+// a shift per word. Dword lane j of the result holds the pair (weights 2 * pair_order()[j], + 1), in
+// their order within the dword, so the dot permutes x's dwords the same way and its sums back before
+// adding their lanes: each lane sums the same products in the same order as in the natural order.
+template <class Q>
+constexpr bool kPairPermuted = one_of<Q, TQ4_0, TQ4_1>;
+
+// Lane L, dword m: bytes 4m + 2 (L&1) and + 1, low nibbles (L < 2; pairs 2m + (L&1)) or high ones
+// (weights 16 + ...: pairs 8 + 2m + (L&1)).
+inline __m512i pair_order() { return _mm512_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15); }
+inline __m512i pair_unorder() { return _mm512_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15); }
+
+// 16 packed bytes -> 32 word indices (low 4 bits) in pair_order: byte 4m + 2 (L&1) rotated into the
+// high byte of word 0 and byte 4m + 2 (L&1) + 1 into the low byte of word 1, then shifted down to
+// the low (L < 2) or high (L >= 2) nibble.
 inline __m512i nibble_words(const uint8_t* p) {
-  const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  const __m512i shift = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
-  return _mm512_srlv_epi16(_mm512_cvtepu8_epi16(v), shift);
+  const __m512i v = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  const __m512i rot = _mm512_setr_epi32(8, 8, 8, 8, 24, 24, 24, 24, 8, 8, 8, 8, 24, 24, 24, 24);
+  const __m512i shift = _mm512_setr_epi32(8, 8, 8, 8, 8, 8, 8, 8, 0x4000c, 0x4000c, 0x4000c, 0x4000c, 0x4000c,
+                                          0x4000c, 0x4000c, 0x4000c);
+  return _mm512_srlv_epi16(_mm512_rolv_epi32(v, rot), shift);
 }
 
 // The table index of each of the 32 weights of sub-block j of the block at b.
@@ -353,10 +392,11 @@ inline void fused_nt(const uint8_t* w, int64_t row_bytes, const W* buf, int64_t 
     for (int tt = 0; tt < NT; ++tt) a[r][tt] = b[r][tt] = _mm512_setzero_ps();
   }
   Head<Q::kSub> h[R];
+  const float* f16 = half_table();
   for (int64_t blk = 0; blk < k / (32 * Q::kSub); ++blk) {
     const uint8_t* bp = w + blk * Q::kBytes;
     if constexpr (!kBuf) {
-      for (int r = 0; r < R; ++r) Q::head(bp + r * row_bytes, h[r]);
+      for (int r = 0; r < R; ++r) Q::head(bp + r * row_bytes, h[r], f16);
     }
     for (int j = 0; j < Q::kSub; ++j) {
       const int64_t i = (blk * Q::kSub + j) * 32;
@@ -392,6 +432,19 @@ GGQ_BF16_TARGET inline __m512bh lut_weights(const uint8_t* b, int j, float dw, f
   return (__m512bh)_mm512_permutexvar_epi16(lut_index<Q>(b, j), table);
 }
 
+// lut_weights for two rows of Q4_0 / Q4_1 (blocks b0, b1; heads h0, h1) with one conversion: row 0's
+// table in words 0-15, row 1's in 16-31, picked by index bit 4.
+template <class Q>
+GGQ_BF16_TARGET inline void lut_weights2(const uint8_t* b0, const uint8_t* b1, int j, const Head<Q::kSub>& h0,
+                                         const Head<Q::kSub>& h1, __m512bh& w0, __m512bh& w1) {
+  const __m512 t0 = lut_entries<Q>(h0.dw[j][0], h0.off[j][0], 0.f), t1 = lut_entries<Q>(h1.dw[j][0], h1.off[j][0], 0.f);
+  const __m512i table = (__m512i)_mm512_cvtne2ps_pbh(t1, t0);
+  const __m512i low4 = _mm512_set1_epi16(0x0f), bit4 = _mm512_set1_epi16(0x10);
+  w0 = (__m512bh)_mm512_permutexvar_epi16(_mm512_and_si512(lut_index<Q>(b0, j), low4), table);
+  // (index & low4) | bit4
+  w1 = (__m512bh)_mm512_permutexvar_epi16(_mm512_ternarylogic_epi32(lut_index<Q>(b1, j), low4, bit4, 0xea), table);
+}
+
 // The bfloat16 weights against bfloat16 activations with vdpbf16ps: one 16-lane sum per (r, tt), 32
 // products a step (bfloat16 products are exact in float32, as in the GEMM path's bf16 kernel). The
 // weights are rounded by vcvtne2ps2bf16: round to nearest even, as store16 (the weights are finite
@@ -399,15 +452,17 @@ GGQ_BF16_TARGET inline __m512bh lut_weights(const uint8_t* b, int j, float dw, f
 template <class Q, int R, int NT, bool kBuf>
 GGQ_BF16_TARGET inline void fused_dp_nt(const uint8_t* w, int64_t row_bytes, const uint16_t* buf, int64_t k,
                                         const uint16_t* x, float* y, int64_t ldy) {
+  constexpr bool kPerm = !kBuf && kPairPermuted<Q>;  // the weights come in pair_order
   __m512 a[R][NT];
   for (int r = 0; r < R; ++r) {
     for (int tt = 0; tt < NT; ++tt) a[r][tt] = _mm512_setzero_ps();
   }
   Head<Q::kSub> h[R];
+  const float* f16 = half_table();
   for (int64_t blk = 0; blk < k / (32 * Q::kSub); ++blk) {
     const uint8_t* bp = w + blk * Q::kBytes;
     if constexpr (!kBuf) {
-      for (int r = 0; r < R; ++r) Q::head(bp + r * row_bytes, h[r]);
+      for (int r = 0; r < R; ++r) Q::head(bp + r * row_bytes, h[r], f16);
     }
     for (int j = 0; j < Q::kSub; ++j) {
       const int64_t i = (blk * Q::kSub + j) * 32;
@@ -415,6 +470,10 @@ GGQ_BF16_TARGET inline void fused_dp_nt(const uint8_t* w, int64_t row_bytes, con
       for (int r = 0; r < R; ++r) {
         if constexpr (kBuf) {
           wv[r] = (__m512bh)_mm512_loadu_si512(buf + r * k + i);
+        } else if constexpr (kPairPermuted<Q> && R % 2 == 0) {
+          if (r % 2 == 0) {
+            lut_weights2<Q>(bp + r * row_bytes, bp + (r + 1) * row_bytes, j, h[r], h[r + 1], wv[r], wv[r + 1]);
+          }
         } else if constexpr (lut_bits<Q> != 0) {
           wv[r] = lut_weights<Q>(bp + r * row_bytes, j, h[r].dw[j][0], h[r].off[j][0]);
         } else {
@@ -424,13 +483,17 @@ GGQ_BF16_TARGET inline void fused_dp_nt(const uint8_t* w, int64_t row_bytes, con
         }
       }
       for (int tt = 0; tt < NT; ++tt) {
-        const __m512bh xv = (__m512bh)_mm512_loadu_si512(x + tt * k + i);
-        for (int r = 0; r < R; ++r) a[r][tt] = _mm512_dpbf16_ps(a[r][tt], wv[r], xv);
+        __m512i xv = _mm512_loadu_si512(x + tt * k + i);
+        if constexpr (kPerm) xv = _mm512_permutexvar_epi32(pair_order(), xv);
+        for (int r = 0; r < R; ++r) a[r][tt] = _mm512_dpbf16_ps(a[r][tt], wv[r], (__m512bh)xv);
       }
     }
   }
   for (int r = 0; r < R; ++r) {
-    for (int tt = 0; tt < NT; ++tt) y[tt * ldy + r] = _mm512_reduce_add_ps(a[r][tt]);
+    for (int tt = 0; tt < NT; ++tt) {
+      const __m512 sum = kPerm ? _mm512_permutexvar_ps(pair_unorder(), a[r][tt]) : a[r][tt];
+      y[tt * ldy + r] = _mm512_reduce_add_ps(sum);
+    }
   }
 }
 
@@ -472,10 +535,11 @@ inline void fused_nt(const uint8_t* w, int64_t row_bytes, const W* buf, int64_t 
     for (int tt = 0; tt < NT; ++tt) a[r][tt] = b[r][tt] = _mm256_setzero_ps();
   }
   Head<Q::kSub> h[R];
+  const float* f16 = half_table();
   for (int64_t blk = 0; blk < k / (32 * Q::kSub); ++blk) {
     const uint8_t* bp = w + blk * Q::kBytes;
     if constexpr (!kBuf) {
-      for (int r = 0; r < R; ++r) Q::head(bp + r * row_bytes, h[r]);
+      for (int r = 0; r < R; ++r) Q::head(bp + r * row_bytes, h[r], f16);
     }
     for (int j = 0; j < Q::kSub; ++j) {
       __m128i c[R][2];
