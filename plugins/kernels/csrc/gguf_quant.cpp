@@ -130,6 +130,25 @@ constexpr int64_t kMaxRows = 4;
 // Weight rows worth one parallel task: at least ~32k multiply-adds (each row is dequantized once as well).
 int64_t grain(int64_t k, int64_t t) { return std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, k * t)); }
 
+// Rows [0, n) cut into several tasks per thread, handed out dynamically: when another process or
+// thread (the HTTP server's event loop, a client on the same cores) holds a core for a moment, the
+// other threads take its remaining tasks instead of waiting for it at the end of the call. A row's
+// result depends on neither the cut nor the thread (see the kernels), so the output is the same bits.
+template <class F>
+void parallel_rows(int64_t n, int64_t grain, const F& f) {
+  const int64_t threads = at::get_num_threads();
+  if (threads <= 1 || n <= grain || at::in_parallel_region()) {
+    f(0, n);
+    return;
+  }
+  constexpr int64_t kTasksPerThread = 8;
+  int64_t chunk = std::max(grain, (n + threads * kTasksPerThread - 1) / (threads * kTasksPerThread));
+  chunk = (chunk + kMaxRows - 1) / kMaxRows * kMaxRows;  // whole passes of the kernels' rows
+  const int64_t tasks = (n + chunk - 1) / chunk;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(static_cast<int>(std::min(threads, tasks)))
+  for (int64_t t = 0; t < tasks; ++t) f(t * chunk, std::min(n, (t + 1) * chunk));
+}
+
 // The row path: per weight row, the dequantized values linear_large would multiply (float32, or
 // bfloat16 for bfloat16 x), in registers or a per-thread buffer, dotted with every row of x in float32 sums; then
 // the bias, added as linear_large adds it. Scratch lives in thread-local vectors, not tensors: at
@@ -154,7 +173,7 @@ at::Tensor linear_rows(const Kernels& kern, const at::Tensor& x, const at::Tenso
   float* yp = bf16 ? yf.data() : y.data_ptr<float>();
   const uint8_t* wp = w.data_ptr<uint8_t>();
   const int q = static_cast<int>(qtype);
-  at::parallel_for(0, n, grain(k, T), [&](int64_t n0, int64_t n1) {
+  parallel_rows(n, grain(k, T), [&](int64_t n0, int64_t n1) {
     if (bf16) {
       thread_local std::vector<uint16_t> buf;
       buf.resize(kMaxRows * k);
