@@ -173,30 +173,34 @@ at::Tensor linear_rows(const Kernels& kern, const at::Tensor& x, const at::Tenso
   float* yp = bf16 ? yf.data() : y.data_ptr<float>();
   const uint8_t* wp = w.data_ptr<uint8_t>();
   const int q = static_cast<int>(qtype);
+  at::Tensor b;  // the bias in y's dtype, as linear_large adds it: y (rounded to y's dtype) + b, rounded
+  if (bias.has_value() && bias->defined()) b = bias->to(y.scalar_type()).contiguous();
+  at::BFloat16* out = bf16 ? y.data_ptr<at::BFloat16>() : nullptr;
+  const at::BFloat16* bpb = bf16 && b.defined() ? b.data_ptr<at::BFloat16>() : nullptr;
+  const float* bpf = !bf16 && b.defined() ? b.data_ptr<float>() : nullptr;
   parallel_rows(n, grain(k, T), [&](int64_t n0, int64_t n1) {
     if (bf16) {
       thread_local std::vector<uint16_t> buf;
       buf.resize(kMaxRows * k);
       kern.dot_bf16(q, wp, row_bytes, n0, n1, k, xb, xp, T, yp, n, buf.data());
+      // this task's columns rounded (and the bias added) here, on its own thread, while they are in cache
+      for (int64_t t = 0; t < T; ++t) {
+        for (int64_t i = t * n + n0; i < t * n + n1; ++i) {
+          out[i] = at::BFloat16(yp[i]);
+          if (bpb != nullptr) out[i] = at::BFloat16(static_cast<float>(out[i]) + static_cast<float>(bpb[i - t * n]));
+        }
+      }
     } else {
       thread_local std::vector<float> buf;
       buf.resize(kMaxRows * k);
       kern.dot_f32(q, wp, row_bytes, n0, n1, k, xp, T, yp, n, buf.data());
+      if (bpf != nullptr) {
+        for (int64_t t = 0; t < T; ++t) {
+          for (int64_t i = t * n + n0; i < t * n + n1; ++i) yp[i] += bpf[i - t * n];
+        }
+      }
     }
   });
-  at::Tensor b;  // the bias in y's dtype, as linear_large adds it: y (rounded to y's dtype) + b, rounded
-  if (bias.has_value() && bias->defined()) b = bias->to(y.scalar_type()).contiguous();
-  if (bf16) {
-    at::BFloat16* out = y.data_ptr<at::BFloat16>();
-    const at::BFloat16* bp = b.defined() ? b.data_ptr<at::BFloat16>() : nullptr;
-    for (int64_t i = 0; i < T * n; ++i) {
-      out[i] = at::BFloat16(yp[i]);
-      if (bp != nullptr) out[i] = at::BFloat16(static_cast<float>(out[i]) + static_cast<float>(bp[i % n]));
-    }
-  } else if (b.defined()) {
-    const float* bp = b.data_ptr<float>();
-    for (int64_t i = 0; i < T * n; ++i) yp[i] += bp[i % n];
-  }
   return y;
 }
 
