@@ -11,11 +11,17 @@ output row is bit for bit the same however the tokens are batched, so a request'
 depend on how its steps are cut (chunked prefill, prefix-cache hits). The tile path (``tiles_from``:
 tiles of dequantized rows and ``at::mm``) differs from it by float summation order only, and in
 bfloat16 that can flip a last bit and a greedy token at a near-tie; it runs only when asked for.
+On CPUs with AMX-BF16 the default ISA path ``amx`` multiplies bfloat16 ``x`` of ``T >= amx_min_t``
+rows (the extension's attribute; several times faster than the row path there) on the tile unit: the
+same bfloat16 weights, summed in the tile unit's order, so its outputs may differ from the row path's
+in last bits; within it an output element is still the same bits however the tokens are batched (for
+``T >= amx_min_t``). Fewer rows (decode, speculative verify steps) and float32 ``x`` run the row path.
 
 The kernels are built once per machine with ``torch.utils.cpp_extension`` (torch's extension cache)
 for the portable baseline; AVX2 and AVX512 loops are compiled alongside with target attributes and
-chosen at run time. ``HERON_GGUF_ISA=scalar|avx2|avx512|avx512bf16`` (or the ``isa`` argument) forces a path
-(``avx512bf16``: the AVX512 loops with ``vdpbf16ps`` for bfloat16 row dots).
+chosen at run time. ``HERON_GGUF_ISA=scalar|avx2|avx512|avx512bf16|amx`` (or the ``isa`` argument) forces a
+path (``avx512bf16``: the AVX512 loops with ``vdpbf16ps`` for bfloat16 row dots; ``amx``: that, plus the
+tile unit for bfloat16 x of many rows).
 :func:`reference_dequantize` is a pure-torch dequantizer that needs no build."""
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ __all__ = (
 
 _CSRC = Path(__file__).parent / "csrc"
 _SOURCES = ("gguf_quant.cpp", "gguf_quant_kernels.cpp", "gguf_quant_simd.cpp", "gguf_quant_avx2.cpp",
-            "gguf_quant_avx512.cpp")
+            "gguf_quant_avx512.cpp", "gguf_quant_amx.cpp")
 #: no -march=native: the baseline build runs anywhere, the ISA loops carry their own target attributes;
 #: -ffp-contract=off keeps dequantization bit-exact with gguf-py (no fused multiply-adds)
 _CFLAGS = ["-O3", "-fopenmp", "-ffp-contract=off"]
@@ -138,9 +144,10 @@ def gguf_linear(
         qweight: uint8 [N, row_bytes], contiguous rows of ggml blocks of type ``qtype``.
         qtype: the ggml type id (a key of :data:`QTYPES`).
         bias: [N] or None.
-        isa: force ``scalar``, ``avx2``, ``avx512`` or ``avx512bf16`` (default: ``$HERON_GGUF_ISA``, else the best).
+        isa: force ``scalar``, ``avx2``, ``avx512``, ``avx512bf16`` or ``amx`` (default: ``$HERON_GGUF_ISA``,
+            else the best).
         tiles_from: run the tile path (``at::mm``) when ``T >= tiles_from``; None (default): the row path
-            for every ``T``.
+            (or the AMX path) for every ``T``.
 
     Returns:
         [T, N] in x's dtype.

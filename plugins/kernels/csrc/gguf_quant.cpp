@@ -12,6 +12,11 @@
 // The block kernels live in gguf_quant_kernels.cpp, built three times (scalar, AVX2, AVX512) and
 // chosen at run time by what this CPU supports, or by the `isa` argument ("avx512bf16": the AVX512
 // build whose bfloat16 row dots use vdpbf16ps).
+// The AMX path ("amx": avx512bf16, plus gguf_quant_amx.cpp for bfloat16 x with T >= kAmxMinT): rows
+// dequantized to bfloat16 as the row path has them, multiplied by the tile unit (tdpbf16ps) in its own
+// summation order, so its outputs may differ from the row path's in the last bits; each output element
+// is still the same bits whatever T (>= kAmxMinT), the batch or the thread split. Below kAmxMinT
+// (decode, speculative verify steps) and for float32 x it is the avx512bf16 path, bit for bit.
 
 #include <torch/extension.h>
 
@@ -45,6 +50,13 @@ namespace avx512 {
 void dot_rows_bf16_dp(int qtype, const uint8_t* w, int64_t row_bytes, int64_t n0, int64_t n1, int64_t k,
                       const uint16_t* xb, const float* x, int64_t T, float* y, int64_t ldy, uint16_t* buf);
 }
+namespace amx {
+bool available();
+void pack_x(const uint16_t* x, int64_t T, int64_t k, uint16_t* xv);
+void linear_rows(int qtype, const uint8_t* w, int64_t row_bytes, int64_t n0, int64_t n1, int64_t k,
+                 const uint16_t* xv, int64_t T, const uint16_t* bias, uint16_t* y, int64_t ldy, uint16_t* wbuf,
+                 float* c);
+}  // namespace amx
 #define HERON_GGUF_X86 1
 #endif
 
@@ -62,9 +74,10 @@ struct Kernels {
   DequantBf16Fn dequant_bf16;
   DotF32Fn dot_f32;
   DotBf16Fn dot_bf16;
+  bool amx = false;  // bfloat16 x with T >= kAmxMinT goes to the AMX path
 };
 
-// The ISA paths this CPU can run, best last: "scalar", "avx2", "avx512", "avx512bf16".
+// The ISA paths this CPU can run, best last: "scalar", "avx2", "avx512", "avx512bf16", "amx".
 std::vector<std::string> cpu_isas() {
   std::vector<std::string> out{"scalar"};
 #ifdef HERON_GGUF_X86
@@ -76,6 +89,7 @@ std::vector<std::string> cpu_isas() {
       __builtin_cpu_supports("avx512vnni"))
     out.emplace_back("avx512");
   if (out.back() == "avx512" && __builtin_cpu_supports("avx512bf16")) out.emplace_back("avx512bf16");
+  if (out.back() == "avx512bf16" && amx::available()) out.emplace_back("amx");
 #endif
   return out;
 }
@@ -88,8 +102,9 @@ Kernels kernels(const std::string& isa) {
   TORCH_CHECK(std::find(have.begin(), have.end(), want) != have.end(), "gguf_ops: ISA path '", want,
               "' is not available on this CPU (have: ", c10::Join(", ", have), ")");
 #ifdef HERON_GGUF_X86
-  if (want == "avx512bf16") {
-    return {avx512::dequant_rows, avx512::dequant_rows_bf16, avx512::dot_rows_f32, avx512::dot_rows_bf16_dp};
+  if (want == "avx512bf16" || want == "amx") {
+    return {avx512::dequant_rows, avx512::dequant_rows_bf16, avx512::dot_rows_f32, avx512::dot_rows_bf16_dp,
+            want == "amx"};
   }
   if (want == "avx512") {
     return {avx512::dequant_rows, avx512::dequant_rows_bf16, avx512::dot_rows_f32, avx512::dot_rows_bf16};
@@ -134,8 +149,9 @@ int64_t grain(int64_t k, int64_t t) { return std::max<int64_t>(1, (int64_t{1} <<
 // thread (the HTTP server's event loop, a client on the same cores) holds a core for a moment, the
 // other threads take its remaining tasks instead of waiting for it at the end of the call. A row's
 // result depends on neither the cut nor the thread (see the kernels), so the output is the same bits.
+// `align`: tasks hold whole multiples of it (the kernels' passes).
 template <class F>
-void parallel_rows(int64_t n, int64_t grain, const F& f) {
+void parallel_rows(int64_t n, int64_t grain, const F& f, int64_t align = kMaxRows) {
   const int64_t threads = at::get_num_threads();
   if (threads <= 1 || n <= grain || at::in_parallel_region()) {
     f(0, n);
@@ -143,7 +159,7 @@ void parallel_rows(int64_t n, int64_t grain, const F& f) {
   }
   constexpr int64_t kTasksPerThread = 8;
   int64_t chunk = std::max(grain, (n + threads * kTasksPerThread - 1) / (threads * kTasksPerThread));
-  chunk = (chunk + kMaxRows - 1) / kMaxRows * kMaxRows;  // whole passes of the kernels' rows
+  chunk = (chunk + align - 1) / align * align;  // whole passes of the kernels' rows
   const int64_t tasks = (n + chunk - 1) / chunk;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(static_cast<int>(std::min(threads, tasks)))
   for (int64_t t = 0; t < tasks; ++t) f(t * chunk, std::min(n, (t + 1) * chunk));
@@ -204,6 +220,42 @@ at::Tensor linear_rows(const Kernels& kern, const at::Tensor& x, const at::Tenso
   return y;
 }
 
+// Rows of x from which bfloat16 x goes to the AMX path (isa "amx"): its first T that may (the row
+// path's T <= 8 is kept for decode and speculative verify steps), and already a win there. Measured
+// (2 threads, us, row path / AMX) at T = 9: Q4_1 1536x576 225 / 126, 576x1536 186 / 119, 576x576
+// 92 / 47, Q8_0 49152x576 8395 / 4229; at T = 16: 273 / 112, 296 / 119, 131 / 50, 11275 / 3805.
+constexpr int64_t kAmxMinT = 9;
+
+#ifdef HERON_GGUF_X86
+// Weight rows amx::linear_rows dequantizes per pass: a parallel task holds whole passes.
+constexpr int64_t kAmxRows = 32;
+
+// The AMX path for bfloat16 x: x packed into the B tiles' layout once, then tasks of whole passes of
+// weight rows, each writing its columns of y (rounded, bias added) itself.
+at::Tensor linear_amx(const at::Tensor& x, const at::Tensor& w, int64_t qtype, const c10::optional<at::Tensor>& bias) {
+  const int64_t T = x.size(0), k = x.size(1), n = w.size(0), row_bytes = w.size(1);
+  thread_local std::vector<uint16_t> xv;  // the calling thread's: x in the VNNI layout, tokens padded to 16
+  xv.resize((T + 15) / 16 * 16 * k);
+  amx::pack_x(reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>()), T, k, xv.data());
+  const uint16_t* xvp = xv.data();  // the tasks run on other threads: not their own thread_local xv
+  auto y = at::empty({T, n}, x.options());
+  at::Tensor b;
+  if (bias.has_value() && bias->defined()) b = bias->to(at::kBFloat16).contiguous();
+  const auto* bp = b.defined() ? reinterpret_cast<const uint16_t*>(b.data_ptr<at::BFloat16>()) : nullptr;
+  auto* yp = reinterpret_cast<uint16_t*>(y.data_ptr<at::BFloat16>());
+  const uint8_t* wp = w.data_ptr<uint8_t>();
+  const int q = static_cast<int>(qtype);
+  parallel_rows(n, grain(k, T), [&](int64_t n0, int64_t n1) {
+    thread_local std::vector<uint16_t> wbuf;
+    thread_local std::vector<float> c;
+    wbuf.resize(kAmxRows * k);
+    c.resize(4 * 16 * 16);
+    amx::linear_rows(q, wp, row_bytes, n0, n1, k, xvp, T, bp, yp, n, wbuf.data(), c.data());
+  }, kAmxRows);
+  return y;
+}
+#endif
+
 // Rows of W dequantized per tile: enough for a GEMM that keeps the cores busy, small enough to stay in cache.
 constexpr int64_t kTileElems = 1 << 18;
 
@@ -255,7 +307,7 @@ at::Tensor dequantize(const at::Tensor& qweight, int64_t qtype, int64_t n, int64
   return out;
 }
 
-// y = x W^T (+ bias) in x's dtype; the row path for T <= small_t rows of x, tiles + at::mm above.
+// y = x W^T (+ bias) in x's dtype; the row path (or the AMX path) for T <= small_t rows of x, tiles + at::mm above.
 at::Tensor gguf_linear(const at::Tensor& x, const at::Tensor& qweight, int64_t qtype,
                        const c10::optional<at::Tensor>& bias, const std::string& isa, int64_t small_t) {
   TORCH_CHECK(x.dim() == 2, "gguf_ops: x must be [T, K]");
@@ -264,7 +316,13 @@ at::Tensor gguf_linear(const at::Tensor& x, const at::Tensor& qweight, int64_t q
   TORCH_CHECK(x.device().is_cpu() && qweight.device().is_cpu(), "gguf_ops: CPU tensors only");
   check_weight(qweight, qtype, x.size(1));
   const Kernels kern = kernels(isa);
-  if (x.size(0) <= small_t) return linear_rows(kern, x.contiguous(), qweight, qtype, bias);
+  const int64_t T = x.size(0);
+#ifdef HERON_GGUF_X86
+  if (kern.amx && T <= small_t && T >= kAmxMinT && x.scalar_type() == at::kBFloat16) {
+    return linear_amx(x.contiguous(), qweight, qtype, bias);
+  }
+#endif
+  if (T <= small_t) return linear_rows(kern, x.contiguous(), qweight, qtype, bias);
   at::Tensor y = linear_large(kern, x.contiguous(), qweight, qtype);
   if (bias.has_value() && bias->defined()) y.add_(bias->to(y.scalar_type()));
   return y;
@@ -274,6 +332,7 @@ at::Tensor gguf_linear(const at::Tensor& x, const at::Tensor& qweight, int64_t q
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("isas", &heron_gguf::cpu_isas, "The ISA paths this CPU can run, best last");
+  m.attr("amx_min_t") = heron_gguf::kAmxMinT;  // rows of bfloat16 x from which isa "amx" runs the AMX path
   m.def("dequantize", &heron_gguf::dequantize, "Dequantize GGUF blocks to float32 [N, K]", py::arg("qweight"),
         py::arg("qtype"), py::arg("n"), py::arg("k"), py::arg("isa") = "",
         py::call_guard<py::gil_scoped_release>());

@@ -449,10 +449,12 @@ GGQ_BF16_TARGET inline void lut_weights2(const uint8_t* b0, const uint8_t* b1, i
 // products a step (bfloat16 products are exact in float32, as in the GEMM path's bf16 kernel). The
 // weights are rounded by vcvtne2ps2bf16: round to nearest even, as store16 (the weights are finite
 // and never float32-subnormal: multiples of 2^-24).
-template <class Q, int R, int NT, bool kBuf>
+// kXPerm: x comes with its dwords already in pair_order (see permute_pairs), for weights in pair_order.
+template <class Q, int R, int NT, bool kBuf, bool kXPerm = false>
 GGQ_BF16_TARGET inline void fused_dp_nt(const uint8_t* w, int64_t row_bytes, const uint16_t* buf, int64_t k,
                                         const uint16_t* x, float* y, int64_t ldy) {
   constexpr bool kPerm = !kBuf && kPairPermuted<Q>;  // the weights come in pair_order
+  static_assert(!kXPerm || kPerm, "x in pair_order only for weights in pair_order");
   __m512 a[R][NT];
   for (int r = 0; r < R; ++r) {
     for (int tt = 0; tt < NT; ++tt) a[r][tt] = _mm512_setzero_ps();
@@ -484,7 +486,7 @@ GGQ_BF16_TARGET inline void fused_dp_nt(const uint8_t* w, int64_t row_bytes, con
       }
       for (int tt = 0; tt < NT; ++tt) {
         __m512i xv = _mm512_loadu_si512(x + tt * k + i);
-        if constexpr (kPerm) xv = _mm512_permutexvar_epi32(pair_order(), xv);
+        if constexpr (kPerm && !kXPerm) xv = _mm512_permutexvar_epi32(pair_order(), xv);
         for (int r = 0; r < R; ++r) a[r][tt] = _mm512_dpbf16_ps(a[r][tt], wv[r], (__m512bh)xv);
       }
     }
@@ -619,11 +621,34 @@ inline void rows_pass(const uint8_t* w, int64_t row_bytes, int64_t n, int64_t n1
   fused_pass<Q, W, R, false>(w + n * row_bytes, row_bytes, buf, k, x, T, y + n, ldy);
 }
 
+#if GGQ_ISA == 2
+// 4 < NT = T <= 8 (speculative verify steps): one weight row per pass against all rows of x (2 * NT <= 16
+// accumulators), so each sub-block is dequantized once in registers, rather than once per 4 rows of x
+// or through the buffer; the same sums in the same order.
+template <class Q, typename W, int NT>
+void fused_rows_one_pass(const uint8_t* w, int64_t row_bytes, int64_t n0, int64_t n1, int64_t k, const float* x,
+                         float* y, int64_t ldy) {
+  for (int64_t n = n0; n < n1; ++n) {
+    prefetch_rows(w, row_bytes, n + 1, 1, n1);
+    fused_nt<Q, W, 1, NT, false>(w + n * row_bytes, row_bytes, nullptr, k, x, y + n, ldy);
+  }
+}
+#endif
+
 // y[t * ldy + n] = row n . x[t] for n in [n0, n1), t < T (W: float for float32 weights, uint16_t for
 // bfloat16-rounded ones; x float32 [T, k]; buf: W [kRows, k], the calling thread's scratch).
 template <class Q, typename W>
 void fused_rows(const uint8_t* w, int64_t row_bytes, int64_t n0, int64_t n1, int64_t k, const float* x, int64_t T,
                 float* y, int64_t ldy, W* buf) {
+#if GGQ_ISA == 2
+  switch (T) {
+    case 5: return fused_rows_one_pass<Q, W, 5>(w, row_bytes, n0, n1, k, x, y, ldy);
+    case 6: return fused_rows_one_pass<Q, W, 6>(w, row_bytes, n0, n1, k, x, y, ldy);
+    case 7: return fused_rows_one_pass<Q, W, 7>(w, row_bytes, n0, n1, k, x, y, ldy);
+    case 8: return fused_rows_one_pass<Q, W, 8>(w, row_bytes, n0, n1, k, x, y, ldy);
+    default: break;
+  }
+#endif
   int64_t n = n0;
   if (T == 1) {
     for (; n + kRowsT1 <= n1; n += kRowsT1) {
@@ -681,10 +706,80 @@ GGQ_BF16_TARGET inline void dp_rows_pass(const uint8_t* w, int64_t row_bytes, in
   fused_dp_pass<Q, R, false>(w + n * row_bytes, row_bytes, buf, k, xb, T, y + n, ldy);
 }
 
+// A growing per-thread scratch. malloc (declared through immintrin.h), not std::vector: no std template
+// is instantiated under this file's target pragma, where the linker could keep its AVX512 copy for the
+// baseline build.
+struct Scratch {
+  void* p = nullptr;
+  size_t bytes = 0;
+  ~Scratch() { std::free(p); }
+  template <typename E>
+  E* get(int64_t n) {
+    const size_t want = static_cast<size_t>(n) * sizeof(E);
+    if (want > bytes) {
+      std::free(p);
+      p = std::malloc(want);
+      bytes = p != nullptr ? want : 0;
+    }
+    return static_cast<E*>(p);
+  }
+};
+
+// x (bfloat16 [n], n a multiple of 32) with the dwords of every 32 words in pair_order, as fused_dp_nt
+// permutes them for Q4_0 / Q4_1: done once per call instead of once per pass.
+inline void permute_pairs(const uint16_t* x, int64_t n, uint16_t* out) {
+  for (int64_t i = 0; i < n; i += 32) {
+    const __m512i v = _mm512_loadu_si512(x + i);
+    _mm512_storeu_si512(out + i, _mm512_permutexvar_epi32(pair_order(), v));
+  }
+}
+
+// Rows [n0, n1) of w against NT rows of x in one pass per R weight rows (kXPerm: see fused_dp_nt).
+template <class Q, int R, int NT, bool kXPerm>
+GGQ_BF16_TARGET void fused_dp_rows_nt(const uint8_t* w, int64_t row_bytes, int64_t n0, int64_t n1, int64_t k,
+                                      const uint16_t* x, float* y, int64_t ldy) {
+  int64_t n = n0;
+  for (; n + R <= n1; n += R) {
+    prefetch_rows(w, row_bytes, n + R, R, n1);
+    fused_dp_nt<Q, R, NT, false, kXPerm>(w + n * row_bytes, row_bytes, nullptr, k, x, y + n, ldy);
+  }
+  for (; n < n1; ++n) {
+    prefetch_rows(w, row_bytes, n + 1, 1, n1);
+    fused_dp_nt<Q, 1, NT, false, kXPerm>(w + n * row_bytes, row_bytes, nullptr, k, x, y + n, ldy);
+  }
+}
+
+// 2 <= NT = T <= 8 (speculative verify steps): one pass over all rows of x per R weight rows, so each
+// sub-block is dequantized once (R * NT <= 16 accumulators), rather than once per 4 rows of x or
+// through the buffer; the same sums in the same order.
+template <class Q, int NT>
+GGQ_BF16_TARGET void fused_dp_rows_one_pass(const uint8_t* w, int64_t row_bytes, int64_t n0, int64_t n1, int64_t k,
+                                            const uint16_t* xb, float* y, int64_t ldy) {
+  constexpr int R = NT <= 4 ? kRowsDp : 2;
+  if constexpr (kPairPermuted<Q>) {
+    thread_local Scratch scratch;
+    if (uint16_t* xp = scratch.get<uint16_t>(NT * k)) {
+      permute_pairs(xb, NT * k, xp);
+      return fused_dp_rows_nt<Q, R, NT, true>(w, row_bytes, n0, n1, k, xp, y, ldy);
+    }
+  }
+  fused_dp_rows_nt<Q, R, NT, false>(w, row_bytes, n0, n1, k, xb, y, ldy);
+}
+
 // fused_rows with vdpbf16ps on the bfloat16 activations xb [T, k].
 template <class Q>
 GGQ_BF16_TARGET void fused_dp_rows(const uint8_t* w, int64_t row_bytes, int64_t n0, int64_t n1, int64_t k,
                                    const uint16_t* xb, int64_t T, float* y, int64_t ldy, uint16_t* buf) {
+  switch (T) {
+    case 2: return fused_dp_rows_one_pass<Q, 2>(w, row_bytes, n0, n1, k, xb, y, ldy);
+    case 3: return fused_dp_rows_one_pass<Q, 3>(w, row_bytes, n0, n1, k, xb, y, ldy);
+    case 4: return fused_dp_rows_one_pass<Q, 4>(w, row_bytes, n0, n1, k, xb, y, ldy);
+    case 5: return fused_dp_rows_one_pass<Q, 5>(w, row_bytes, n0, n1, k, xb, y, ldy);
+    case 6: return fused_dp_rows_one_pass<Q, 6>(w, row_bytes, n0, n1, k, xb, y, ldy);
+    case 7: return fused_dp_rows_one_pass<Q, 7>(w, row_bytes, n0, n1, k, xb, y, ldy);
+    case 8: return fused_dp_rows_one_pass<Q, 8>(w, row_bytes, n0, n1, k, xb, y, ldy);
+    default: break;
+  }
   int64_t n = n0;
   for (; n + kRowsDp <= n1; n += kRowsDp) dp_rows_pass<Q, kRowsDp>(w, row_bytes, n, n1, k, xb, T, y, ldy, buf);
   for (; n < n1; ++n) dp_rows_pass<Q, 1>(w, row_bytes, n, n1, k, xb, T, y, ldy, buf);

@@ -74,7 +74,7 @@ def all_isas() -> tuple[str, ...]:
 def test_builds_and_reports_isas():
     assert gguf_ops.available() is None, gguf_ops.available()
     isas = all_isas()
-    assert isas[0] == "scalar" and set(isas) <= {"scalar", "avx2", "avx512", "avx512bf16"}
+    assert isas[0] == "scalar" and set(isas) <= {"scalar", "avx2", "avx512", "avx512bf16", "amx"}
 
 
 def test_qtypes_match_gguf():

@@ -1,0 +1,105 @@
+"""``gguf_linear``'s AMX path (``isa="amx"``: bfloat16 x with ``T >= amx_min_t`` rows on the tile unit).
+
+On a CPU whose ``/proc/cpuinfo`` reports ``amx_tile`` and ``amx_bf16`` the path must be listed by
+``gguf_ops.isas()`` (last, the default); a missing one fails under CI (``CI=true``) and is skipped
+locally. On other CPUs it must not be listed, and the rest is skipped.
+
+Checked for Q4_1, Q8_0, Q4_K, Q6_K and Q5_0 on odd shapes (N = 7, 33, 576 weight rows: tails of the
+16-row tiles and 32-row passes; T = 16, 17, 40 tokens: tails of the 16-token tiles), with and
+without bias: every output element within one bfloat16 ulp (of the larger of the sum and the
+result, the bias being added after a first rounding) plus 1e-5 of the largest output, of a float64
+matmul of the bfloat16 weights (gguf_ops.dequantize rounded to bfloat16). The tile unit sums in its
+own order, so the path may differ from the row path in last bits, but an output element must be the
+same bits whatever the other tokens and weight rows are, and where they sit in the tiles: prefixes
+and shifted slices of x, and slices of the weight rows, give equal (``torch.equal``) outputs. Below
+``amx_min_t``, and for float32 x, "amx" is the ``avx512bf16`` row path bit for bit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from heron_plugins.kernels import gguf_ops
+from heron_plugins.kernels.gguf_ops import QTYPES
+from tests.conftest import need
+from tests.plugins.kernels.test_gguf_ops import random_blocks
+
+TYPES = (3, 8, 12, 14, 6)  # Q4_1, Q8_0, Q4_K, Q6_K, Q5_0
+#: the float32 sums' error allowance, relative to the largest output
+REL = 1e-5
+
+
+def _cpu_reports_amx() -> bool:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return "amx_tile" in flags and "amx_bf16" in flags
+
+
+@pytest.fixture(scope="module")
+def amx_min_t() -> int:
+    assert gguf_ops.available() is None, gguf_ops.available()
+    if not _cpu_reports_amx():
+        assert "amx" not in gguf_ops.isas()
+        pytest.skip("this CPU has no AMX-BF16")
+    need("amx" in gguf_ops.isas(), "the CPU reports AMX but gguf_ops lists no 'amx' path")
+    return int(gguf_ops.load_extension().amx_min_t)
+
+
+def test_amx_is_listed_as_the_default_where_the_cpu_has_it(amx_min_t: int):
+    assert gguf_ops.isas()[-2:] == ("avx512bf16", "amx")
+    assert 9 <= amx_min_t <= 16
+
+
+def _ulp(v: torch.Tensor) -> torch.Tensor:
+    """One bfloat16 ulp (8 significant bits) of each |v| (float64)."""
+    _, e = torch.frexp(v.abs())
+    return torch.pow(2.0, (e - 8).double())
+
+
+def _amx(x: torch.Tensor, raw: torch.Tensor, qtype: int, bias: torch.Tensor | None = None) -> torch.Tensor:
+    return gguf_ops.gguf_linear(x, raw, qtype, bias, isa="amx")
+
+
+@pytest.mark.parametrize("qtype", TYPES, ids=[QTYPES[q].name for q in TYPES])
+def test_amx_matches_float64_and_is_batch_invariant(qtype: int, amx_min_t: int):
+    torch.manual_seed(qtype)
+    for n in (7, 33, 576):
+        for k in (256, 512):
+            raw = random_blocks(qtype, n, k)
+            weight = gguf_ops.dequantize(raw, qtype, n, k).to(torch.bfloat16).double()
+            x = torch.randn(40, k).to(torch.bfloat16)
+            sums = x.double() @ weight.T  # [40, N]
+            bias = torch.randn(n).to(torch.bfloat16)
+            for b in (None, bias):
+                y = _amx(x, raw, qtype, b)
+                assert y.dtype == torch.bfloat16 and y.shape == (40, n)
+                ref = sums if b is None else sums + b.double()
+                bound = _ulp(torch.maximum(sums.abs(), ref.abs())) + REL * float(ref.abs().max())
+                err = (y.double() - ref).abs()
+                assert bool((err <= bound).all()), f"N={n} K={k} bias={b is not None}: {float(err.max()):.3g}"
+                where = f"N={n} K={k} bias={b is not None}"
+                for t in (16, 17):  # prefixes: fewer token tiles, a partial last one
+                    assert torch.equal(_amx(x[:t], raw, qtype, b), y[:t]), f"{where} T={t}"
+                # the same tokens in other tile columns, and weight rows in other tile rows
+                assert torch.equal(_amx(x[3:], raw, qtype, b), y[3:]), where
+                rows = slice(5, n)
+                sub = _amx(x, raw[rows], qtype, None if b is None else b[rows])
+                assert torch.equal(sub, y[:, rows]), where
+
+
+def test_amx_isa_is_the_row_path_below_amx_min_t_and_for_float32(amx_min_t: int):
+    torch.manual_seed(0)
+    raw = random_blocks(12, 33, 512)
+    bias = torch.randn(33)
+    for t in range(1, amx_min_t):
+        x = torch.randn(t, 512).to(torch.bfloat16)
+        want = gguf_ops.gguf_linear(x, raw, 12, bias, isa="avx512bf16")
+        assert torch.equal(_amx(x, raw, 12, bias), want), f"T={t}"
+    x = torch.randn(amx_min_t + 7, 512)
+    assert torch.equal(_amx(x, raw, 12, bias), gguf_ops.gguf_linear(x, raw, 12, bias, isa="avx512bf16"))
