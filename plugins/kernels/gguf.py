@@ -8,7 +8,9 @@ block of one type, outputs side by side). ``auto`` (and ``--linear-kernel gguf``
 quantized GGUF checkpoints: it multiplies by the dequantized weights (bf16-rounded in a bf16 model, as
 a dense model holds them) without rounding the activations, and each token's outputs are the same bits
 however the step batches tokens, so a request's tokens do not depend on how its steps are cut
-(chunked prefill, prefix-cache hits). ``dense`` (or ``onednn``) runs a dequantized copy instead. A layer the ops cannot run (a type they lack) or a layer loaded as floats (a row-parallel
+(chunked prefill, prefix-cache hits); on CPUs with AMX, bf16 steps of ``gguf_ops`` ``amx_min_t`` or
+more tokens run on the tile unit, the same within that path but not bit-equal to the row path (see
+:mod:`heron_plugins.kernels.gguf_ops`). ``dense`` (or ``onednn``) runs a dequantized copy instead. A layer the ops cannot run (a type they lack) or a layer loaded as floats (a row-parallel
 input slice off the block boundaries) runs dequantized, and the log says which and why.
 """
 
