@@ -21,7 +21,7 @@ from heron.engine.model_runner import StepPlan
 __all__ = ("CONTROL", "STEP", "STOP", "gather_results", "recv_command", "send_control", "send_step", "send_stop")
 
 STEP, CONTROL, STOP = 1, 2, 3
-_HEADER = 8
+_HEADER = 9
 
 
 def _broadcast_header(values: list[int], group: Any) -> None:
@@ -33,7 +33,8 @@ def send_step(plan: StepPlan, group: Any) -> None:
     """Rank 0: broadcast ``plan`` (its tensors on the CPU)."""
     t, r, w = int(plan.input_ids.shape[0]), len(plan.query_lens), int(plan.block_tables.shape[1])
     lora = int(bool(plan.lora_slots))
-    _broadcast_header([STEP, t, r, w, len(plan.sample_rows), len(plan.full_reqs), len(plan.hidden_reqs), lora], group)
+    _broadcast_header([STEP, t, r, w, len(plan.sample_rows), len(plan.full_reqs), len(plan.hidden_reqs), lora,
+                       plan.prompt_tokens], group)
     payload = torch.cat([
         plan.input_ids, plan.positions, plan.slot_mapping,  # [T] each
         torch.tensor(plan.query_lens + plan.seq_lens, dtype=torch.int64),  # [2R]
@@ -45,7 +46,7 @@ def send_step(plan: StepPlan, group: Any) -> None:
 
 
 def _recv_step(header: list[int], group: Any) -> StepPlan:
-    _, t, r, w, n_sample, n_full, n_hidden, lora = header
+    _, t, r, w, n_sample, n_full, n_hidden, lora, prompt_tokens = header
     n_rows, n_lora = n_sample + n_full + n_hidden, 2 * r * lora
     payload = torch.empty(3 * t + 2 * r + r * w + n_rows + n_lora, dtype=torch.int64)
     dist.broadcast(payload, 0, group=group)
@@ -53,7 +54,7 @@ def _recv_step(header: list[int], group: Any) -> StepPlan:
     lens_l, rows_l, lora_l = lens.tolist(), rows.tolist(), loras.tolist()
     return StepPlan(ids, positions, lens_l[:r], lens_l[r:], tables.view(r, w).to(torch.int32), slots,
                     rows_l[:n_sample], rows_l[n_sample:n_sample + n_full], rows_l[n_sample + n_full:],
-                    lora_uids=lora_l[:r * lora], lora_slots=lora_l[r * lora:])
+                    lora_uids=lora_l[:r * lora], lora_slots=lora_l[r * lora:], prompt_tokens=prompt_tokens)
 
 
 def send_control(name: str, kwargs: dict[str, Any], group: Any) -> None:

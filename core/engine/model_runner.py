@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from heron.engine.scheduler import SchedulerOutput
-from heron.interfaces import AttentionBackend, ForwardBatch
+from heron.interfaces import AttentionBackend, ForwardBatch, running_batch
 
 __all__ = ("ModelRunner", "StepLogits", "StepPlan", "build_batch", "run_plan")
 
@@ -51,6 +51,7 @@ class StepPlan:
     seq_ids: list[int] = field(default_factory=list)  # [R] (rank 0 only: maps request indices back)
     lora_uids: list[int] = field(default_factory=list)  # [R] adapter uid per request, -1: base ([] : no LoRA)
     lora_slots: list[int] = field(default_factory=list)  # [R] the slot holding that adapter, -1: base
+    prompt_tokens: int = 0  # how many of the T tokens are prompt tokens (ForwardBatch.num_prompt_tokens)
 
     def to(self, device: torch.device) -> StepPlan:
         """The plan with its tensors on ``device`` (itself when they already are)."""
@@ -60,7 +61,7 @@ class StepPlan:
         return StepPlan(self.input_ids.to(device, **move), self.positions.to(device, **move), self.query_lens,
                         self.seq_lens, self.block_tables.to(device, **move), self.slot_mapping.to(device, **move),
                         self.sample_rows, self.full_reqs, self.hidden_reqs, self.seq_ids, self.lora_uids,
-                        self.lora_slots)
+                        self.lora_slots, self.prompt_tokens)
 
 
 def build_batch(plan: StepPlan, block_size: int) -> ForwardBatch:
@@ -81,6 +82,7 @@ def build_batch(plan: StepPlan, block_size: int) -> ForwardBatch:
         block_tables=plan.block_tables,
         slot_mapping=plan.slot_mapping,
         logits_indices=(starts[1:] - 1).to(torch.int64),
+        num_prompt_tokens=plan.prompt_tokens,
     )
 
 
@@ -99,11 +101,17 @@ def run_plan(model: torch.nn.Module, backend: AttentionBackend, plan: StepPlan, 
     use_lora = lora is not None and bool(plan.lora_slots)
     if use_lora:
         lora.begin_step([None if uid < 0 else uid for uid in plan.lora_uids], plan.query_lens, plan.lora_slots)
-    try:
-        hidden = model(plan.input_ids, plan.positions, batch)  # [T, H]
-    finally:
-        if use_lora:
-            lora.end_step()
+    with running_batch(batch):
+        try:
+            hidden = model(plan.input_ids, plan.positions, batch)  # [T, H]
+        finally:
+            if use_lora:
+                lora.end_step()
+        return _logits(model, plan, hidden)
+
+
+def _logits(model: torch.nn.Module, plan: StepPlan, hidden: torch.Tensor) -> StepLogits:
+    """run_plan's outputs from the forward's hidden states (inside the step's running_batch)."""
     starts = [0]
     for n in plan.query_lens:
         starts.append(starts[-1] + n)
@@ -152,10 +160,12 @@ class ModelRunner:
         full_reqs: list[int] = []
         hidden_reqs: list[int] = []
         seq_ids: list[int] = []
+        prompt_tokens = 0
         for i, item in enumerate(sched.scheduled):
             seq, n = item.seq, item.num_new_tokens
             start = seq.num_computed_tokens
             end = start + n
+            prompt_tokens += max(0, min(end, seq.num_prompt_tokens) - start)
             table = seq.block_table
             if n == 1:
                 ids.append(seq.token_ids[start])
@@ -182,7 +192,7 @@ class ModelRunner:
         lora_uids, lora_slots = self.lora.plan_step(sched) if self.lora is not None else ([], [])
         return StepPlan(torch.tensor(ids, dtype=torch.int64), torch.tensor(positions, dtype=torch.int64), q_lens,
                         s_lens, block_tables, torch.tensor(slots, dtype=torch.int64), sample_rows, full_reqs,
-                        hidden_reqs, seq_ids, lora_uids, lora_slots)
+                        hidden_reqs, seq_ids, lora_uids, lora_slots, prompt_tokens)
 
     def prepare(self, sched: SchedulerOutput) -> tuple[torch.Tensor, torch.Tensor, ForwardBatch]:
         """(input ids, positions, batch) of a step, on the runner's device."""

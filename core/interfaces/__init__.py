@@ -1,6 +1,12 @@
 """The plugin contracts: small ABCs with docstrings. Plugins depend on these, never the reverse."""
 
-from heron.interfaces.attention import AttentionBackend, AttentionLayerInfo, ForwardBatch
+from heron.interfaces.attention import (
+    AttentionBackend,
+    AttentionLayerInfo,
+    ForwardBatch,
+    current_batch,
+    running_batch,
+)
 from heron.interfaces.linear import LinearKernel
 from heron.interfaces.lora_resolver import LoRAResolver
 from heron.interfaces.middleware import MiddlewareFactory
@@ -25,4 +31,6 @@ __all__ = (
     "ResponseStore",
     "StoredResponse",
     "ToolParser",
+    "current_batch",
+    "running_batch",
 )

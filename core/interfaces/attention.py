@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextvars
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ("AttentionBackend", "AttentionLayerInfo", "ForwardBatch")
+__all__ = ("AttentionBackend", "AttentionLayerInfo", "ForwardBatch", "current_batch", "running_batch")
 
 
 @dataclass(slots=True)
@@ -31,6 +34,9 @@ class ForwardBatch:
     slot_mapping: torch.Tensor  # [num_tokens] int64, block_id * block_size + offset per new token
     logits_indices: torch.Tensor  # [num_reqs] int64, flat index of each request's last new token
     attn_metadata: Any = None  # what the backend's build_batch returned for this step
+    #: how many of the new tokens are prompt tokens (a prefill, a prefill chunk, the rest of a prompt
+    #: after a prefix-cache hit); the others are generated or draft tokens
+    num_prompt_tokens: int = 0
 
     @property
     def max_query_len(self) -> int:
@@ -39,6 +45,29 @@ class ForwardBatch:
     @property
     def max_seq_len(self) -> int:
         return max(self.seq_lens, default=0)
+
+
+_current: contextvars.ContextVar[ForwardBatch | None] = contextvars.ContextVar("heron_forward_batch", default=None)
+
+
+def current_batch() -> ForwardBatch | None:
+    """The step whose forward (and LM head) is running on this thread, or None outside one.
+
+    For layers that choose how to compute by the step's shape, e.g. a linear kernel that runs a
+    prompt's tokens one way whatever their count (so a prompt gives the same numbers cold and after a
+    prefix-cache hit) and a few generated tokens another.
+    """
+    return _current.get()
+
+
+@contextmanager
+def running_batch(batch: ForwardBatch) -> Iterator[ForwardBatch]:
+    """Make ``batch`` the :func:`current_batch` inside the block (the model runner's forward)."""
+    token = _current.set(batch)
+    try:
+        yield batch
+    finally:
+        _current.reset(token)
 
 
 class AttentionLayerInfo:

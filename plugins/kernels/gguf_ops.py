@@ -15,7 +15,9 @@ On CPUs with AMX-BF16 the default ISA path ``amx`` multiplies bfloat16 ``x`` of 
 rows (the extension's attribute; several times faster than the row path there) on the tile unit: the
 same bfloat16 weights, summed in the tile unit's order, so its outputs may differ from the row path's
 in last bits; within it an output element is still the same bits however the tokens are batched (for
-``T >= amx_min_t``). Fewer rows (decode, speculative verify steps) and float32 ``x`` run the row path.
+``T >= amx_min_t``); ``amx_from`` moves that bound (heron's GGUF linears keep every step that carries prompt
+tokens on the row path, so only generation steps of many sequences use the tile unit). Fewer rows (decode,
+speculative verify steps) and float32 ``x`` run the row path.
 
 The kernels are built once per machine with ``torch.utils.cpp_extension`` (torch's extension cache)
 for the portable baseline; AVX2 and AVX512 loops are compiled alongside with target attributes and
@@ -136,6 +138,7 @@ def gguf_linear(
     *,
     isa: str | None = None,
     tiles_from: int | None = None,
+    amx_from: int = 0,
 ) -> torch.Tensor:
     """``x @ W.T + bias`` with ``W`` as GGUF blocks.
 
@@ -148,13 +151,15 @@ def gguf_linear(
             else the best).
         tiles_from: run the tile path (``at::mm``) when ``T >= tiles_from``; None (default): the row path
             (or the AMX path) for every ``T``.
+        amx_from: on the ``amx`` path, the rows of bfloat16 ``x`` from which the tile unit runs (0: the
+            extension's ``amx_min_t``; 1: every ``T``; negative: never, the row path).
 
     Returns:
         [T, N] in x's dtype.
     """
     ext = _extension if _extension is not None else load_extension()  # the per-call path: keep it short
     rows_up_to = _ALL_ROWS if tiles_from is None else tiles_from - 1
-    return ext.gguf_linear(x, qweight, qtype, bias, isa or "", rows_up_to)  # "": the C++ side reads $HERON_GGUF_ISA
+    return ext.gguf_linear(x, qweight, qtype, bias, isa or "", rows_up_to, amx_from)  # "": reads $HERON_GGUF_ISA
 
 
 def dequantize(qweight: torch.Tensor, qtype: int, n: int, k: int, *, isa: str | None = None) -> torch.Tensor:

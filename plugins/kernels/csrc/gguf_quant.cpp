@@ -308,8 +308,10 @@ at::Tensor dequantize(const at::Tensor& qweight, int64_t qtype, int64_t n, int64
 }
 
 // y = x W^T (+ bias) in x's dtype; the row path (or the AMX path) for T <= small_t rows of x, tiles + at::mm above.
+// amx_from: the rows of bfloat16 x from which isa "amx" runs the AMX path (0: kAmxMinT; < 0: never).
 at::Tensor gguf_linear(const at::Tensor& x, const at::Tensor& qweight, int64_t qtype,
-                       const c10::optional<at::Tensor>& bias, const std::string& isa, int64_t small_t) {
+                       const c10::optional<at::Tensor>& bias, const std::string& isa, int64_t small_t,
+                       int64_t amx_from) {
   TORCH_CHECK(x.dim() == 2, "gguf_ops: x must be [T, K]");
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16,
               "gguf_ops: x must be float32 or bfloat16, not ", x.scalar_type());
@@ -318,7 +320,8 @@ at::Tensor gguf_linear(const at::Tensor& x, const at::Tensor& qweight, int64_t q
   const Kernels kern = kernels(isa);
   const int64_t T = x.size(0);
 #ifdef HERON_GGUF_X86
-  if (kern.amx && T <= small_t && T >= kAmxMinT && x.scalar_type() == at::kBFloat16) {
+  if (kern.amx && amx_from >= 0 && T <= small_t && T >= (amx_from > 0 ? amx_from : kAmxMinT) &&
+      x.scalar_type() == at::kBFloat16) {
     return linear_amx(x.contiguous(), qweight, qtype, bias);
   }
 #endif
@@ -338,5 +341,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::call_guard<py::gil_scoped_release>());
   m.def("gguf_linear", &heron_gguf::gguf_linear, "x @ W^T with W as GGUF blocks", py::arg("x"), py::arg("qweight"),
         py::arg("qtype"), py::arg("bias") = py::none(), py::arg("isa") = "", py::arg("small_t") = int64_t{1} << 62,
-        py::call_guard<py::gil_scoped_release>());
+        py::arg("amx_from") = int64_t{0}, py::call_guard<py::gil_scoped_release>());
 }

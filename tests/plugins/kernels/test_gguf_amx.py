@@ -18,10 +18,12 @@ and shifted slices of x, and slices of the weight rows, give equal (``torch.equa
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+from heron.interfaces import ForwardBatch, running_batch
 from heron_plugins.kernels import gguf_ops
 from heron_plugins.kernels.gguf_ops import QTYPES
 from tests.conftest import need
@@ -86,6 +88,9 @@ def test_amx_matches_float64_and_is_batch_invariant(qtype: int, amx_min_t: int):
                 where = f"N={n} K={k} bias={b is not None}"
                 for t in (16, 17):  # prefixes: fewer token tiles, a partial last one
                     assert torch.equal(_amx(x[:t], raw, qtype, b), y[:t]), f"{where} T={t}"
+                for t in (1, 2, 5, 8):  # amx_from=1 (a prompt's tokens): the tile unit for any T, same bits
+                    small = gguf_ops.gguf_linear(x[:t], raw, qtype, b, isa="amx", amx_from=1)
+                    assert torch.equal(small, y[:t]), f"{where} T={t} amx_from=1"
                 # the same tokens in other tile columns, and weight rows in other tile rows
                 assert torch.equal(_amx(x[3:], raw, qtype, b), y[3:]), where
                 rows = slice(5, n)
@@ -103,3 +108,31 @@ def test_amx_isa_is_the_row_path_below_amx_min_t_and_for_float32(amx_min_t: int)
         assert torch.equal(_amx(x, raw, 12, bias), want), f"T={t}"
     x = torch.randn(amx_min_t + 7, 512)
     assert torch.equal(_amx(x, raw, 12, bias), gguf_ops.gguf_linear(x, raw, 12, bias, isa="avx512bf16"))
+
+
+def _step(prompt_tokens: int) -> ForwardBatch:
+    empty = torch.zeros(0, dtype=torch.int32)
+    return ForwardBatch(num_reqs=0, num_tokens=0, block_size=16, query_lens=[], seq_lens=[], query_start_loc=empty,
+                        seq_lens_tensor=empty, block_tables=empty, slot_mapping=empty, logits_indices=empty,
+                        num_prompt_tokens=prompt_tokens)
+
+
+def test_the_gguf_linear_keeps_steps_with_prompt_tokens_on_the_row_path(amx_min_t: int):
+    # a prompt computed whole, in chunks or after a prefix-cache hit must give the same numbers: a step
+    # that carries prompt tokens never goes to the tile unit; a generation step of amx_min_t+ rows does
+    from heron_plugins.kernels.gguf import GGUFLinear
+
+    torch.manual_seed(1)
+    n, k = 576, 1536
+    raw = random_blocks(3, n, k)
+    part = SimpleNamespace(data=raw, qtype=3)
+    linear = GGUFLinear(SimpleNamespace(shape=(n, k), parts=[part]), None, gguf_ops)
+    x = torch.randn(amx_min_t + 23, k).to(torch.bfloat16)
+    rows = gguf_ops.gguf_linear(x, raw, 3, isa="avx512bf16")
+    tiles = gguf_ops.gguf_linear(x, raw, 3, isa="amx")
+    assert not torch.equal(rows, tiles)  # the two paths are told apart by these inputs
+    with running_batch(_step(prompt_tokens=2)):
+        assert torch.equal(linear(x), rows)
+    with running_batch(_step(prompt_tokens=0)):
+        assert torch.equal(linear(x), tiles)
+    assert torch.equal(linear(x), tiles)  # outside a step: by the row count alone
