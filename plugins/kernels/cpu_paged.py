@@ -1,14 +1,14 @@
-"""A CPU attention backend whose decode steps read the paged KV cache in place.
+"""A CPU attention backend that attends in place from the paged KV cache.
 
 ``torch_sdpa`` gathers every request's K/V history with ``index_select`` in every layer of every
-step, and that copy is a large share of a batched decode step. Here steps made only of short
-chunks (decodes, and the ``1 + k`` tokens of a speculative-decoding verification) go to a small
-C++ kernel (``csrc/paged_decode.cpp``) that walks each request's cache slots directly: one task
-per (query row, KV head), fp32 scores and softmax, no copy of the histories. A chunk's query at
-position ``p`` is computed as a decode at ``p`` (keys ``0 .. p``), so a verified draft sees the
-same arithmetic as decoding it one token at a time. Everything else (cache layout, batch
-indexes, prefill and long mixed chunks, soft-capped and bidirectional encoder layers) is
-``torch_sdpa``'s.
+step, and that copy is a large share of a batched decode step. Here every causal layer goes to a
+C++ kernel (``csrc/paged_attention.cpp``) that walks each request's cache slots directly, with
+float32 scores and softmax and no copy of the histories. Each query row at position ``p`` is
+computed on its own terms (keys ``0 .. p`` in a fixed order), whatever else is in the step: a
+prompt gives the same numbers computed whole, in chunks or as the remainder after a prefix-cache
+hit, and a verified speculative draft the same as decoding it one token at a time. A prompt's
+rows are tiled so they share each key block they read. Everything else (cache layout, batch
+indexes, soft-capped and bidirectional encoder layers) is ``torch_sdpa``'s.
 
 The kernel is compiled with ``torch.utils.cpp_extension`` on first use (``-O3 -march=native``),
 once per machine: later processes load it from torch's extension cache (~/.cache/torch_extensions).
@@ -29,16 +29,12 @@ from heron_plugins.kernels.torch_sdpa import SDPAMetadata, TorchSDPABackend
 
 __all__ = ("CpuPagedBackend", "PagedMetadata", "load_extension")
 
-_SOURCE = Path(__file__).parent / "csrc" / "paged_decode.cpp"
+_SOURCE = Path(__file__).parent / "csrc" / "paged_attention.cpp"
 #: cache dtypes the kernel reads
 _KERNEL_DTYPES = (torch.float32, torch.bfloat16)
-#: steps whose chunks all hold at most this many tokens run through the kernel, one query row per
-#: token (longer chunks are prefills: SDPA reads each key once for the whole chunk)
-KERNEL_MAX_QUERY = 16
-
-#: -fassociative-math (which needs the two flags after it) lets the compiler split the float sums
-#: over vector lanes; it only reorders additions, it does not assume finite values
-_CFLAGS = ["-O3", "-march=native", "-fopenmp", "-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math"]
+#: the kernel fixes its summation orders itself (explicit vector code): the compiler may neither
+#: reassociate nor contract them
+_CFLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off"]
 
 _build_lock = threading.Lock()
 _extension: ModuleType | None = None
@@ -63,7 +59,7 @@ def load_extension() -> ModuleType:
 
             try:
                 _extension = load(
-                    name=f"heron_paged_decode_{_cpu_tag()}",
+                    name=f"heron_paged_attention_{_cpu_tag()}",
                     sources=[str(_SOURCE)],
                     extra_cflags=_CFLAGS,
                     extra_ldflags=["-fopenmp"],
@@ -89,18 +85,17 @@ def _cpu_tag() -> str:
 
 @dataclass(slots=True, kw_only=True)
 class PagedMetadata(SDPAMetadata):
-    """``torch_sdpa``'s per-step indexes plus what the decode kernel reads (one row per token)."""
+    """``torch_sdpa``'s per-step indexes plus what the kernel reads."""
 
-    seq_lens: torch.Tensor  # [T] int64 keys each token attends: its position + 1 ([R] when not use_kernel)
-    token_slots: torch.Tensor  # [T, S] int64 cache slots of each token's request ([R, S] when not use_kernel)
-    use_kernel: bool  # every chunk is short (at most KERNEL_MAX_QUERY tokens)
+    seq_lens: torch.Tensor  # [R] int64 keys of each request once this step's tokens are stored
+    q_start: torch.Tensor  # [R + 1] int64 first token row of each request (query_start_loc)
 
 
 class CpuPagedBackend(TorchSDPABackend):
-    """``torch_sdpa`` with a C++ decode kernel that reads K/V in place from the paged cache."""
+    """``torch_sdpa`` with a C++ kernel that attends every causal layer in place from the paged cache."""
 
     name = "cpu_paged"
-    priority = 200  # auto's first choice where its C++ decode kernel builds and the dtype fits
+    priority = 200  # auto's first choice where its C++ kernel builds and the dtype fits
 
     @classmethod
     def supports(
@@ -129,16 +124,10 @@ class CpuPagedBackend(TorchSDPABackend):
 
     def build_batch(self, batch: ForwardBatch) -> PagedMetadata:
         md = super().build_batch(batch)
-        use_kernel = batch.max_query_len <= KERNEL_MAX_QUERY
-        if md.decode_only or not use_kernel:  # decodes: the request rows are the token rows
-            seq_lens = batch.seq_lens_tensor.to(device=md.kv_slots.device, dtype=torch.int64)  # [R]
-            token_slots = md.kv_slots
-        else:  # token t of request r at position p: a decode over r's slots, p + 1 keys
-            q_max = md.q_pos.shape[1]
-            seq_lens = md.q_pos.reshape(-1)[md.out_index] + 1  # [T]
-            token_slots = md.kv_slots[torch.div(md.out_index, q_max, rounding_mode="floor")]  # [T, S]
-        return PagedMetadata(**{f.name: getattr(md, f.name) for f in fields(md)}, seq_lens=seq_lens,
-                             token_slots=token_slots, use_kernel=use_kernel)
+        device = md.kv_slots.device
+        return PagedMetadata(**{f.name: getattr(md, f.name) for f in fields(md)},
+                             seq_lens=batch.seq_lens_tensor.to(device=device, dtype=torch.int64),
+                             q_start=batch.query_start_loc.to(device=device, dtype=torch.int64))
 
     def forward(
         self,
@@ -151,16 +140,15 @@ class CpuPagedBackend(TorchSDPABackend):
     ) -> torch.Tensor:
         md = metadata
         # the C++ kernel neither caps scores nor knows of bidirectional layers
-        if not md.use_kernel or layer.logits_soft_cap or not getattr(layer, "causal", True):
+        if layer.logits_soft_cap or not getattr(layer, "causal", True):
             return super().forward(q, k, v, kv_cache, md, layer)
         ext = _extension if _extension is not None else load_extension()
+        window = layer.sliding_window or 0
         if q.dtype == k.dtype == v.dtype == kv_cache.dtype and k.stride(-1) == 1 and v.stride(-1) == 1:
             # the usual case (a model in its cache's dtype): store and attend in one call
-            return ext.paged_write_decode(q, k, v, kv_cache, md.slot_mapping, md.token_slots, md.seq_lens,
-                                          layer.scale, layer.sliding_window or 0)
+            return ext.paged_write_attention(q, k, v, kv_cache, md.slot_mapping, md.kv_slots, md.seq_lens,
+                                             md.q_start, layer.scale, window)
         cache = self.write_kv(kv_cache, k, v, md.slot_mapping)  # [2, Hkv, num_slots, D]
-        out = ext.paged_decode(
-            q.to(cache.dtype), cache[0], cache[1], md.token_slots, md.seq_lens,
-            layer.scale, layer.sliding_window or 0,
-        )  # [T, H, D]
+        out = ext.paged_attention(q.to(cache.dtype), cache[0], cache[1], md.kv_slots, md.seq_lens, md.q_start,
+                                  layer.scale, window)  # [T, H, D]
         return out.to(q.dtype)

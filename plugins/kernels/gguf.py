@@ -8,11 +8,13 @@ block of one type, outputs side by side). ``auto`` (and ``--linear-kernel gguf``
 quantized GGUF checkpoints: it multiplies by the dequantized weights (bf16-rounded in a bf16 model, as
 a dense model holds them) without rounding the activations, and each token's outputs are the same bits
 however the step batches tokens, so a request's tokens do not depend on how its steps are cut
-(chunked prefill, prefix-cache hits). On CPUs with AMX, a bf16 generation step (no prompt tokens) of
-``gguf_ops`` ``amx_min_t`` or more tokens, i.e. that many sequences decoding together, runs on the tile
-unit: several times faster, summed in the tile unit's order, so a request's generated tokens may depend
-on whether it decoded alongside 9+ others (as on any batched GEMM); prompts, single-stream decode and
-speculative verify steps keep the row path. See :mod:`heron_plugins.kernels.gguf_ops`. ``dense`` (or ``onednn``) runs a dequantized copy instead. A layer the ops cannot run (a type they lack) or a layer loaded as floats (a row-parallel
+(chunked prefill, prefix-cache hits). On CPUs with AMX, bf16 steps run on the tile unit (several times
+faster, summed in the tile unit's order, each row still the same bits however the step batches it):
+every step that carries prompt tokens, so a prompt's numbers stay the same whole, chunked or after a
+prefix-cache hit, and generation steps of ``gguf_ops`` ``amx_min_t`` or more tokens (that many sequences
+decoding together). Smaller generation steps (single-stream decode, speculative verify steps) keep the
+row path, so a request's generated tokens may depend on whether it decoded alongside 9+ others (as on
+any batched GEMM). See :mod:`heron_plugins.kernels.gguf_ops`. ``dense`` (or ``onednn``) runs a dequantized copy instead. A layer the ops cannot run (a type they lack) or a layer loaded as floats (a row-parallel
 input slice off the block boundaries) runs dequantized, and the log says which and why.
 """
 
@@ -69,10 +71,11 @@ class GGUFLinear(nn.Module):
         # through nn.Module.__getattr__), and a [T, K] input of one block type makes a single call
         buffers = self._buffers
         batch = current_batch()
-        # a step with prompt tokens stays on the row path whatever its size, so a prompt gives the same
-        # numbers computed whole, in chunks or after a prefix-cache hit; generation steps of amx_min_t or
-        # more tokens (many sequences decoding) may go to the tile unit (AMX)
-        amx_from = -1 if batch is not None and batch.num_prompt_tokens else 0
+        # a step with prompt tokens goes to the tile unit (AMX, where the CPU has it) whatever its size, so
+        # a prompt gives the same numbers computed whole, in chunks or after a prefix-cache hit; a
+        # generation step goes there from amx_min_t tokens (many sequences decoding), and a smaller one
+        # (a single stream, a speculative verification) keeps the row path
+        amx_from = 1 if batch is not None and batch.num_prompt_tokens else 0
         if x.dim() == 2 and len(self.qtypes) == 1:
             y = self.gguf_linear(x, buffers["qweight0"], self.qtypes[0], amx_from=amx_from)  # [T, N], x's dtype
             return y if self.bias is None else y + self.bias

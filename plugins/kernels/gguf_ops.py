@@ -15,9 +15,10 @@ On CPUs with AMX-BF16 the default ISA path ``amx`` multiplies bfloat16 ``x`` of 
 rows (the extension's attribute; several times faster than the row path there) on the tile unit: the
 same bfloat16 weights, summed in the tile unit's order, so its outputs may differ from the row path's
 in last bits; within it an output element is still the same bits however the tokens are batched (for
-``T >= amx_min_t``); ``amx_from`` moves that bound (heron's GGUF linears keep every step that carries prompt
-tokens on the row path, so only generation steps of many sequences use the tile unit). Fewer rows (decode,
-speculative verify steps) and float32 ``x`` run the row path.
+``T >= amx_min_t``); ``amx_from`` moves that bound (heron's GGUF linears send every step that carries prompt
+tokens there whatever its size, so a prompt's rows do not depend on how it is chunked, and generation
+steps from ``amx_min_t`` rows). Fewer rows otherwise (decode, speculative verify steps) and float32 ``x``
+run the row path.
 
 The kernels are built once per machine with ``torch.utils.cpp_extension`` (torch's extension cache)
 for the portable baseline; AVX2 and AVX512 loops are compiled alongside with target attributes and

@@ -7,6 +7,7 @@ import asyncio
 import random
 
 import pytest
+import torch
 
 from heron import SamplingParams
 from heron.engine import AsyncEngine
@@ -103,6 +104,28 @@ def test_n_samples_share_prompt_blocks_and_prefix_cache_reporting(llm32):
     assert again.num_cached_tokens == 32  # the prompt's full blocks came from the prefix cache
     assert engine.blocks.prefix_hits == hits + 32
     assert [c.token_ids for c in again.outputs] == [c.token_ids for c in out.outputs]  # seeded
+
+
+def test_bf16_greedy_answers_do_not_move_with_prefix_hits_or_chunked_prefill(chat_prompts):
+    """On the default kernels (bf16, gguf linears, cpu_paged attention) a prompt's rows are the same
+    bits computed whole, as the remainder after a prefix-cache hit, or in prefill chunks; so greedy
+    answers repeat exactly. (torch_sdpa's whole-prompt attention and a cached remainder's differ.)"""
+    from heron import LLM
+
+    params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
+    prompts = [{"prompt_token_ids": p} for p in chat_prompts[:4]]
+    llm = LLM(max_num_seqs=4, num_kv_blocks=256)
+    assert llm.engine.dtype == torch.bfloat16
+    cold = llm.generate(prompts, params, use_tqdm=False)
+    assert [o.num_cached_tokens for o in cold] == [0] * len(prompts)
+    for p in prompts:  # one at a time, each on its cached blocks
+        again = llm.generate([p], params, use_tqdm=False)[0]
+        assert again.num_cached_tokens > 0
+        assert again.outputs[0].token_ids == cold[prompts.index(p)].outputs[0].token_ids
+    del llm
+    chunked = LLM(max_num_seqs=4, num_kv_blocks=256, max_num_batched_tokens=7, enable_prefix_caching=False)
+    got = chunked.generate(prompts, params, use_tqdm=False)
+    assert [o.outputs[0].token_ids for o in got] == [o.outputs[0].token_ids for o in cold]
 
 
 def test_bad_requests_are_refused(llm32):

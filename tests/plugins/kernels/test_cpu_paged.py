@@ -1,4 +1,4 @@
-"""``cpu_paged``'s C++ decode kernel computes what ``torch_sdpa`` computes, straight off the cache.
+"""``cpu_paged``'s C++ attention kernel computes what ``torch_sdpa`` computes, straight off the cache.
 
 The kernel is built here, not skipped: a machine with a compiler (local and CI) must build it, so a
 build error fails these tests with the compiler's message.
@@ -6,6 +6,7 @@ build error fails these tests with the compiler's message.
 
 from __future__ import annotations
 
+import itertools
 import random
 from pathlib import Path
 from types import SimpleNamespace
@@ -62,7 +63,7 @@ def run(backend_cls: type[TorchSDPABackend], cache: torch.Tensor, batch: Forward
 
 
 def test_extension_builds_and_is_supported():
-    assert hasattr(load_extension(), "paged_decode")  # raises the compiler's error if the build fails
+    assert hasattr(load_extension(), "paged_attention")  # raises the compiler's error if the build fails
     for dtype in (torch.float32, torch.bfloat16):
         assert CpuPagedBackend.supports(CPU, dtype, 64, 4096) is None
 
@@ -121,33 +122,74 @@ def test_query_with_strided_head_dim():
     torch.testing.assert_close(run(CpuPagedBackend, cache, batch, q, k, v, info), want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("window", [None, 40])
-@pytest.mark.parametrize(("h", "hkv", "d"), SHAPES, ids=SHAPE_IDS)
-def test_short_chunks_match_torch_sdpa(h, hkv, d, window):
-    """Chunks of up to KERNEL_MAX_QUERY tokens (speculative 1 + k chunks, a short prompt, decodes)
-    run through the kernel, each token as a decode at its position; longer ones stay on torch_sdpa."""
-    rng = random.Random(3)
-    torch.manual_seed(3)
-    q_lens = [5, 1, 3, cpu_paged.KERNEL_MAX_QUERY, 2]
-    seq_lens = [rng.randint(q, 300) for q in q_lens]
-    seq_lens[-1] = q_lens[-1]  # a prompt from scratch
+def chunk_step(q_lens: list[int], seq_lens: list[int], h: int, hkv: int, d: int, seed: int):
+    """A random scattered cache and one step of chunks: (cache, batch, q, k, v), float32."""
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
     need = [-(-s // BS) for s in seq_lens]
     free = list(range(sum(need) + 5))
     rng.shuffle(free)
     batch = make_batch(q_lens, seq_lens, [[free.pop() for _ in range(n)] for n in need], BS)
     cache = torch.randn(TorchSDPABackend.kv_cache_shape(sum(need) + 5, BS, hkv, d))
     t = sum(q_lens)
-    q, k, v = torch.randn(t, h, d), torch.randn(t, hkv, d), torch.randn(t, hkv, d)
+    return cache, batch, torch.randn(t, h, d), torch.randn(t, hkv, d), torch.randn(t, hkv, d)
+
+
+@pytest.mark.parametrize("window", [None, 40])
+@pytest.mark.parametrize(("h", "hkv", "d"), SHAPES, ids=SHAPE_IDS)
+def test_chunks_match_torch_sdpa(h, hkv, d, window):
+    """Speculative 1 + k chunks, short and long prompt chunks over a cached history, a prompt from
+    scratch and decodes, in one step: every row is computed as a decode at its own position."""
+    rng = random.Random(3)
+    q_lens = [5, 1, 3, 16, 37, 2, 70]
+    seq_lens = [rng.randint(q, 300) for q in q_lens]
+    seq_lens[-2] = q_lens[-2]  # prompts from scratch
+    seq_lens[-1] = q_lens[-1]
+    cache, batch, q, k, v = chunk_step(q_lens, seq_lens, h, hkv, d, seed=3)
     info = layer(h, hkv, d, window)
     want = run(TorchSDPABackend, cache.clone(), batch, q, k, v, info)
     backend = CpuPagedBackend()
     md = backend.build_batch(batch)
-    assert md.use_kernel and md.seq_lens.tolist() == [p + 1 for s, n in zip(seq_lens, q_lens, strict=True)
-                                                      for p in range(s - n, s)]
+    assert md.seq_lens.tolist() == seq_lens and md.q_start.tolist() == [0, *itertools.accumulate(q_lens)]
     got = backend.forward(q, k, v, cache, md, info)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    longer = make_batch([cpu_paged.KERNEL_MAX_QUERY + 1], [40], [[0, 1, 2]], BS)
-    assert not backend.build_batch(longer).use_kernel
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("window", [None, 40])
+def test_a_row_is_the_same_bits_however_its_prompt_is_split(dtype, window):
+    """A prompt's attention computed whole, in chunks (as chunked prefill and a prefix-cache hit
+    compute it) and one token at a time gives identical bits, alone or batched with others."""
+    h, hkv, d, n = 9, 3, 64, 83
+    torch.manual_seed(11)
+    q, k, v = (torch.randn(n, heads, d).to(dtype) for heads in (h, hkv, hkv))
+    other_q, other_k, other_v = (torch.randn(7, heads, d).to(dtype) for heads in (h, hkv, hkv))
+    info = layer(h, hkv, d, window)
+    table = list(range(-(-n // BS)))
+    other_table = [len(table) + i for i in range(2)]  # a second request of 7 prompt tokens
+    num_blocks = len(table) + len(other_table)
+
+    def attend(splits: list[int], with_other: bool) -> torch.Tensor:
+        cache = torch.zeros(TorchSDPABackend.kv_cache_shape(num_blocks, BS, hkv, d), dtype=dtype)
+        outs, done = [], 0
+        for size in splits:
+            q_lens, seq_lens, tables = [size], [done + size], [table]
+            rows = slice(done, done + size)
+            qs, ks, vs = [q[rows]], [k[rows]], [v[rows]]
+            if with_other and done == 0:
+                q_lens, seq_lens, tables = [7, size], [7, size], [other_table, table]
+                qs, ks, vs = [other_q, *qs], [other_k, *ks], [other_v, *vs]
+            batch = make_batch(q_lens, seq_lens, tables, BS)
+            out = run(CpuPagedBackend, cache, batch, torch.cat(qs), torch.cat(ks), torch.cat(vs), info)
+            outs.append(out[-size:])
+            done += size
+        return torch.cat(outs)
+
+    whole = attend([n], with_other=False)
+    assert torch.equal(attend([n], with_other=True), whole)
+    assert torch.equal(attend([40, 27, 16], with_other=True), whole)  # chunked prefill
+    assert torch.equal(attend([80, 3], with_other=False), whole)  # a prefix-cache hit's remainder
+    assert torch.equal(attend([1] * n, with_other=False), whole)  # decodes
 
 
 # request -> new tokens per step: prefills, a chunk mixed with decodes, then decode-only steps

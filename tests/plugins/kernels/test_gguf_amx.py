@@ -117,9 +117,10 @@ def _step(prompt_tokens: int) -> ForwardBatch:
                         num_prompt_tokens=prompt_tokens)
 
 
-def test_the_gguf_linear_keeps_steps_with_prompt_tokens_on_the_row_path(amx_min_t: int):
+def test_the_gguf_linear_puts_every_prompt_step_on_the_tile_unit(amx_min_t: int):
     # a prompt computed whole, in chunks or after a prefix-cache hit must give the same numbers: a step
-    # that carries prompt tokens never goes to the tile unit; a generation step of amx_min_t+ rows does
+    # that carries prompt tokens goes to the tile unit whatever its size (the same bits per row, see
+    # above); a generation step goes there from amx_min_t rows, smaller ones keep the row path
     from heron_plugins.kernels.gguf import GGUFLinear
 
     torch.manual_seed(1)
@@ -130,9 +131,13 @@ def test_the_gguf_linear_keeps_steps_with_prompt_tokens_on_the_row_path(amx_min_
     x = torch.randn(amx_min_t + 23, k).to(torch.bfloat16)
     rows = gguf_ops.gguf_linear(x, raw, 3, isa="avx512bf16")
     tiles = gguf_ops.gguf_linear(x, raw, 3, isa="amx")
-    assert not torch.equal(rows, tiles)  # the two paths are told apart by these inputs
-    with running_batch(_step(prompt_tokens=2)):
-        assert torch.equal(linear(x), rows)
-    with running_batch(_step(prompt_tokens=0)):
-        assert torch.equal(linear(x), tiles)
-    assert torch.equal(linear(x), tiles)  # outside a step: by the row count alone
+    differ = [i for i in range(len(x)) if not torch.equal(rows[i], tiles[i])]
+    assert differ  # the two paths are told apart by these inputs: put such a row first
+    x, rows, tiles = (t[differ + [i for i in range(len(x)) if i not in differ]] for t in (x, rows, tiles))
+    for t in (1, 3, amx_min_t - 1, amx_min_t + 23):
+        with running_batch(_step(prompt_tokens=1)):
+            assert torch.equal(linear(x[:t]), tiles[:t]), f"prompt step of {t} rows"
+        with running_batch(_step(prompt_tokens=0)):
+            want = tiles[:t] if t >= amx_min_t else rows[:t]
+            assert torch.equal(linear(x[:t]), want), f"generation step of {t} rows"
+        assert torch.equal(linear(x[:t]), want), "outside a step: by the row count alone"
