@@ -9,11 +9,9 @@ fallbacks' (the RMS norm's fp32 sum of squares may be added in another order).
 The ops are batch invariant: a row's result depends on that row alone, not on how many rows share
 the call nor on the thread count (rows are split over threads, never a row, and the norm's sum of
 squares is added in one order fixed by the row's length). They are on unless ``HERON_FUSED_OPS=0``
-(a batch-1 bf16 decode step of the bundled model: 15.2 -> 12.9 ms on a 2-core AMD EPYC). A bf16 greedy
-answer that changes once its prompt is in the prefix cache comes from the attention kernels, not from
-these ops: a cached prompt's remaining tokens go through the paged decode kernel while a whole prompt
-goes through whole-prompt attention, which sum in other orders; the fused ops only move where the last
-bf16 bit lands (in float32 the cached and uncached answers agree, tests/plugins/kernels/test_gguf_kernel.py).
+(a batch-1 bf16 decode step of the bundled model: 15.2 -> 12.9 ms on a 2-core AMD EPYC). Being batch
+invariant, they never make a prompt's numbers depend on whether it was computed whole, in chunks or
+after a prefix-cache hit.
 The extension is built on first use with ``torch.utils.cpp_extension``
 (``-O3 -march=native``) and cached per machine (~/.cache/torch_extensions). Where it cannot be
 built, when it is off, or for tensors it does not take (not on the CPU, not fp32/bf16, autograd on),
