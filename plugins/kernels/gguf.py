@@ -13,8 +13,8 @@ faster, summed in the tile unit's order, each row still the same bits however th
 every step that carries prompt tokens, so a prompt's numbers stay the same whole, chunked or after a
 prefix-cache hit, and generation steps of ``gguf_ops`` ``amx_min_t`` or more tokens (that many sequences
 decoding together). Smaller generation steps (single-stream decode, speculative verify steps) keep the
-row path, so a request's generated tokens may depend on whether it decoded alongside 9+ others (as on
-any batched GEMM). See :mod:`heron_plugins.kernels.gguf_ops`. ``dense`` (or ``onednn``) runs a dequantized copy instead. A layer the ops cannot run (a type they lack) or a layer loaded as floats (a row-parallel
+row path, so a request's generated tokens may depend on whether it decoded alongside 9+ others or in a
+step with another request's prompt chunk (as on any batched GEMM). See :mod:`heron_plugins.kernels.gguf_ops`. ``dense`` (or ``onednn``) runs a dequantized copy instead. A layer the ops cannot run (a type they lack) or a layer loaded as floats (a row-parallel
 input slice off the block boundaries) runs dequantized, and the log says which and why.
 """
 

@@ -89,20 +89,27 @@ inline void scores_block(const float* const* qv, const float* kt, int64_t D, flo
   }
 }
 
-// acc_q[i] += p_q[s] * v_s[i] for s = 0 .. count - 1 in order (v: count rows of D floats), for NQ
-// queries sharing the rows; NV vectors (elements d0 .. d0 + 16 NV of D, the last one masked) held in
-// registers over the whole run of rows.
-template <int NQ, int NV>
-inline void values_chunk(float* const* acc, const float* const* p, const float* v, int64_t count, int64_t D,
-                         int64_t d0, __mmask16 last) {
+// 16 elements of a value row as float32 (bfloat16 widened exactly)
+inline __m512 load16(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+inline __m512 load16(const c10::BFloat16* p, __mmask16 m) {
+  const __m256i h = _mm256_maskz_loadu_epi16(m, reinterpret_cast<const uint16_t*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+// acc_q[i] += p_q[s] * v_s[i] for s = 0 .. count - 1 in order (v_s = row(s): D values, float32 or
+// bfloat16), for NQ queries sharing the rows; NV vectors (elements d0 .. d0 + 16 NV of D, the last
+// one masked) held in registers over the whole run of rows.
+template <int NQ, int NV, typename Row>
+inline void values_chunk(float* const* acc, const float* const* p, Row row, int64_t count, int64_t d0,
+                         __mmask16 last) {
   __m512 a[NQ][NV];
   auto mask = [&](int x) { return x == NV - 1 ? last : static_cast<__mmask16>(0xffff); };
   for (int qi = 0; qi < NQ; ++qi)
     for (int x = 0; x < NV; ++x) a[qi][x] = _mm512_maskz_loadu_ps(mask(x), acc[qi] + d0 + 16 * x);
   for (int64_t s = 0; s < count; ++s) {
-    const float* row = v + s * D + d0;
+    const auto* v = row(s) + d0;
     __m512 vv[NV];
-    for (int x = 0; x < NV; ++x) vv[x] = _mm512_maskz_loadu_ps(mask(x), row + 16 * x);
+    for (int x = 0; x < NV; ++x) vv[x] = load16(v + 16 * x, mask(x));
     for (int qi = 0; qi < NQ; ++qi) {
       const __m512 b = _mm512_set1_ps(p[qi][s]);
       for (int x = 0; x < NV; ++x) a[qi][x] = _mm512_fmadd_ps(b, vv[x], a[qi][x]);
@@ -112,16 +119,16 @@ inline void values_chunk(float* const* acc, const float* const* p, const float* 
     for (int x = 0; x < NV; ++x) _mm512_mask_storeu_ps(acc[qi] + d0 + 16 * x, mask(x), a[qi][x]);
 }
 
-template <int NQ>
-inline void values_block(float* const* acc, const float* const* p, const float* v, int64_t count, int64_t D) {
+template <int NQ, typename Row>
+inline void values_block(float* const* acc, const float* const* p, Row row, int64_t count, int64_t D) {
   for (int64_t d0 = 0; d0 < D; d0 += 64) {
     const int64_t width = std::min<int64_t>(64, D - d0), tail = width % 16;
     const auto last = static_cast<__mmask16>(tail == 0 ? 0xffffu : (1u << tail) - 1);
     switch ((width + 15) / 16) {
-      case 1: values_chunk<NQ, 1>(acc, p, v, count, D, d0, last); break;
-      case 2: values_chunk<NQ, 2>(acc, p, v, count, D, d0, last); break;
-      case 3: values_chunk<NQ, 3>(acc, p, v, count, D, d0, last); break;
-      default: values_chunk<NQ, 4>(acc, p, v, count, D, d0, last); break;
+      case 1: values_chunk<NQ, 1>(acc, p, row, count, d0, last); break;
+      case 2: values_chunk<NQ, 2>(acc, p, row, count, d0, last); break;
+      case 3: values_chunk<NQ, 3>(acc, p, row, count, d0, last); break;
+      default: values_chunk<NQ, 4>(acc, p, row, count, d0, last); break;
     }
   }
 }
@@ -253,11 +260,13 @@ inline void scores_block(const float* const* qv, const float* kt, int64_t D, flo
     }
 }
 
-template <int NQ>
-inline void values_block(float* const* acc, const float* const* p, const float* v, int64_t count, int64_t D) {
+template <int NQ, typename Row>
+inline void values_block(float* const* acc, const float* const* p, Row row, int64_t count, int64_t D) {
   for (int qi = 0; qi < NQ; ++qi)
-    for (int64_t s = 0; s < count; ++s)
-      for (int64_t i = 0; i < D; ++i) acc[qi][i] = std::fma(p[qi][s], v[s * D + i], acc[qi][i]);
+    for (int64_t s = 0; s < count; ++s) {
+      const auto* v = row(s);
+      for (int64_t i = 0; i < D; ++i) acc[qi][i] = std::fma(p[qi][s], static_cast<float>(v[i]), acc[qi][i]);
+    }
 }
 
 inline void transpose_block(const float* rows, float* kt, int64_t D) {
@@ -388,9 +397,13 @@ void run_task(const Problem& pb, const Task& task, const T* q, const T* key_cach
   for (int64_t j = 0; j < rows; ++j)
     for (int64_t g = 0; g < G; ++g) softmax(scores + (j * G + g) * span, first_pos + j + 1 - start_of(j));
   std::fill(acc, acc + nq * D, 0.f);
-  for (int64_t b0 = lo; b0 < hi; b0 += kKeyBlock) {  // the weighted sum of values, in key order
+  // the weighted sum of values, in key order: a tile of several rows widens each block of values once
+  // for all of them, a single row reads the cache rows directly (the same float32 values either way)
+  const bool widen = rows > 1;
+  for (int64_t b0 = lo; b0 < hi; b0 += kKeyBlock) {
     const int64_t b1 = std::min(hi, b0 + kKeyBlock);
-    for (int64_t s = b0; s < b1; ++s) widen_row(v_head + req_slots[s] * D, block + (s - b0) * D, D);
+    if (widen)
+      for (int64_t s = b0; s < b1; ++s) widen_row(v_head + req_slots[s] * D, block + (s - b0) * D, D);
     for (int64_t j = 0; j < rows; ++j) {
       const int64_t st = start_of(j), s0 = std::max(b0, st), s1 = std::min(b1, first_pos + j + 1);
       if (s0 >= s1) continue;
@@ -402,7 +415,14 @@ void run_task(const Problem& pb, const Task& task, const T* q, const T* key_cach
           a[qi] = acc + (j * G + g0 + qi) * D;
           pr[qi] = scores + (j * G + g0 + qi) * span + (s0 - st);
         }
-        values_block<NQ>(a, pr, block + (s0 - b0) * D, s1 - s0, D);
+        const int64_t count = s1 - s0;
+        if (widen) {
+          const float* v = block + (s0 - b0) * D;
+          values_block<NQ>(a, pr, [v, D](int64_t s) { return v + s * D; }, count, D);
+        } else {
+          const int64_t* sl = req_slots + s0;
+          values_block<NQ>(a, pr, [v_head, sl, D](int64_t s) { return v_head + sl[s] * D; }, count, D);
+        }
       });
     }
   }
