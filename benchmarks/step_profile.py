@@ -1,8 +1,10 @@
 """Where a decode step's time goes: input preparation, the forward by kind of work, LM head, sampling, bookkeeping.
 
 Loads the default model (bundled SmolLM2-135M-Instruct) through the offline engine, fills a batch of
-``B`` decoding requests (greedy, EOS ignored) and times ``--steps`` decode steps twice: once bare (the
-real per-step time) and once with wall-clock timers around the engine's phases and the model's
+``B`` decoding requests (greedy, EOS ignored) and times ``--steps`` decode steps three times: bare
+with the decoder layers as one C++ call (heron_plugins.models.native_stack, where the model and its
+kernels have one: the default), bare on the Python modules (``HERON_NATIVE_STACK=0``), and on the
+modules with wall-clock timers around the engine's phases and the model's
 modules (matmuls = every ``nn.Linear`` but the LM head; attention = the ``Attention`` layers; norms;
 rotary = the cos/sin tables and the q/k rotation; activation = the gated activation; other = what
 is left of the forward: embedding, residual adds, views, Python, and the timers' own cost). Then
@@ -14,6 +16,7 @@ offline single-stream throughput: ``LLM.generate`` of one prompt, 128 new tokens
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -106,15 +109,39 @@ def _drain(engine: Any) -> None:
         engine.abort(rid)
 
 
-def profile_batch(engine: Any, batch: int, steps: int, prompt_len: int) -> dict[str, float]:
-    """Median ms per decode step: bare total, then each phase from an instrumented run."""
-    _fill(engine, batch, prompt_len, f"bare{batch}")
+def _native_stack(engine: Any, on: bool) -> None:
+    """Let the decoder layers run as one C++ call where the model has one (heron_plugins.models.native_stack)
+    or keep them on the Python modules (from the next step)."""
+    from heron_plugins.models.native_stack import ENV
+
+    os.environ[ENV] = "1" if on else "0"
+    for module in engine.model.modules():
+        module.__dict__.pop("_native", None)  # checked again at the next forward
+
+
+def _uses_native(engine: Any) -> bool:
+    return any(module.__dict__.get("_native") for module in engine.model.modules())
+
+
+def _bare(engine: Any, batch: int, steps: int, prompt_len: int, tag: str) -> list[float]:
+    _fill(engine, batch, prompt_len, tag)
     bare = []
     for _ in range(steps):
         start = time.perf_counter()
         engine.step()
         bare.append(time.perf_counter() - start)
     _drain(engine)
+    return bare
+
+
+def profile_batch(engine: Any, batch: int, steps: int, prompt_len: int) -> dict[str, float]:
+    """Median ms per decode step: bare with the native stack (where the model has one) and on the Python
+    modules, then each phase from an instrumented run (on the modules: the timers wrap them)."""
+    _native_stack(engine, True)
+    native = _bare(engine, batch, steps, prompt_len, f"native{batch}")
+    used = _uses_native(engine)
+    _native_stack(engine, False)
+    bare = _bare(engine, batch, steps, prompt_len, f"bare{batch}")
     _fill(engine, batch, prompt_len, f"prof{batch}")
     undo = _instrument(engine)
     rows: dict[str, list[float]] = defaultdict(list)
@@ -136,8 +163,10 @@ def profile_batch(engine: Any, batch: int, steps: int, prompt_len: int) -> dict[
     finally:
         undo()
         _drain(engine)
+        _native_stack(engine, True)
     out = {k: statistics.median(v) * 1e3 for k, v in rows.items()}
     out["total_bare"] = statistics.median(bare) * 1e3
+    out["total_native"] = statistics.median(native) * 1e3 if used else float("nan")
     return out
 
 
@@ -157,8 +186,10 @@ def single_stream(llm: Any, new_tokens: int, repeats: int) -> float:
 
 
 def _print(batch: int, ms: dict[str, float]) -> None:
-    print(f"\n batch {batch}: {ms['total_bare']:.2f} ms/step bare, {ms['total_instrumented']:.2f} ms instrumented "
-          f"({batch * 1e3 / ms['total_bare']:.1f} tok/s)")
+    print(f"\n batch {batch}: {ms['total_native']:.2f} ms/step with the native stack "
+          f"({batch * 1e3 / ms['total_native']:.1f} tok/s; nan: the model has none), {ms['total_bare']:.2f} ms on "
+          f"the Python modules ({batch * 1e3 / ms['total_bare']:.1f} tok/s), {ms['total_instrumented']:.2f} ms "
+          f"instrumented (modules)")
     for k in _ORDER:
         v = ms.get(k, 0.0)
         print(f"   {k:<14} {v:8.3f} ms  {100 * v / ms['total_instrumented']:5.1f} %", flush=True)

@@ -30,7 +30,7 @@ from types import ModuleType
 
 import torch
 
-__all__ = ("add_rms_norm", "fused_available", "load_fused_ops", "rms_norm", "rotate_heads_fused")
+__all__ = ("add_rms_norm", "fused_available", "load_fused_ops", "native_addresses", "rms_norm", "rotate_heads_fused")
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,14 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     x32 = x.float()
     y = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
     return weight * y.to(x.dtype)
+
+
+def native_addresses() -> tuple[int, int, int] | None:
+    """The addresses of the C++ ``rms_norm``, ``add_rms_norm`` and ``rotate_heads`` (the signatures in
+    ``csrc/fused_ops.cpp``), for callers in C++ that run what :func:`rms_norm`, :func:`add_rms_norm` and
+    :func:`rotate_heads_fused` run; None where the ops are off or did not build."""
+    ext = load_fused_ops()
+    return None if ext is None else tuple(int(a) for a in ext.addresses())  # type: ignore[return-value]
 
 
 def rotate_heads_fused(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor | None:

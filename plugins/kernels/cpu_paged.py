@@ -129,6 +129,15 @@ class CpuPagedBackend(TorchSDPABackend):
                              seq_lens=batch.seq_lens_tensor.to(device=device, dtype=torch.int64),
                              q_start=batch.query_start_loc.to(device=device, dtype=torch.int64))
 
+    def native_attention(self, layer: AttentionLayerInfo, dtype: torch.dtype) -> int | None:
+        """For callers that run a layer stack in C++: the address of the kernel's ``paged_write_attention(q, k,
+        v, kv_cache, slot_mapping, slots, seq_lens, q_start, scale, window)`` (the C++ signature; the metadata
+        from :meth:`build_batch`), which :meth:`forward` calls for ``layer`` when q, k, v and the cache are all
+        ``dtype``; None for layers it sends elsewhere (soft-capped or bidirectional)."""
+        if layer.logits_soft_cap or not getattr(layer, "causal", True) or dtype not in _KERNEL_DTYPES:
+            return None
+        return int(load_extension().write_attention_address())
+
     def forward(
         self,
         q: torch.Tensor,

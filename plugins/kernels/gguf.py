@@ -61,6 +61,7 @@ class GGUFLinear(nn.Module):
         super().__init__()
         self.out_features, self.in_features = stored.shape
         self.gguf_linear = ops.gguf_linear  # (x [T, K], qweight, qtype) -> [T, N]
+        self.linear_address = ops.linear_address()
         self.qtypes = [part.qtype for part in stored.parts]
         for i, part in enumerate(stored.parts):
             self.register_buffer(f"qweight{i}", part.data, persistent=False)  # uint8 [rows, row_bytes]
@@ -85,6 +86,16 @@ class GGUFLinear(nn.Module):
         if self.bias is not None:
             y = y + self.bias
         return y.view(*x.shape[:-1], self.out_features)
+
+    def native_linear(self) -> tuple[int, dict[str, torch.Tensor], str, int] | None:
+        """This projection for callers that run a layer stack in C++ (the Llama family's native stack):
+        the address of ``at::Tensor f(const at::Tensor& x, const at::Tensor& weight, int64_t arg, int64_t
+        has_prompt)``, the dict and key its weight is read from at each call, and ``arg`` (the GGML type).
+        ``f`` computes what :meth:`forward` does (a step with prompt tokens on the tile unit). None for a
+        layer with a bias or with parts of several types."""
+        if self.bias is not None or len(self.qtypes) != 1:
+            return None
+        return self.linear_address, self._buffers, "qweight0", self.qtypes[0]
 
     def extra_repr(self) -> str:
         from gguf import GGMLQuantizationType

@@ -44,6 +44,7 @@ __all__ = (
     "dequantize",
     "gguf_linear",
     "isas",
+    "linear_address",
     "load_extension",
     "reference_dequantize",
     "supported",
@@ -161,6 +162,12 @@ def gguf_linear(
     ext = _extension if _extension is not None else load_extension()  # the per-call path: keep it short
     rows_up_to = _ALL_ROWS if tiles_from is None else tiles_from - 1
     return ext.gguf_linear(x, qweight, qtype, bias, isa or "", rows_up_to, amx_from)  # "": reads $HERON_GGUF_ISA
+
+
+def linear_address() -> int:
+    """The address of the extension's ``linear_entry(x, qweight, qtype, has_prompt)``: :func:`gguf_linear` as
+    heron's GGUF linears call it (``amx_from`` 1 for a step with prompt tokens, else 0), for callers in C++."""
+    return int(load_extension().linear_address())
 
 
 def dequantize(qweight: torch.Tensor, qtype: int, n: int, k: int, *, isa: str | None = None) -> torch.Tensor:

@@ -36,6 +36,7 @@ from heron.layers import (
     rotate_heads,
     tp_of,
 )
+from heron_plugins.models.native_stack import NativeStack
 
 __all__ = (
     "LlamaAttention",
@@ -161,9 +162,23 @@ class LlamaModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
         hidden = self.embed(input_ids)  # [T, hidden]
         rope = rotary_tables(*self.rotary_emb(positions, batch), hidden.dtype)  # once, shared by every layer
+        native = self._native_stack(hidden.dtype)
+        out = None if native is None else native.run(hidden, rope, batch)
+        if out is not None:
+            return self.norm(out)
         for layer in self.layers:
             hidden = layer(hidden, rope, batch)
         return self.norm(hidden)
+
+    def _native_stack(self, dtype: torch.dtype) -> NativeStack | None:
+        """The layers as one C++ call (:mod:`heron_plugins.models.native_stack`) when they and their kernels
+        allow it: the same ops and bits as the modules, without the per-op Python cost of a decode step."""
+        native = self.__dict__.get("_native")
+        if native is False or (native is not None and native.current()):
+            return native or None  # False: checked, not possible for these layers
+        native = NativeStack.for_layers(self.layers, LlamaDecoderLayer, LlamaAttention, dtype)
+        self.__dict__["_native"] = native if native is not None else False
+        return native
 
 
 class LlamaForCausalLM(nn.Module, CausalLM):

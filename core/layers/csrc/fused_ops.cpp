@@ -149,6 +149,10 @@ torch::Tensor rotate_heads(const torch::Tensor& x, const torch::Tensor& cos, con
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("addresses", [] {
+    return std::vector<int64_t>{reinterpret_cast<int64_t>(&rms_norm), reinterpret_cast<int64_t>(&add_rms_norm),
+                                reinterpret_cast<int64_t>(&rotate_heads)};
+  }, "Addresses of rms_norm, add_rms_norm and rotate_heads (the C++ signatures above), for callers in C++");
   m.def("add_rms_norm", &add_rms_norm, "(normed, x + residual) of [T, H] rows");
   m.def("rms_norm", &rms_norm, "RMS norm of [T, H] rows");
   m.def("rotate_heads", &rotate_heads, "rotary on [T, heads, D] with [T, 1, rd] cos and signed sin");

@@ -331,9 +331,19 @@ at::Tensor gguf_linear(const at::Tensor& x, const at::Tensor& qweight, int64_t q
   return y;
 }
 
+// The entry a caller in C++ (a model's native layer stack) reaches through linear_address(): gguf_linear as
+// GGUFLinear calls it (no bias, the default ISA, every T on the row or AMX path; a step with prompt tokens on
+// the tile unit whatever its size, see heron_plugins.kernels.gguf).
+at::Tensor linear_entry(const at::Tensor& x, const at::Tensor& qweight, int64_t qtype, int64_t has_prompt) {
+  return gguf_linear(x, qweight, qtype, c10::nullopt, std::string(), int64_t{1} << 62, has_prompt ? 1 : 0);
+}
+
 }  // namespace heron_gguf
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("linear_address", [] { return reinterpret_cast<int64_t>(&heron_gguf::linear_entry); },
+        "Address of at::Tensor linear_entry(const at::Tensor& x, const at::Tensor& qweight, int64_t qtype, "
+        "int64_t has_prompt): gguf_linear as GGUFLinear calls it, for callers in C++");
   m.def("isas", &heron_gguf::cpu_isas, "The ISA paths this CPU can run, best last");
   m.attr("amx_min_t") = heron_gguf::kAmxMinT;  // rows of bfloat16 x from which isa "amx" runs the AMX path
   m.def("dequantize", &heron_gguf::dequantize, "Dequantize GGUF blocks to float32 [N, K]", py::arg("qweight"),

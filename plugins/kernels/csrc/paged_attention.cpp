@@ -566,6 +566,8 @@ at::Tensor paged_write_attention(at::Tensor q, const at::Tensor& k, const at::Te
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("write_attention_address", [] { return reinterpret_cast<int64_t>(&paged_write_attention); },
+        "Address of paged_write_attention (the C++ signature above), for callers in C++");
   m.def("paged_write_attention", &paged_write_attention, "Store the step's K/V at their slots, then paged_attention",
         py::arg("q"), py::arg("k"), py::arg("v"), py::arg("kv_cache"), py::arg("slot_mapping"), py::arg("slots"),
         py::arg("seq_lens"), py::arg("q_start"), py::arg("scale"), py::arg("window"));
