@@ -2,7 +2,7 @@
 // here): namespace heron_gguf::amx, no torch dependency.
 //
 // Roles in tdpbf16ps (C += A B): A = 16 dequantized weight rows x 32 weights (the bfloat16 rows
-// avx512::dequant_rows_bf16 writes, the row path's weights, read in place with a row stride of K);
+// avx512::dequant_rows_bf16_dp writes, the row path's weights, read in place with a row stride of K);
 // B = 16 tokens of x in the VNNI layout (16 pairs of K x 16 tokens x 2), packed once per call;
 // C = 16 weight rows x 16 tokens in float32, summed over all of K in the tile, then transposed into
 // y[t, n], rounded to bfloat16 and the bias added as the row path adds it. Each task dequantizes 32
@@ -28,7 +28,7 @@
 
 namespace heron_gguf {
 namespace avx512 {
-void dequant_rows_bf16(int qtype, const uint8_t* w, int64_t row_bytes, int64_t rows, int64_t k, uint16_t* out);
+void dequant_rows_bf16_dp(int qtype, const uint8_t* w, int64_t row_bytes, int64_t rows, int64_t k, uint16_t* out);
 }
 
 namespace amx {
@@ -196,7 +196,7 @@ void linear_rows(int qtype, const uint8_t* w, int64_t row_bytes, int64_t n0, int
   for (int64_t n = n0; n < n1; n += kRowsPass) {
     const int64_t rows = std::min(kRowsPass, n1 - n);
     const int ma = rows > kRowsTile ? 2 : 1;
-    avx512::dequant_rows_bf16(qtype, w + n * row_bytes, row_bytes, rows, k, wbuf);
+    avx512::dequant_rows_bf16_dp(qtype, w + n * row_bytes, row_bytes, rows, k, wbuf);
     if (rows % kRowsTile != 0) {  // zero weights in the last row tile's missing rows
       std::memset(wbuf + rows * k, 0, (ma * kRowsTile - rows) * k * sizeof(uint16_t));
     }

@@ -291,6 +291,13 @@ GGQ_BF16_TARGET void dot_rows_bf16_dp(int qtype, const uint8_t* w, int64_t row_b
   if (simd_dot_rows_dp(qtype, w, row_bytes, n0, n1, k, xb, T, y, ldy, buf)) return;
   dot_rows_bf16(qtype, w, row_bytes, n0, n1, k, xb, x, T, y, ldy, buf);
 }
+
+// dequant_rows_bf16 with AVX512-BF16 conversions (the same bits).
+GGQ_BF16_TARGET void dequant_rows_bf16_dp(int qtype, const uint8_t* w, int64_t row_bytes, int64_t rows, int64_t k,
+                                          uint16_t* out) {
+  if (simd_dequant_rows_bf16_dp(qtype, w, row_bytes, rows, k, out)) return;
+  dequant_rows_bf16(qtype, w, row_bytes, rows, k, out);
+}
 #endif
 
 }  // namespace GGQ_NS

@@ -800,6 +800,53 @@ GGQ_BF16_TARGET inline bool simd_dot_rows_dp(int qtype, const uint8_t* w, int64_
     default: return false;
   }
 }
+
+// dequant_rows_t<Q, uint16_t> on CPUs with AVX512-BF16: the same bfloat16 weights (the same float
+// operations, rounded to nearest even by vcvtne2ps2bf16 instead of by integer adds), 32 per step: for
+// the table types through the sub-block's table (as lut_weights, in natural order), else both halves
+// dequantized and converted in one instruction. The AMX path dequantizes a pass's rows with it.
+template <class Q>
+GGQ_BF16_TARGET inline void dequant_rows_bf16_dp_t(const uint8_t* w, int64_t row_bytes, int64_t rows, int64_t k,
+                                                   uint16_t* out) {
+  Head<Q::kSub> h;
+  const float* f16 = half_table();
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t* row = w + r * row_bytes;
+    for (int64_t b = 0; b < k / (32 * Q::kSub); ++b) {
+      const uint8_t* blk = row + b * Q::kBytes;
+      Q::head(blk, h, f16);
+      for (int j = 0; j < Q::kSub; ++j) {
+        __m512i v;
+        if constexpr (lut_bits<Q> != 0) {
+          const __m512 t0 = lut_entries<Q>(h.dw[j][0], h.off[j][0], 0.f);
+          const __m512 t1 = lut_bits<Q> == 5 ? lut_entries<Q>(h.dw[j][0], h.off[j][0], 16.f) : t0;
+          // natural order: Q4_0 / Q4_1's lut_index comes pair-permuted for the decode dots
+          const __m512i index = kPairPermuted<Q> ? _mm512_cvtepu8_epi16(Q::codes(blk, j)) : lut_index<Q>(blk, j);
+          v = _mm512_permutexvar_epi16(index, (__m512i)_mm512_cvtne2ps_pbh(t1, t0));
+        } else {
+          const __m256i c = Q::codes(blk, j);
+          v = (__m512i)_mm512_cvtne2ps_pbh(deq16<Q>(c, 1, h.dw[j][1], h.off[j][1]), deq16<Q>(c, 0, h.dw[j][0], h.off[j][0]));
+        }
+        _mm512_storeu_si512(out + r * k + (b * Q::kSub + j) * 32, v);
+      }
+    }
+  }
+}
+
+GGQ_BF16_TARGET inline bool simd_dequant_rows_bf16_dp(int qtype, const uint8_t* w, int64_t row_bytes, int64_t rows,
+                                                      int64_t k, uint16_t* out) {
+  switch (qtype) {
+    case kQ4_0: dequant_rows_bf16_dp_t<TQ4_0>(w, row_bytes, rows, k, out); return true;
+    case kQ4_1: dequant_rows_bf16_dp_t<TQ4_1>(w, row_bytes, rows, k, out); return true;
+    case kQ5_0: dequant_rows_bf16_dp_t<TQ5_0>(w, row_bytes, rows, k, out); return true;
+    case kQ5_1: dequant_rows_bf16_dp_t<TQ5_1>(w, row_bytes, rows, k, out); return true;
+    case kQ8_0: dequant_rows_bf16_dp_t<TQ8_0>(w, row_bytes, rows, k, out); return true;
+    case kQ4_K: dequant_rows_bf16_dp_t<TQ4_K>(w, row_bytes, rows, k, out); return true;
+    case kQ5_K: dequant_rows_bf16_dp_t<TQ5_K>(w, row_bytes, rows, k, out); return true;
+    case kQ6_K: dequant_rows_bf16_dp_t<TQ6_K>(w, row_bytes, rows, k, out); return true;
+    default: return false;
+  }
+}
 #endif
 
 #endif

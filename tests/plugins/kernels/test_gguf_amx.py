@@ -98,6 +98,18 @@ def test_amx_matches_float64_and_is_batch_invariant(qtype: int, amx_min_t: int):
                 assert torch.equal(sub, y[:, rows]), where
 
 
+@pytest.mark.parametrize("qtype", sorted(QTYPES), ids=[QTYPES[q].name for q in sorted(QTYPES)])
+def test_amx_multiplies_the_row_paths_bfloat16_weights(qtype: int, amx_min_t: int):
+    """x = the identity puts each dequantized weight alone in its sum, so the tile unit's output is the
+    bfloat16 weights it multiplied: they must be gguf-py's, rounded to nearest even, bit for bit (every
+    type; 40 rows: a full and a partial 32-row pass)."""
+    k = 512
+    raw = random_blocks(qtype, 40, k, seed=3)
+    want = gguf_ops.reference_dequantize(raw, qtype, 40, k).to(torch.bfloat16)  # [N, K]
+    got = _amx(torch.eye(k, dtype=torch.bfloat16), raw, qtype)  # [K, N]: row t is column t of W
+    assert torch.equal(got.T, want)
+
+
 def test_amx_isa_is_the_row_path_below_amx_min_t_and_for_float32(amx_min_t: int):
     torch.manual_seed(0)
     raw = random_blocks(12, 33, 512)
