@@ -164,17 +164,18 @@ inline void scores_block_pairs(const uint32_t* const*, const uint32_t*, int64_t,
 constexpr bool kHavePairs = false;
 #endif
 
-// kt[i * kKeyBlock + s] = rows[s * D + i]: 16 x 16 tiles through the shuffle unit where D allows.
-inline void transpose_block(const float* rows, float* kt, int64_t D) {
+// kt[i * kKeyBlock + s] = rows[s][i]: 16 x 16 tiles through the shuffle unit where D allows. The rows
+// are read where they are (the cache, for float32 keys and bfloat16 pairs), not copied first.
+inline void transpose_block(const float* const* rows, float* kt, int64_t D) {
   if (D % 16 != 0) {
     for (int64_t s = 0; s < kKeyBlock; ++s)
-      for (int64_t i = 0; i < D; ++i) kt[i * kKeyBlock + s] = rows[s * D + i];
+      for (int64_t i = 0; i < D; ++i) kt[i * kKeyBlock + s] = rows[s][i];
     return;
   }
   for (int64_t s0 = 0; s0 < kKeyBlock; s0 += 16) {
     for (int64_t i0 = 0; i0 < D; i0 += 16) {
       __m512 r[16], t[16];
-      for (int x = 0; x < 16; ++x) r[x] = _mm512_loadu_ps(rows + (s0 + x) * D + i0);
+      for (int x = 0; x < 16; ++x) r[x] = _mm512_loadu_ps(rows[s0 + x] + i0);
       for (int x = 0; x < 16; x += 2) {
         t[x] = _mm512_unpacklo_ps(r[x], r[x + 1]);
         t[x + 1] = _mm512_unpackhi_ps(r[x], r[x + 1]);
@@ -269,9 +270,9 @@ inline void values_block(float* const* acc, const float* const* p, Row row, int6
     }
 }
 
-inline void transpose_block(const float* rows, float* kt, int64_t D) {
+inline void transpose_block(const float* const* rows, float* kt, int64_t D) {
   for (int64_t s = 0; s < kKeyBlock; ++s)
-    for (int64_t i = 0; i < D; ++i) kt[i * kKeyBlock + s] = rows[s * D + i];
+    for (int64_t i = 0; i < D; ++i) kt[i * kKeyBlock + s] = rows[s][i];
 }
 
 inline void softmax(float* p, int64_t n) {
@@ -288,6 +289,17 @@ inline void softmax(float* p, int64_t n) {
 
 #endif
 
+// Asks for the cache rows of keys [s0, s1) ahead of their use: a request's slots are scattered over
+// the cache's blocks, which the hardware prefetchers do not follow from one block to the next.
+template <typename T>
+inline void prefetch_rows(const T* head, const int64_t* slots, int64_t s0, int64_t s1, int64_t D) {
+  const int64_t bytes = D * static_cast<int64_t>(sizeof(T));
+  for (int64_t s = s0; s < s1; ++s) {
+    const char* p = reinterpret_cast<const char*>(head + slots[s] * D);
+    for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + o, 0, 3);
+  }
+}
+
 struct Task {
   int64_t req, kv_head, row0, rows;
 };
@@ -303,7 +315,7 @@ struct Problem {
 
 // Scratch of one thread, grown to the largest task it meets.
 struct Scratch {
-  std::vector<float> queries, scores, acc, rows, keys_t, block_scores;
+  std::vector<float> queries, scores, acc, rows, keys_t, block_scores, zeros;
 };
 
 // f<NQ>(first head of the group, NQ) for the heads of a row, in groups of up to 4.
@@ -345,6 +357,8 @@ void run_task(const Problem& pb, const Task& task, const T* q, const T* key_cach
   float* block = sc.rows.data();       // [kKeyBlock, D] the block's keys or values as float
   float* kt = sc.keys_t.data();        // [D, kKeyBlock] the block's keys transposed
   float* bs = sc.block_scores.data();  // [4, kKeyBlock]
+  if (static_cast<int64_t>(sc.zeros.size()) < D) sc.zeros.assign(D, 0.f);
+  const float* zeros = sc.zeros.data();  // a row of D zeros
   // bfloat16 keys and queries on a CPU with AVX512-BF16: scores from bfloat16 pairs (no widening)
   constexpr bool kBF16 = std::is_same_v<T, c10::BFloat16>;
   const bool pairs = kHavePairs && kBF16 && D % 2 == 0;
@@ -363,17 +377,25 @@ void run_task(const Problem& pb, const Task& task, const T* q, const T* key_cach
   const int64_t* req_slots = pb.slots + r * dm.max_seq;
   const T* k_head = key_cache + kvh * dm.num_slots * D;
   const T* v_head = value_cache + kvh * dm.num_slots * D;
+  prefetch_rows(k_head, req_slots, lo, std::min(hi, lo + kKeyBlock), D);
   for (int64_t b0 = lo; b0 < hi; b0 += kKeyBlock) {  // scores, a block of keys at a time
     const int64_t b1 = std::min(hi, b0 + kKeyBlock);
-    if (pairs) {  // raw bfloat16 pairs, transposed as 32-bit words
-      for (int64_t s = b0; s < b1; ++s) std::memcpy(block + (s - b0) * (D / 2), k_head + req_slots[s] * D, D * sizeof(T));
-      std::fill(block + (b1 - b0) * (D / 2), block + kKeyBlock * (D / 2), 0.f);
-      transpose_block(block, kt, D / 2);
+    if (b1 < hi) {  // the next block's keys, or (at the last block) the first block's values
+      prefetch_rows(k_head, req_slots, b1, std::min(hi, b1 + kKeyBlock), D);
     } else {
-      for (int64_t s = b0; s < b1; ++s) widen_row(k_head + req_slots[s] * D, block + (s - b0) * D, D);
-      std::fill(block + (b1 - b0) * D, block + kKeyBlock * D, 0.f);
-      transpose_block(block, kt, D);
+      prefetch_rows(v_head, req_slots, lo, std::min(hi, lo + kKeyBlock), D);
     }
+    const float* key_rows[kKeyBlock];  // the block's keys as float32 rows (bfloat16 pairs as 32-bit words)
+    for (int64_t s = b1 - b0; s < kKeyBlock; ++s) key_rows[s] = zeros;  // past the tile's keys: zeros
+    if (pairs || std::is_same_v<T, float>) {  // read in place from the cache
+      for (int64_t s = b0; s < b1; ++s) key_rows[s - b0] = reinterpret_cast<const float*>(k_head + req_slots[s] * D);
+    } else {  // bfloat16 widened first
+      for (int64_t s = b0; s < b1; ++s) {
+        widen_row(k_head + req_slots[s] * D, block + (s - b0) * D, D);
+        key_rows[s - b0] = block + (s - b0) * D;
+      }
+    }
+    transpose_block(key_rows, kt, pairs ? D / 2 : D);
     for (int64_t j = 0; j < rows; ++j) {
       const int64_t st = start_of(j), s0 = std::max(b0, st), s1 = std::min(b1, first_pos + j + 1);
       if (s0 >= s1) continue;
@@ -402,6 +424,7 @@ void run_task(const Problem& pb, const Task& task, const T* q, const T* key_cach
   const bool widen = rows > 1;
   for (int64_t b0 = lo; b0 < hi; b0 += kKeyBlock) {
     const int64_t b1 = std::min(hi, b0 + kKeyBlock);
+    prefetch_rows(v_head, req_slots, b1, std::min(hi, b1 + kKeyBlock), D);
     if (widen)
       for (int64_t s = b0; s < b1; ++s) widen_row(v_head + req_slots[s] * D, block + (s - b0) * D, D);
     for (int64_t j = 0; j < rows; ++j) {
