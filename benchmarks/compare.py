@@ -11,7 +11,8 @@ the asked tokens. heron runs with its defaults (``--heron-linear-kernel`` change
 - serving: ``heron serve``, ``llama-server -np C`` (restarted per level) and llama-cpp-python's
   server, driven by ``heron bench serve``'s load generator at each concurrency level; the resident
   memory of each server's process tree is sampled throughout;
-- single stream: decode tok/s and time to first token of one request at a time;
+- single stream: decode tok/s and time to first token of one request at a time (the targets' figures:
+  ``heron serve`` and llama-server up side by side, each prompt sent to one then the other);
 - long prompt: time to first token of ``--long-prompt-len``-token prompts (``max_tokens`` 1, one at
   a time, distinct prompts so no prefix cache helps), heron vs llama-server;
 - memory: ``heron serve`` and llama-server at the same parallel slots and context length
@@ -41,6 +42,7 @@ import platform
 import re
 import shlex
 import socket
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -314,8 +316,10 @@ def run_serving(name: str, start, restart: bool, wl: Workload, args: argparse.Na
         if restart:
             server.stop()
             server = start(1)
-        res["single_stream"][f"{name} serve" if name.startswith("heron") else name] = single_stream(
-            server.base_url, wl.singles, args.single_output_len, extra)
+        key = f"{name} serve" if name.startswith("heron") else name
+        if name in ("heron", "llama-server"):  # the interleaved part gives the targets' figures (run_single_stream)
+            key += " (after the serving levels)" if name == "heron" else " (restarted, -np 1)"
+        res["single_stream"][key] = single_stream(server.base_url, wl.singles, args.single_output_len, extra)
         if long_prompt and "long-prompt" not in args.skip:
             res.setdefault("long_prompt", {})[name] = long_prompt_ttft(
                 server.base_url, wl.long, {**extra, "logit_bias": wl.eos_bias})  # a text token, never EOS
@@ -376,6 +380,54 @@ def run_servers(args: argparse.Namespace, wl: Workload, res: dict[str, Any]) -> 
         res["notes"].append("llama-cpp-python's server ignores ignore_eos: EOS was suppressed with logit_bias "
                             "instead, so it too makes every requested token. It serves one request at a time "
                             "(run with --interrupt_requests False, else each new request ends the running one).")
+
+
+def run_single_stream(args: argparse.Namespace, wl: Workload, res: dict[str, Any]) -> None:
+    """``heron serve`` (its defaults, ``--max-num-seqs`` as served) and llama-server (``-np 1``) up at the
+    same time, one request at a time, alternating between them: each single-stream prompt goes to both,
+    back to back, so a host whose speed drifts from minute to minute slows both alike. Decode tok/s from
+    the median time per output token over the requests (``--single-rounds`` passes over the prompts)."""
+    binary = servers.find_llama_server(args.llama_server)
+    if binary is None or {"heron-serve", "llama-server"} & args.skip:
+        return
+    section(res, "single stream")
+    port_h, port_l = free_port(), free_port()
+    ctx = max(args.input_len + args.single_output_len + 64, args.long_prompt_len + 64)
+    started: list[servers.Server] = []
+    try:
+        started.append(servers.start("heron-single", heron_cmd(args, port_h, args.max_num_seqs), port_h, args.out))
+        started.append(servers.start("llama-server-single", llama_cmd(binary, wl.gguf, 1, ctx, port_l,
+                                                                      shlex.split(args.llama_server_args)),
+                                     port_l, args.out))
+        urls = {"heron serve": started[0].base_url, "llama-server": started[1].base_url}
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in urls}
+        for name, url in urls.items():  # one untimed request each
+            asyncio.run(run_serve(wl.singles[:1], ServeConfig(base_url=url, output_len=8, concurrency=1),
+                                  use_tqdm=False))
+        for _ in range(args.single_rounds):
+            for prompt in wl.singles[1:]:
+                for name, url in urls.items():
+                    cfg = ServeConfig(base_url=url, output_len=args.single_output_len, concurrency=1)
+                    runs[name].append(asdict(asyncio.run(run_serve([prompt], cfg, use_tqdm=False))))
+        for name, rs in runs.items():
+            tpot = statistics.median(r["tpot_ms"]["p50"] for r in rs)
+            res["single_stream"][name] = {
+                "decode_tok_s": 1000 / tpot, "ttft_ms": statistics.median(r["ttft_ms"]["p50"] for r in rs),
+                "output_tokens": sum(r["output_tokens"] for r in rs), "requests": sum(r["completed"] for r in rs),
+                "interleaved": True}
+            print(f"    {name}: {1000 / tpot:.1f} tok/s over {len(rs)} requests (interleaved)", flush=True)
+        res["notes"].append(f"single stream: heron serve (--max-num-seqs {args.max_num_seqs}) and llama-server "
+                            f"(-np 1 -c {ctx}) running side by side, each prompt sent to one then the other, "
+                            f"{args.single_rounds} passes over {len(wl.singles) - 1} prompts; the rows marked "
+                            f"'after the serving levels' / 'restarted' are the serving parts' own single-stream "
+                            f"runs, minutes apart.")
+    except Exception as err:  # noqa: BLE001 - keep the other parts' numbers
+        res["notes"].append(f"single stream: failed: {err}".splitlines()[0])
+        print(f"single stream failed: {err}", file=sys.stderr)
+    finally:
+        for server in started:
+            server.stop()
+    save(res, args.out)
 
 
 def run_memory(args: argparse.Namespace, wl: Workload, res: dict[str, Any]) -> None:
@@ -455,6 +507,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--min-requests", type=int, default=8)
     ap.add_argument("--max-requests", type=int, default=64)
     ap.add_argument("--single-requests", type=int, default=3, help="single-stream requests per engine")
+    ap.add_argument("--single-rounds", type=int, default=2,
+                    help="passes over the single-stream prompts of the interleaved heron / llama-server part")
     ap.add_argument("--long-prompt-len", type=int, default=3000, help="tokens of each long prompt")
     ap.add_argument("--long-prompt-reps", type=int, default=3, help="long prompts timed per engine (after one)")
     ap.add_argument("--memory-slots", type=int, default=16, help="memory part: parallel slots and streams")
@@ -509,6 +563,7 @@ def main() -> None:
     res["heron_flags"] = heron_flags(args)
     run_offline(args, wl, res)
     run_servers(args, wl, res)
+    run_single_stream(args, wl, res)
     if "memory" not in args.skip:
         run_memory(args, wl, res)
     if "speculative" not in args.skip:
