@@ -37,6 +37,9 @@ $(STAMP): $(PY) pyproject.toml setup.py
 		|| echo "warning: the gguf kernels did not build; GGUF checkpoints will run dequantized"
 	$(PY) -c "from heron.layers.fused_ops import load_fused_ops; assert load_fused_ops()" \
 		|| echo "warning: the fused C++ ops did not build; heron will use the torch formulas"
+	# and the Llama family's native decoder stack (without it: the layers run as Python modules)
+	$(PY) -c "from heron_plugins.models.native_stack import load_extension; load_extension()" \
+		|| echo "warning: the native decoder stack did not build; the layers will run as Python modules"
 	# the chat page's browser test (tests/e2e/test_chat_page.py) drives Debian's chromium + chromium-driver;
 	# installing them needs root: without it (or without apt) warn and go on
 	(command -v chromium && command -v chromedriver) >/dev/null \
