@@ -401,7 +401,7 @@ def run_single_stream(args: argparse.Namespace, wl: Workload, res: dict[str, Any
                                      port_l, args.out))
         urls = {"heron serve": started[0].base_url, "llama-server": started[1].base_url}
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in urls}
-        for name, url in urls.items():  # one untimed request each
+        for url in urls.values():  # one untimed request each
             asyncio.run(run_serve(wl.singles[:1], ServeConfig(base_url=url, output_len=8, concurrency=1),
                                   use_tqdm=False))
         for _ in range(args.single_rounds):
