@@ -18,6 +18,7 @@ import torch
 
 from heron.engine.outputs import Logprob
 from heron.engine.request import Sequence
+from heron.layers.fused_ops import argmax_rows
 
 __all__ = ("Sampler", "SamplerOutput")
 
@@ -61,7 +62,7 @@ class Sampler:
         if all(map(_argmax_only, seqs)):
             # the common greedy batch: no float copy, softmax, sort or noise; argmax of the raw logits
             # (a float32 copy would hold the same values, so the same argmax)
-            token_list = logits.argmax(dim=-1).tolist()
+            token_list = argmax_rows(logits).tolist()
             return SamplerOutput(token_list, [None] * len(seqs), [None] * len(seqs))
         source = logits
         logits = logits.float()

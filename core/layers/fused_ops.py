@@ -30,7 +30,7 @@ from types import ModuleType
 
 import torch
 
-__all__ = ("add_rms_norm", "fused_available", "load_fused_ops", "native_addresses", "rms_norm", "rotate_heads_fused")
+__all__ = ("add_rms_norm", "argmax_rows", "fused_available", "load_fused_ops", "native_addresses", "rms_norm", "rotate_heads_fused")
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,18 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     x32 = x.float()
     y = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
     return weight * y.to(x.dtype)
+
+
+def argmax_rows(x: torch.Tensor) -> torch.Tensor:
+    """``x.argmax(dim=-1)`` of logits ``x`` [T, V]: the first largest value's index per row (a NaN's, the
+    first, where a row has one), int64 [T]. torch's bfloat16 argmax widens one element at a time
+    (7.6 ms for 64 rows of the bundled model's 49152-word vocabulary, a tenth of a batch-64 decode
+    step); the C++ one reads 64 values a step. Both compare exactly, so they give the same indices."""
+    ext = _ext if _ext is not None else load_fused_ops()  # an index has no gradient: grad mode may be on
+    if (ext is not None and x.is_cpu and x.dtype in _DTYPES and not x.requires_grad and x.dim() == 2 and x.shape[1]
+            and x.stride(-1) == 1):
+        return ext.argmax_rows(x)
+    return x.argmax(dim=-1)
 
 
 def native_addresses() -> tuple[int, int, int] | None:

@@ -21,6 +21,7 @@ import torch
 
 from heron.engine.model_runner import StepPlan, run_plan
 from heron.engine.request import Sequence
+from heron.layers.fused_ops import argmax_rows
 
 __all__ = ("DraftModelProposer",)
 
@@ -121,7 +122,7 @@ class DraftModelProposer:
         plan = StepPlan(torch.tensor(ids, dtype=torch.int64), torch.tensor(positions, dtype=torch.int64), q_lens,
                         s_lens, block_tables, torch.tensor(slots, dtype=torch.int64), sample_rows)
         logits = run_plan(self.model, self.backend, plan.to(self.device), bs).sample  # [R, vocab]
-        return logits[:, : self.vocab_size].argmax(dim=-1).tolist()
+        return argmax_rows(logits[:, : self.vocab_size]).tolist()
 
     def verified(self, seq: Sequence, base: int, k: int, accepted: int) -> None:
         """After verification: the draft KV of accepted drafts stays; a finished sequence is forgotten."""

@@ -22,6 +22,7 @@ import torch
 
 from heron.engine.request import Sequence
 from heron.engine.sampler import Sampler
+from heron.layers.fused_ops import argmax_rows
 
 __all__ = ("Verdict", "verify_drafts")
 
@@ -111,10 +112,13 @@ def verify_drafts(sampler: Sampler, seq: Sequence, drafts: list[int], logits: to
         drafts: the ``k`` proposed tokens.
         logits: ``[k + 1, vocab]``, row ``j`` predicting the token after ``drafts[:j]``.
     """
-    x = processed_rows(sampler, seq, drafts, logits)
-    if not seq.params.greedy:
-        return _verify_random(sampler, seq, drafts, x)
-    best = x.argmax(dim=-1).tolist()  # [k + 1]
+    if seq.params.greedy and not _changes_logits(seq):
+        best = argmax_rows(logits).tolist()  # [k + 1]; a float32 copy would hold the same values
+    else:
+        x = processed_rows(sampler, seq, drafts, logits)
+        if not seq.params.greedy:
+            return _verify_random(sampler, seq, drafts, x)
+        best = argmax_rows(x).tolist()
     a = 0
     while a < len(drafts) and best[a] == drafts[a]:
         a += 1

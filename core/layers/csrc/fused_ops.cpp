@@ -14,8 +14,14 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstdint>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -99,6 +105,77 @@ void check_rows(const torch::Tensor& t, const char* name) {
   TORCH_CHECK(t.dim() == 2 && t.stride(1) == 1, name, " must be 2-D with contiguous rows");
 }
 
+// argmax of each row as torch.argmax gives it: the index of the first largest value, or of the first
+// NaN (torch orders NaN above everything). torch's own bfloat16 argmax widens element by element
+// (~240 us for one row of a 49152-word vocabulary here, 7.6 ms for 64 rows); this reads 64 values a
+// step into 4 x 16 lanes, each keeping its first maximum, then takes the smallest index among the
+// lanes that hold the row's maximum. Comparisons are exact, so the result is torch's.
+template <typename T>
+int64_t first_nan(const T* v, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = f32(v[i]);
+    if (x != x) return i;
+  }
+  return -1;
+}
+
+#if defined(__AVX512F__)
+inline __m512 load_f32x16(const float* p) { return _mm512_loadu_ps(p); }
+inline __m512 load_f32x16(const c10::BFloat16* p) {
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+#endif
+
+template <typename T>
+int64_t argmax_row(const T* v, int64_t n) {
+  int64_t i = 0, best = 0;
+  float top = f32(v[0]);
+#if defined(__AVX512F__)
+  constexpr int kSets = 4;
+  if (n >= 16 * kSets) {
+    __m512 val[kSets];
+    __m512i idx[kSets];
+    __mmask16 nan = 0;
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (int s = 0; s < kSets; ++s) {
+      val[s] = load_f32x16(v + 16 * s);
+      idx[s] = _mm512_add_epi32(lane, _mm512_set1_epi32(16 * s));
+      nan |= _mm512_cmp_ps_mask(val[s], val[s], _CMP_UNORD_Q);
+    }
+    for (i = 16 * kSets; i + 16 * kSets <= n; i += 16 * kSets) {
+      for (int s = 0; s < kSets; ++s) {
+        const __m512 x = load_f32x16(v + i + 16 * s);
+        nan |= _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+        const __mmask16 gt = _mm512_cmp_ps_mask(x, val[s], _CMP_GT_OQ);  // strictly: a lane keeps its first
+        val[s] = _mm512_mask_mov_ps(val[s], gt, x);
+        idx[s] = _mm512_mask_mov_epi32(idx[s], gt, _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int>(i + 16 * s))));
+      }
+    }
+    if (nan) return first_nan(v, n);
+    __m512 m = val[0];
+    for (int s = 1; s < kSets; ++s) m = _mm512_max_ps(m, val[s]);
+    top = _mm512_reduce_max_ps(m);
+    const __m512 topv = _mm512_set1_ps(top);
+    int32_t first = INT32_MAX;
+    for (int s = 0; s < kSets; ++s) {
+      const __mmask16 eq = _mm512_cmp_ps_mask(val[s], topv, _CMP_EQ_OQ);
+      first = std::min(first, _mm512_mask_reduce_min_epi32(eq, idx[s]));
+    }
+    best = first;
+  }
+#endif
+  for (; i < n; ++i) {  // the tail, after every vector index (or the whole row)
+    const float x = f32(v[i]);
+    if (x != x) return first_nan(v, n);
+    if (x > top) {
+      top = x;
+      best = i;
+    }
+  }
+  return best;
+}
+
 }  // namespace
 
 void check_norm(const torch::Tensor& x, const torch::Tensor& weight) {
@@ -148,6 +225,27 @@ torch::Tensor rotate_heads(const torch::Tensor& x, const torch::Tensor& cos, con
   return out;
 }
 
+torch::Tensor argmax_rows(const torch::Tensor& x) {
+  TORCH_CHECK(x.dim() == 2 && x.size(1) > 0 && x.stride(1) == 1 && x.size(1) < INT32_MAX,
+              "argmax_rows: x must be [T, V] (V > 0) with contiguous rows");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16, "argmax_rows: x must be fp32 or bf16");
+  auto out = torch::empty({x.size(0)}, x.options().dtype(torch::kLong));
+  int64_t* o = out.data_ptr<int64_t>();
+  const int64_t n = x.size(1), ld = x.stride(0);
+  auto rows = [&](auto* p) {
+    // a row of a vocabulary is a few us: several rows per chunk before a second thread pays
+    at::parallel_for(0, x.size(0), 8, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) o[r] = argmax_row(p + r * ld, n);
+    });
+  };
+  if (x.scalar_type() == at::kFloat) {
+    rows(x.data_ptr<float>());
+  } else {
+    rows(x.data_ptr<c10::BFloat16>());
+  }
+  return out;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("addresses", [] {
     return std::vector<int64_t>{reinterpret_cast<int64_t>(&rms_norm), reinterpret_cast<int64_t>(&add_rms_norm),
@@ -156,4 +254,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("add_rms_norm", &add_rms_norm, "(normed, x + residual) of [T, H] rows");
   m.def("rms_norm", &rms_norm, "RMS norm of [T, H] rows");
   m.def("rotate_heads", &rotate_heads, "rotary on [T, heads, D] with [T, 1, rd] cos and signed sin");
+  m.def("argmax_rows", &argmax_rows, "torch.argmax(x, -1) of [T, V] rows: first maximum, NaN above all");
 }

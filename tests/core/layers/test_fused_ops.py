@@ -15,7 +15,14 @@ import torch
 from heron.engine.sampler import Sampler
 from heron.engine.sampling_params import SamplingParams
 from heron.layers import RMSNorm, RotaryEmbedding, rotary_tables, rotate_heads
-from heron.layers.fused_ops import add_rms_norm, fused_available, rms_norm, rotate_heads_fused
+from heron.layers.fused_ops import (
+    add_rms_norm,
+    argmax_rows,
+    fused_available,
+    load_fused_ops,
+    rms_norm,
+    rotate_heads_fused,
+)
 from heron.plugins import registry
 from tests.conftest import need
 from tests.core.engine.fakes import make_seq
@@ -147,6 +154,42 @@ def test_greedy_fast_path_matches_the_full_sampler() -> None:
     mixed = greedy[:3] + [make_seq([1, 2], params=SamplingParams(temperature=0.0, logprobs=1))]
     full = Sampler(50, [0])(logits, mixed)
     assert full.token_ids == fast.token_ids and full.logprobs[3] is not None
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_argmax_rows_equals_torch_argmax(dtype: torch.dtype, threads: int) -> None:
+    """First maximum per row, as torch: ties, +-inf, NaN (above all: the first one), every length around
+    the kernel's 64-value steps and tail, rows of a wider tensor, 0 rows; and the C++ op really ran."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(threads)
+        checked = 0
+        for rows in (0, 1, 5, 17, 64):
+            for vocab in (1, 2, 15, 16, 63, 64, 65, 127, 128, 1000, 49152, 49155):
+                wide = torch.randn(rows, vocab + 3).to(dtype)
+                if rows >= 5 and vocab > 3:
+                    wide[0, vocab // 2] = float("nan")  # NaN beats everything
+                    wide[1, [vocab // 3, vocab - 1]] = wide[1].max() + 1  # a tie: the first wins
+                    wide[2, : vocab + 3] = 1.0  # all equal: index 0
+                    wide[3, : vocab + 3] = float("-inf")
+                    wide[4, [1, vocab - 1]] = float("inf")
+                    wide[4, vocab - 2] = float("nan")  # the NaN after a +inf still wins
+                for x in (wide[:, :vocab], wide[:, :vocab].contiguous()):
+                    got = argmax_rows(x)
+                    assert got.dtype == torch.int64 and torch.equal(got, x.argmax(dim=-1)), (rows, vocab)
+                    assert torch.equal(load_fused_ops().argmax_rows(x), got)  # not the fallback
+                    checked += 1
+        assert checked == 2 * 5 * 12
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_argmax_rows_falls_back_for_what_the_op_does_not_take() -> None:
+    for x in (torch.randn(3, 40, dtype=torch.float64), torch.randn(40), torch.randn(40, 3).t(),
+              torch.randn(3, 40, requires_grad=True)):
+        assert torch.equal(argmax_rows(x), x.argmax(dim=-1))
 
 
 # -- batch invariance --------------------------------------------------------------------------------
