@@ -19,9 +19,9 @@ the asked tokens. heron runs with its defaults (``--heron-linear-kernel`` change
   (``--memory-slots``, ``--memory-ctx``), one load of that many streams, the resident memory of
   each whole process tree (``memory.py``'s ``measure_memory``; the target uses the peak, the sum
   of each process's ``VmHWM``);
-- speculative: ``heron serve`` with and without ``--speculative-config`` (ngram) on
-  ``spec_decode.py``'s copy workload, one greedy request at a time: tok/s and whether the tokens
-  are identical.
+- speculative: ``heron serve`` with and without ``--speculative-config`` (ngram) up side by side,
+  on ``spec_decode.py``'s copy workload, one greedy request at a time, each prompt sent to one then
+  the other: tok/s and whether the tokens are identical.
 
 Each part has a ``--skip`` name. Baselines that are not installed are skipped with instructions
 to build them. Writes compare.json, compare.md and compare.png to --out-dir, and with --doc a full
@@ -61,7 +61,7 @@ from heron.loader import default_model_path, load_checkpoint
 
 PARTS = ("heron-offline", "transformers", "heron-serve", "llama-server", "llama-cpp-python", "long-prompt",
          "memory", "speculative")
-NGRAM = '{"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 5}'
+NGRAM = '{"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_min": 2, "prompt_lookup_max": 5}'
 
 
 def machine_info() -> dict[str, Any]:
@@ -204,31 +204,14 @@ def spec_counters(client: httpx.Client, base_url: str) -> tuple[float, float]:
     return float(found.get("spec_decode_num_drafts", 0)), float(found.get("spec_decode_num_accepted_tokens", 0))
 
 
-def copy_workload(base_url: str, warm: list[int], tasks: list[list[int]], max_tokens: int) -> dict[str, Any]:
-    """Greedy completions of the token-id prompts, one at a time, after an untimed warm-up one."""
-    with httpx.Client(timeout=600) as client:
-        model = client.get(base_url + "/models").json()["data"][0]["id"]
-
-        def complete(ids: list[int]) -> tuple[list[int], float]:
-            body = {"model": model, "prompt": ids, "max_tokens": max_tokens, "temperature": 0.0,
-                    "return_token_ids": True}
-            start = time.perf_counter()
-            resp = client.post(base_url + "/completions", json=body)
-            resp.raise_for_status()
-            return resp.json()["choices"][0]["token_ids"], time.perf_counter() - start
-
-        complete(warm)
-        before = spec_counters(client, base_url)
-        outs, seconds = [], 0.0
-        for ids in tasks:
-            out, s = complete(ids)
-            outs.append(out)
-            seconds += s
-        drafts, accepted = (a - b for a, b in zip(spec_counters(client, base_url), before, strict=True))
-    tokens = sum(map(len, outs))
-    print(f"    {tokens} tokens in {seconds:.1f} s: {tokens / seconds:.1f} tok/s, {drafts:.0f} drafts", flush=True)
-    return {"tokens": tokens, "seconds": seconds, "tok_s": tokens / seconds, "token_ids": outs,
-            "drafts": drafts, "accepted": accepted, "mean_acceptance_length": 1 + accepted / drafts if drafts else None}
+def copy_complete(client: httpx.Client, base_url: str, ids: list[int], max_tokens: int) -> tuple[list[int], float]:
+    """One greedy completion of the token-id prompt: (output token ids, seconds)."""
+    model = client.get(base_url + "/models").json()["data"][0]["id"]
+    body = {"model": model, "prompt": ids, "max_tokens": max_tokens, "temperature": 0.0, "return_token_ids": True}
+    start = time.perf_counter()
+    resp = client.post(base_url + "/completions", json=body)
+    resp.raise_for_status()
+    return resp.json()["choices"][0]["token_ids"], time.perf_counter() - start
 
 
 def hf_single_stream(path: str, ids: list[int], output_len: int, dtype: str) -> dict[str, Any]:
@@ -458,37 +441,61 @@ def run_memory(args: argparse.Namespace, wl: Workload, res: dict[str, Any]) -> N
 
 
 def run_speculative(args: argparse.Namespace, wl: Workload, res: dict[str, Any]) -> None:
-    """heron serve without, then with ``--speculative-config``, on spec_decode.py's copy workload."""
+    """``heron serve`` without and with ``--speculative-config`` up at the same time, on spec_decode.py's
+    copy workload: greedy requests one at a time, each prompt sent to one server then the other (the
+    order swapped every pass), ``--spec-rounds`` passes, so a host whose speed drifts slows both alike."""
     from spec_decode import CODE, TASKS, chat_prompt
 
     section(res, "speculative")
     warm = chat_prompt(wl.tok, CODE.replace("radius", "r").replace("circle", "disk"), "describe", "show")
     tasks = [chat_prompt(wl.tok, CODE, old, new) for old, new in TASKS]
-    runs: dict[str, Any] = {}
-    for name, flags in (("without", []), ("ngram", ["--speculative-config", args.speculative_config])):
-        port, server = free_port(), None
-        try:
-            server = servers.start(f"heron-spec-{name}", heron_cmd(args, port, args.max_num_seqs) + flags, port,
-                                   args.out)
-            runs[name] = copy_workload(server.base_url, warm, tasks, args.spec_max_tokens)
-        except Exception as err:
-            res["notes"].append(f"speculative: {name} failed: {err}".splitlines()[0])
-            print(f"speculative: {name} failed: {err}", file=sys.stderr)
-        finally:
-            if server is not None:
-                server.stop()
+    flags = {"without": [], "ngram": ["--speculative-config", args.speculative_config]}
     out: dict[str, Any] = {"speculative_config": json.loads(args.speculative_config), "prompts": len(tasks),
-                           "max_tokens": args.spec_max_tokens}
-    if len(runs) == 2:
-        base, spec = runs["without"].pop("token_ids"), runs["ngram"].pop("token_ids")
+                           "rounds": args.spec_rounds, "max_tokens": args.spec_max_tokens, "interleaved": True}
+    started: list[servers.Server] = []
+    try:
+        urls = {}
+        for name, extra in flags.items():
+            port = free_port()
+            started.append(servers.start(f"heron-spec-{name}", heron_cmd(args, port, args.max_num_seqs) + extra,
+                                         port, args.out))
+            urls[name] = started[-1].base_url
+        outs: dict[str, list[list[int]]] = {name: [] for name in urls}
+        seconds = dict.fromkeys(urls, 0.0)
+        with httpx.Client(timeout=600) as client:
+            for url in urls.values():  # one untimed request each
+                copy_complete(client, url, warm, args.spec_max_tokens)
+            before = spec_counters(client, urls["ngram"])
+            for rnd in range(args.spec_rounds):
+                for ids in tasks:
+                    for name in (list(urls) if rnd % 2 == 0 else list(reversed(urls))):
+                        ids_out, s = copy_complete(client, urls[name], ids, args.spec_max_tokens)
+                        outs[name].append(ids_out)
+                        seconds[name] += s
+            drafts, accepted = (a - b for a, b in zip(spec_counters(client, urls["ngram"]), before, strict=True))
+        runs: dict[str, Any] = {}
+        for name in urls:
+            tokens = sum(map(len, outs[name]))
+            counted = name == "ngram"
+            runs[name] = {"tokens": tokens, "seconds": seconds[name], "tok_s": tokens / seconds[name],
+                          "drafts": drafts if counted else 0.0, "accepted": accepted if counted else 0.0,
+                          "mean_acceptance_length": 1 + accepted / drafts if counted and drafts else None}
+            print(f"    {name}: {tokens} tokens in {seconds[name]:.1f} s: {runs[name]['tok_s']:.1f} tok/s, "
+                  f"{runs[name]['drafts']:.0f} drafts (interleaved)", flush=True)
+        base, spec = outs["without"], outs["ngram"]
         out["speedup"] = runs["ngram"]["tok_s"] / runs["without"]["tok_s"]
         out["identical"] = base == spec
         out["first_difference"] = [next((i for i, (a, b) in enumerate(zip(x, y, strict=False)) if a != b),
                                         min(len(x), len(y))) for x, y in zip(base, spec, strict=True)]
         out["lengths"] = [len(x) for x in base]
-    for run in runs.values():
-        run.pop("token_ids", None)
-    res["speculative"] = {**out, "runs": runs}
+        out["runs"] = runs
+    except Exception as err:  # noqa: BLE001 - keep the other parts' numbers
+        res["notes"].append(f"speculative: failed: {err}".splitlines()[0])
+        print(f"speculative failed: {err}", file=sys.stderr)
+    finally:
+        for server in started:
+            server.stop()
+    res["speculative"] = {"runs": {}, **out}
     save(res, args.out)
 
 
@@ -516,6 +523,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--memory-output-len", type=int, default=64, help="memory part: tokens per stream")
     ap.add_argument("--speculative-config", default=NGRAM, help=f"speculative part's config (default {NGRAM})")
     ap.add_argument("--spec-max-tokens", type=int, default=256, help="speculative part: max_tokens per prompt")
+    ap.add_argument("--spec-rounds", type=int, default=2,
+                    help="speculative part: passes over the prompts, each sent to both servers")
     ap.add_argument("--dtypes", default="bfloat16,float32", help="transformers dtypes")
     ap.add_argument("--hf-batch-sizes", default="64", help="transformers batch sizes (64 beat 32 in every past run)")
     ap.add_argument("--heron-dtype", default="auto")

@@ -254,10 +254,15 @@ def markdown(res: dict[str, Any]) -> str:
         same = {True: "identical to those without.", None: "not compared (one run failed).",
                 False: f"not identical to those without: the outputs first differ at tokens "
                        f"{s.get('first_difference')} of {s.get('lengths')}."}[s.get("identical")]
+        how = (f"`heron serve` without and with `--speculative-config '{json.dumps(s['speculative_config'])}'` "
+               f"up side by side, each prompt sent to one then the other (the order swapped every pass), "
+               f"{s['rounds']} passes, each server after one warm-up request"
+               if s.get("interleaved") else
+               f"`heron serve` without, then with `--speculative-config '{json.dumps(s['speculative_config'])}'` "
+               f"(each after one warm-up request)")
         lines += ["", f"### Speculative decoding: copy workload (benchmarks/spec_decode.py's prompts), "
                   f"{s['prompts']} greedy requests of up to {s['max_tokens']} tokens, one at a time", "",
-                  f"`heron serve` without, then with `--speculative-config '{json.dumps(s['speculative_config'])}'` "
-                  f"(each after one warm-up request); greedy tokens {same}", "", *spec]
+                  f"{how}; greedy tokens {same}", "", *spec]
     lines += _legacy_memory(res)
     other = res.get("other_cpu")
     if other:
