@@ -7,7 +7,8 @@ the asked tokens. heron runs with its defaults (``--heron-linear-kernel`` change
 
 - offline throughput: heron's ``LLM.generate`` vs transformers' ``generate`` (its GGUF path,
   ``from_pretrained(..., gguf_file=...)``, dequantized to each of ``--dtypes``, best of those and
-  of the batch sizes), each also as a fraction of the machine's bf16 matmul compute limit;
+  of the batch sizes), each also as a fraction of the machine's bf16 matmul compute limit; both in
+  one process, ``--offline-rounds`` interleaved rounds of new prompts, each setting's best round;
 - serving: ``heron serve``, ``llama-server -np C`` (restarted per level) and llama-cpp-python's
   server, driven by ``heron bench serve``'s load generator at each concurrency level; the resident
   memory of each server's process tree is sampled throughout;
@@ -53,7 +54,7 @@ import httpx
 import report
 import servers
 import torch
-from throughput import run_transformers
+from throughput import load_transformers, time_transformers
 
 from heron.bench import Prompt, ServeConfig, random_prompts, run_latency, run_serve, run_throughput
 from heron.engine.config import physical_cores
@@ -132,7 +133,8 @@ class Workload:
     gguf: str
     tok: Any
     warmup: list[Prompt]  # 2 offline warm-up prompts
-    prompts: list[Prompt]  # the offline ones
+    prompts: list[Prompt]  # the offline ones (the first round's)
+    rounds: list[list[Prompt]]  # the offline prompts of each round, none sharing a prefix with another
     by_level: dict[int, list[Prompt]]  # per concurrency level: one warm-up prompt, then the timed ones
     singles: list[Prompt]  # one warm-up prompt, then the single-stream ones
     long: list[Prompt]  # one warm-up prompt, then the long-prompt TTFT ones
@@ -142,10 +144,12 @@ class Workload:
 def build_workload(args: argparse.Namespace, levels: list[int]) -> Workload:
     ckpt = load_checkpoint(None)
     tok = ckpt.tokenizer
-    both = random_prompts(2 + args.num_prompts, args.input_len, tok, seed=0)
+    n = args.num_prompts
+    both = random_prompts(2 + n * args.offline_rounds, args.input_len, tok, seed=0)
     n_for = {c: min(max(args.requests_per_level * c, args.min_requests), args.max_requests) for c in levels}
     return Workload(
-        gguf=default_model_path(), tok=tok, warmup=both[:2], prompts=both[2:],
+        gguf=default_model_path(), tok=tok, warmup=both[:2], prompts=both[2:2 + n],
+        rounds=[both[2 + r * n:2 + (r + 1) * n] for r in range(args.offline_rounds)],
         by_level={c: random_prompts(n_for[c] + 1, args.input_len, tok, seed=1000 + c) for c in levels},
         singles=random_prompts(args.single_requests + 1, args.input_len, tok, seed=7),
         long=random_prompts(args.long_prompt_reps + 1, args.long_prompt_len, tok, seed=3000),
@@ -214,12 +218,8 @@ def copy_complete(client: httpx.Client, base_url: str, ids: list[int], max_token
     return resp.json()["choices"][0]["token_ids"], time.perf_counter() - start
 
 
-def hf_single_stream(path: str, ids: list[int], output_len: int, dtype: str) -> dict[str, Any]:
+def hf_single_stream(model: Any, ids: list[int], output_len: int, dtype: str) -> dict[str, Any]:
     """transformers, batch 1: decode tok/s from the time of ``output_len`` tokens minus that of 1."""
-    from transformers import AutoModelForCausalLM
-
-    folder, name = os.path.split(path)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=getattr(torch, dtype)).eval()
     x = torch.tensor([ids])
     kw = {"attention_mask": torch.ones_like(x), "do_sample": False, "pad_token_id": 0}
     with torch.inference_mode():
@@ -235,44 +235,65 @@ def hf_single_stream(path: str, ids: list[int], output_len: int, dtype: str) -> 
 # -- the parts ---------------------------------------------------------------------------------
 
 def run_offline(args: argparse.Namespace, wl: Workload, res: dict[str, Any]) -> None:
-    """heron's ``LLM.generate`` (and one request at a time), then transformers' ``generate``."""
+    """heron's ``LLM.generate`` and transformers' ``generate`` (each dtype and batch size) in one process,
+    interleaved: ``--offline-rounds`` rounds, each with its own prompts (no prefix-cache hits) run by
+    heron and then by each transformers setting, so a host whose speed drifts slows both alike; each
+    setting's best round counts. Then heron one request at a time."""
     from heron import LLM
 
     kernel = {} if args.heron_linear_kernel == "auto" else {"linear_kernel": args.heron_linear_kernel}
     llm = LLM(dtype=args.heron_dtype, max_num_seqs=args.max_num_seqs, **kernel)
     res["model"]["parameters"] = llm.engine.num_parameters
-    if "heron-offline" not in args.skip:
-        section(res, "heron offline")
-        thr = run_throughput(llm, wl.prompts, args.output_len, warmup=wl.warmup)
+    heron_runs: list[dict[str, Any]] = []
+    hf_runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    models: dict[str, Any] = {}
+    if "transformers" not in args.skip:
+        section(res, "transformers (load)")
+        try:
+            models = {dtype: load_transformers(wl.gguf, dtype) for dtype in args.dtypes.split(",")}
+        except Exception as err:  # e.g. no accelerate (transformers needs it to read GGUF)
+            res["notes"].append(f"transformers: failed: {err}".splitlines()[0])
+            print(f"transformers failed: {err}", file=sys.stderr)
+    section(res, "offline (heron and transformers, interleaved)")
+    for r, prompts in enumerate(wl.rounds):
+        if "heron-offline" not in args.skip:
+            thr = run_throughput(llm, prompts, args.output_len, warmup=wl.warmup if r == 0 else (), use_tqdm=False)
+            heron_runs.append({"output_tok_s": thr.output_tok_s, "seconds": thr.seconds,
+                               "output_tokens": thr.output_tokens})
+            print(f"    round {r + 1}: heron {thr.output_tok_s:.1f} tok/s", flush=True)
+        ids = [p.token_ids for p in prompts]
+        for dtype, model in models.items():
+            for bs in (int(b) for b in args.hf_batch_sizes.split(",")):
+                run = time_transformers(model, ids, args.output_len, dtype, bs)
+                hf_runs.setdefault((dtype, bs), []).append(run)
+                print(f"    round {r + 1}: transformers {dtype} batch {bs}: {run['tok_s']:.1f} tok/s", flush=True)
+    if heron_runs:
+        best = max(heron_runs, key=lambda x: x["output_tok_s"])
         res["heron_offline"] = {"dtype": str(llm.engine.dtype).removeprefix("torch."),
-                                "linear_kernel": llm.engine.linear_kernel,
-                                "max_num_seqs": args.max_num_seqs, "output_tok_s": thr.output_tok_s,
-                                "seconds": thr.seconds, "output_tokens": thr.output_tokens}
-        print(f"    {thr.output_tok_s:.1f} tok/s", flush=True)
+                                "linear_kernel": llm.engine.linear_kernel, "max_num_seqs": args.max_num_seqs,
+                                **best, "rounds": [x["output_tok_s"] for x in heron_runs]}
+    if hf_runs:
+        res["transformers"] = [{**max(runs, key=lambda x: x["tok_s"]), "rounds": [x["tok_s"] for x in runs]}
+                               for runs in hf_runs.values()]
+    res["notes"].append(f"offline: heron and transformers in one process, {len(wl.rounds)} interleaved rounds of "
+                        f"{args.num_prompts} new prompts each; each setting's best round counts (all rounds in "
+                        f"compare.json).")
+    if "heron-offline" not in args.skip:
         lat = run_latency(llm, wl.singles, args.single_output_len)
         res["single_stream"]["heron offline"] = {"decode_tok_s": lat.decode_tok_s, "ttft_ms": lat.ttft_s * 1000}
     llm.shutdown()
     del llm
     gc.collect()
     save(res, args.out)
-    if "transformers" in args.skip:
-        return
-    section(res, "transformers")
-    ids = [p.token_ids for p in wl.prompts]
-    res["transformers"] = []
-    try:
-        for dtype in args.dtypes.split(","):
-            for bs in (int(b) for b in args.hf_batch_sizes.split(",")):
-                r = run_transformers(wl.gguf, ids, args.output_len, dtype, bs)
-                print(f"    {dtype} batch {bs}: {r['tok_s']:.1f} tok/s", flush=True)
-                res["transformers"].append(r)
-                gc.collect()
-        best = max((hf_single_stream(wl.gguf, wl.singles[-1].token_ids, args.single_output_len, d)
-                    for d in args.dtypes.split(",")), key=lambda r: r["decode_tok_s"])
-        res["single_stream"][f"transformers ({best['dtype']}, batch 1)"] = best
-    except Exception as err:  # e.g. no accelerate (transformers needs it to read GGUF)
-        res["notes"].append(f"transformers: failed: {err}".splitlines()[0])
-        print(f"transformers failed: {err}", file=sys.stderr)
+    if models:
+        try:
+            best = max((hf_single_stream(models[d], wl.singles[-1].token_ids, args.single_output_len, d)
+                        for d in models), key=lambda x: x["decode_tok_s"])
+            res["single_stream"][f"transformers ({best['dtype']}, batch 1)"] = best
+        except Exception as err:  # noqa: BLE001 - keep the other numbers
+            res["notes"].append(f"transformers single stream: failed: {err}".splitlines()[0])
+    models.clear()
+    gc.collect()
     save(res, args.out)
 
 
@@ -525,6 +546,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--spec-max-tokens", type=int, default=256, help="speculative part: max_tokens per prompt")
     ap.add_argument("--spec-rounds", type=int, default=2,
                     help="speculative part: passes over the prompts, each sent to both servers")
+    ap.add_argument("--offline-rounds", type=int, default=2,
+                    help="offline part: interleaved rounds of heron and transformers, new prompts each")
     ap.add_argument("--dtypes", default="bfloat16,float32", help="transformers dtypes")
     ap.add_argument("--hf-batch-sizes", default="64", help="transformers batch sizes (64 beat 32 in every past run)")
     ap.add_argument("--heron-dtype", default="auto")
@@ -636,8 +659,10 @@ def page(res: dict[str, Any], md: str, png: str, kept: str = "") -> str:
     return f"""# Performance
 
 Latest side-by-side run of `benchmarks/compare.py` (see its docstring for what each number means).
-Everything ran on one machine, one engine at a time, the load generator on the same cores as the
-server it drives. Model: {res['model']['name']} ({res['model']['parameters'] / 1e6:.1f} M parameters),
+Everything ran on one machine, the load generator on the same cores as the server it drives. One
+engine works at a time; the parts behind the single-stream, offline and speculative targets keep both
+sides loaded and alternate their requests or rounds, so that the host's drift from minute to minute
+slows both alike (the serving levels run one server after the other). Model: {res['model']['name']} ({res['model']['parameters'] / 1e6:.1f} M parameters),
 the `{res['model']['gguf']}` file for every engine: llama.cpp runs it directly, heron loads it with its
 default kernels, transformers dequantizes it.
 

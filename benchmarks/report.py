@@ -33,14 +33,17 @@ def offline_table(res: dict[str, Any]) -> list[str]:
     def limit(tok_s: float) -> str:
         return f"{100 * tok_s * 2 * params / flops:.1f}%"
 
+    def rounds(r: dict[str, Any]) -> str:
+        return f" (best of rounds: {', '.join(f'{x:.1f}' for x in r['rounds'])})" if len(r.get("rounds", ())) > 1 else ""
+
     if heron:
         kernel = f", {heron['linear_kernel']} linears" if heron.get("linear_kernel") else ""
         rows.append(f"| heron (offline LLM) | {heron['dtype']}{kernel}, max_num_seqs {heron['max_num_seqs']} | "
-                    f"{heron['output_tok_s']:.1f} | 1.00x | {limit(heron['output_tok_s'])} |")
+                    f"{heron['output_tok_s']:.1f}{rounds(heron)} | 1.00x | {limit(heron['output_tok_s'])} |")
     for r in sorted(hf, key=lambda r: -r["tok_s"]):
         tag = " **(best)**" if r is best_hf else ""
-        rows.append(f"| transformers generate{tag} | {r['dtype']}, batch {r['batch_size']} | {r['tok_s']:.1f} | "
-                    f"{_ratio(heron and heron['output_tok_s'], r['tok_s'])} | {limit(r['tok_s'])} |")
+        rows.append(f"| transformers generate{tag} | {r['dtype']}, batch {r['batch_size']} | {r['tok_s']:.1f}"
+                    f"{rounds(r)} | {_ratio(heron and heron['output_tok_s'], r['tok_s'])} | {limit(r['tok_s'])} |")
     return rows
 
 

@@ -39,25 +39,39 @@ def run_heron(model: str | None, prompts, warmup, output_len: int, dtype: str) -
     return {"engine": "heron", "dtype": dtype, "tokens": tokens, "seconds": elapsed, "tok_s": tokens / elapsed}
 
 
-def run_transformers(path: str, prompts, output_len: int, dtype: str, batch_size: int) -> dict:
+def load_transformers(path: str, dtype: str):
+    """transformers' model of the GGUF (dequantized to ``dtype``), after one short untimed generate."""
     from transformers import AutoModelForCausalLM
 
     folder, name = os.path.split(path)
     torch_dtype = torch.bfloat16 if dtype == "bfloat16" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch_dtype).eval()
-    pad = model.config.eos_token_id if isinstance(model.config.eos_token_id, int) else 0
-    tokens, start = 0, None
     with torch.inference_mode():
-        model.generate(torch.tensor([prompts[0]]), max_new_tokens=4, do_sample=False, pad_token_id=pad)
+        model.generate(torch.tensor([[1, 2, 3, 4]]), max_new_tokens=4, do_sample=False, pad_token_id=_pad(model))
+    return model
+
+
+def _pad(model) -> int:
+    return model.config.eos_token_id if isinstance(model.config.eos_token_id, int) else 0
+
+
+def time_transformers(model, prompts, output_len: int, dtype: str, batch_size: int) -> dict:
+    """``generate`` over ``prompts`` (equal lengths) in batches of ``batch_size``, timed."""
+    tokens = 0
+    with torch.inference_mode():
         start = time.perf_counter()
         for i in range(0, len(prompts), batch_size):
             batch = torch.tensor(prompts[i : i + batch_size])  # equal lengths: no padding needed
             out = model.generate(batch, attention_mask=torch.ones_like(batch), max_new_tokens=output_len,
-                                 min_new_tokens=output_len, do_sample=False, pad_token_id=pad)
+                                 min_new_tokens=output_len, do_sample=False, pad_token_id=_pad(model))
             tokens += (out.shape[1] - batch.shape[1]) * batch.shape[0]
     elapsed = time.perf_counter() - start
     return {"engine": "transformers", "dtype": dtype, "batch_size": batch_size, "tokens": tokens,
             "seconds": elapsed, "tok_s": tokens / elapsed}
+
+
+def run_transformers(path: str, prompts, output_len: int, dtype: str, batch_size: int) -> dict:
+    return time_transformers(load_transformers(path, dtype), prompts, output_len, dtype, batch_size)
 
 
 def main() -> None:
