@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -46,6 +47,7 @@ import socket
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -232,6 +234,21 @@ def hf_single_stream(model: Any, ids: list[int], output_len: int, dtype: str) ->
     return {"decode_tok_s": (output_len - 1) / ((t2 - t1) - (t1 - t0)), "ttft_ms": (t1 - t0) * 1000, "dtype": dtype}
 
 
+@contextlib.contextmanager
+def servers_up(res: dict[str, Any], part: str) -> Iterator[list[servers.Server]]:
+    """A list for the servers a part starts: all stopped at the end; a failure is noted, not raised,
+    so the other parts' numbers are kept."""
+    started: list[servers.Server] = []
+    try:
+        yield started
+    except Exception as err:  # noqa: BLE001 - keep the other parts' numbers
+        res["notes"].append(f"{part}: failed: {err}".splitlines()[0])
+        print(f"{part} failed: {err}", file=sys.stderr)
+    finally:
+        for server in started:
+            server.stop()
+
+
 # -- the parts ---------------------------------------------------------------------------------
 
 def run_offline(args: argparse.Namespace, wl: Workload, res: dict[str, Any]) -> None:
@@ -397,8 +414,7 @@ def run_single_stream(args: argparse.Namespace, wl: Workload, res: dict[str, Any
     section(res, "single stream")
     port_h, port_l = free_port(), free_port()
     ctx = max(args.input_len + args.single_output_len + 64, args.long_prompt_len + 64)
-    started: list[servers.Server] = []
-    try:
+    with servers_up(res, "single stream") as started:
         started.append(servers.start("heron-single", heron_cmd(args, port_h, args.max_num_seqs), port_h, args.out))
         started.append(servers.start("llama-server-single", llama_cmd(binary, wl.gguf, 1, ctx, port_l,
                                                                       shlex.split(args.llama_server_args)),
@@ -425,12 +441,6 @@ def run_single_stream(args: argparse.Namespace, wl: Workload, res: dict[str, Any
                             f"{args.single_rounds} passes over {len(wl.singles) - 1} prompts; the rows marked "
                             f"'after the serving levels' / 'restarted' are the serving parts' own single-stream "
                             f"runs, minutes apart.")
-    except Exception as err:  # noqa: BLE001 - keep the other parts' numbers
-        res["notes"].append(f"single stream: failed: {err}".splitlines()[0])
-        print(f"single stream failed: {err}", file=sys.stderr)
-    finally:
-        for server in started:
-            server.stop()
     save(res, args.out)
 
 
@@ -473,8 +483,7 @@ def run_speculative(args: argparse.Namespace, wl: Workload, res: dict[str, Any])
     flags = {"without": [], "ngram": ["--speculative-config", args.speculative_config]}
     out: dict[str, Any] = {"speculative_config": json.loads(args.speculative_config), "prompts": len(tasks),
                            "rounds": args.spec_rounds, "max_tokens": args.spec_max_tokens, "interleaved": True}
-    started: list[servers.Server] = []
-    try:
+    with servers_up(res, "speculative") as started:
         urls = {}
         for name, extra in flags.items():
             port = free_port()
@@ -510,12 +519,6 @@ def run_speculative(args: argparse.Namespace, wl: Workload, res: dict[str, Any])
                                         min(len(x), len(y))) for x, y in zip(base, spec, strict=True)]
         out["lengths"] = [len(x) for x in base]
         out["runs"] = runs
-    except Exception as err:  # noqa: BLE001 - keep the other parts' numbers
-        res["notes"].append(f"speculative: failed: {err}".splitlines()[0])
-        print(f"speculative failed: {err}", file=sys.stderr)
-    finally:
-        for server in started:
-            server.stop()
     res["speculative"] = {"runs": {}, **out}
     save(res, args.out)
 
