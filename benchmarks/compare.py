@@ -210,9 +210,9 @@ def spec_counters(client: httpx.Client, base_url: str) -> tuple[float, float]:
     return float(found.get("spec_decode_num_drafts", 0)), float(found.get("spec_decode_num_accepted_tokens", 0))
 
 
-def copy_complete(client: httpx.Client, base_url: str, ids: list[int], max_tokens: int) -> tuple[list[int], float]:
+def copy_complete(client: httpx.Client, base_url: str, model: str, ids: list[int],
+                  max_tokens: int) -> tuple[list[int], float]:
     """One greedy completion of the token-id prompt: (output token ids, seconds)."""
-    model = client.get(base_url + "/models").json()["data"][0]["id"]
     body = {"model": model, "prompt": ids, "max_tokens": max_tokens, "temperature": 0.0, "return_token_ids": True}
     start = time.perf_counter()
     resp = client.post(base_url + "/completions", json=body)
@@ -493,13 +493,14 @@ def run_speculative(args: argparse.Namespace, wl: Workload, res: dict[str, Any])
         outs: dict[str, list[list[int]]] = {name: [] for name in urls}
         seconds = dict.fromkeys(urls, 0.0)
         with httpx.Client(timeout=600) as client:
-            for url in urls.values():  # one untimed request each
-                copy_complete(client, url, warm, args.spec_max_tokens)
+            served = {name: client.get(url + "/models").json()["data"][0]["id"] for name, url in urls.items()}
+            for name, url in urls.items():  # one untimed request each
+                copy_complete(client, url, served[name], warm, args.spec_max_tokens)
             before = spec_counters(client, urls["ngram"])
             for rnd in range(args.spec_rounds):
                 for ids in tasks:
                     for name in (list(urls) if rnd % 2 == 0 else list(reversed(urls))):
-                        ids_out, s = copy_complete(client, urls[name], ids, args.spec_max_tokens)
+                        ids_out, s = copy_complete(client, urls[name], served[name], ids, args.spec_max_tokens)
                         outs[name].append(ids_out)
                         seconds[name] += s
             drafts, accepted = (a - b for a, b in zip(spec_counters(client, urls["ngram"]), before, strict=True))

@@ -30,7 +30,8 @@ from types import ModuleType
 
 import torch
 
-__all__ = ("add_rms_norm", "argmax_rows", "fused_available", "load_fused_ops", "native_addresses", "rms_norm", "rotate_heads_fused")
+__all__ = ("add_rms_norm", "argmax_rows", "fused_available", "load_fused_ops", "native_addresses", "rms_norm",
+           "rotate_heads_fused")
 
 log = logging.getLogger(__name__)
 
