@@ -64,7 +64,7 @@ from heron.loader import default_model_path, load_checkpoint
 
 PARTS = ("heron-offline", "transformers", "heron-serve", "llama-server", "llama-cpp-python", "long-prompt",
          "memory", "speculative")
-NGRAM = '{"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_min": 2, "prompt_lookup_max": 5}'
+NGRAM = '{"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_min": 2, "prompt_lookup_max": 8}'
 
 
 def machine_info() -> dict[str, Any]:

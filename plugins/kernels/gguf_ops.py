@@ -23,8 +23,8 @@ run the row path.
 The kernels are built once per machine with ``torch.utils.cpp_extension`` (torch's extension cache)
 for the portable baseline; AVX2 and AVX512 loops are compiled alongside with target attributes and
 chosen at run time. ``HERON_GGUF_ISA=scalar|avx2|avx512|avx512bf16|amx`` (or the ``isa`` argument) forces a
-path (``avx512bf16``: the AVX512 loops with ``vdpbf16ps`` for bfloat16 row dots; ``amx``: that, plus the
-tile unit for bfloat16 x of many rows).
+path (``avx512bf16``: the AVX512 loops with ``vdpbf16ps`` for bfloat16 row dots, on CPUs with AVX512-BF16 and
+AVX512-VBMI; ``amx``: that, plus the tile unit for bfloat16 x of many rows).
 :func:`reference_dequantize` is a pure-torch dequantizer that needs no build."""
 
 from __future__ import annotations

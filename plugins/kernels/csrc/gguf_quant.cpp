@@ -88,7 +88,8 @@ std::vector<std::string> cpu_isas() {
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
       __builtin_cpu_supports("avx512vnni"))
     out.emplace_back("avx512");
-  if (out.back() == "avx512" && __builtin_cpu_supports("avx512bf16")) out.emplace_back("avx512bf16");
+  if (out.back() == "avx512" && __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vbmi"))
+    out.emplace_back("avx512bf16");
   if (out.back() == "avx512bf16" && amx::available()) out.emplace_back("amx");
 #endif
   return out;

@@ -305,32 +305,36 @@ template <class Q>
 constexpr int lut_bits = one_of<Q, TQ4_0, TQ4_1, TQ4_K> ? 4 : one_of<Q, TQ5_0, TQ5_1, TQ5_K> ? 5 : 0;
 
 // Q4_0 and Q4_1 in fused_dp_nt: their 32 word indices come in a permuted order of pairs, cheaper to
-// make (no vpmovzxbw on port 5): 16 packed bytes broadcast to each 128-bit lane, a rotate per dword and
-// a shift per word. Dword lane j of the result holds the pair (weights 2 * pair_order()[j], + 1), in
-// their order within the dword, so the dot permutes x's dwords the same way and its sums back before
-// adding their lanes: each lane sums the same products in the same order as in the natural order.
+// make: one vpmultishiftqb (port 5; the natural order costs a vpmovzxbw, also port 5, and a shift on
+// port 0, which the dot's vdpbf16ps keep busy) picks each word's nibble out of the 16 packed bytes
+// broadcast to each 128-bit lane. Dword lane j of the result holds the pair (weights
+// 2 * pair_order()[j], + 1), in their order within the dword, so the dot permutes x's dwords the same
+// way and its sums back before adding their lanes: each lane sums the same products in the same order
+// as in the natural order.
 template <class Q>
 constexpr bool kPairPermuted = one_of<Q, TQ4_0, TQ4_1>;
 
-// Lane L, dword m: bytes 4m + 2 (L&1) and + 1, low nibbles (L < 2; pairs 2m + (L&1)) or high ones
-// (weights 16 + ...: pairs 8 + 2m + (L&1)).
-inline __m512i pair_order() { return _mm512_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15); }
-inline __m512i pair_unorder() { return _mm512_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15); }
+// Qword q of the broadcast bytes holds bytes 0-7 (q even) or 8-15 (q odd); its 4 words take the low
+// nibbles (q < 4) or the high ones (q >= 4; weights 16 + ...) of bytes 4 (q / 2 % 2) .. + 3 of its half:
+// pairs in dword order 0, 1, 4, 5, 2, 3, 6, 7, then the same + 8. The order is its own inverse.
+inline __m512i pair_order() { return _mm512_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15); }
+inline __m512i pair_unorder() { return pair_order(); }
 
-// 16 packed bytes -> 32 word indices (low 4 bits) in pair_order: byte 4m + 2 (L&1) rotated into the
-// high byte of word 0 and byte 4m + 2 (L&1) + 1 into the low byte of word 1, then shifted down to
-// the low (L < 2) or high (L >= 2) nibble.
-inline __m512i nibble_words(const uint8_t* p) {
+// 16 packed bytes -> 32 word indices (low 4 bits; bits 4-15 are other nibbles' bits) in pair_order: each
+// word's low byte is the 8 bits from its nibble's first bit within its qword (vpmultishiftqb wraps around
+// at the qword's end, so the last nibble's window holds bits 60-63, then 0-3).
+GGQ_BF16_TARGET inline __m512i nibble_words(const uint8_t* p) {
   const __m512i v = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  const __m512i rot = _mm512_setr_epi32(8, 8, 8, 8, 24, 24, 24, 24, 8, 8, 8, 8, 24, 24, 24, 24);
-  const __m512i shift = _mm512_setr_epi32(8, 8, 8, 8, 8, 8, 8, 8, 0x4000c, 0x4000c, 0x4000c, 0x4000c, 0x4000c,
-                                          0x4000c, 0x4000c, 0x4000c);
-  return _mm512_srlv_epi16(_mm512_rolv_epi32(v, rot), shift);
+  // per qword: 4 words at bit 32 (q / 2 % 2) + 4 (q >= 4) + 8 m, m = 0 .. 3 (both bytes of a word alike)
+  const __m512i shifts = _mm512_setr_epi64(0x1818101008080000LL, 0x1818101008080000LL, 0x3838303028282020LL,
+                                           0x3838303028282020LL, 0x1c1c14140c0c0404LL, 0x1c1c14140c0c0404LL,
+                                           0x3c3c34342c2c2424LL, 0x3c3c34342c2c2424LL);
+  return _mm512_multishift_epi64_epi8(shifts, v);
 }
 
 // The table index of each of the 32 weights of sub-block j of the block at b.
 template <class Q>
-inline __m512i lut_index(const uint8_t* b, int j) {
+GGQ_BF16_TARGET inline __m512i lut_index(const uint8_t* b, int j) {
   if constexpr (std::is_same_v<Q, TQ4_0>) {
     return nibble_words(b + 2);
   } else if constexpr (std::is_same_v<Q, TQ4_1>) {
@@ -749,9 +753,9 @@ GGQ_BF16_TARGET void fused_dp_rows_nt(const uint8_t* w, int64_t row_bytes, int64
   }
 }
 
-// 2 <= NT = T <= 8 (speculative verify steps): one pass over all rows of x per R weight rows, so each
+// NT = T <= 8 (decode, speculative verify steps): one pass over all rows of x per R weight rows, so each
 // sub-block is dequantized once (R * NT <= 16 accumulators), rather than once per 4 rows of x or
-// through the buffer; the same sums in the same order.
+// through the buffer, and x is put in pair_order once per call; the same sums in the same order.
 template <class Q, int NT>
 GGQ_BF16_TARGET void fused_dp_rows_one_pass(const uint8_t* w, int64_t row_bytes, int64_t n0, int64_t n1, int64_t k,
                                             const uint16_t* xb, float* y, int64_t ldy) {
@@ -771,6 +775,7 @@ template <class Q>
 GGQ_BF16_TARGET void fused_dp_rows(const uint8_t* w, int64_t row_bytes, int64_t n0, int64_t n1, int64_t k,
                                    const uint16_t* xb, int64_t T, float* y, int64_t ldy, uint16_t* buf) {
   switch (T) {
+    case 1: return fused_dp_rows_one_pass<Q, 1>(w, row_bytes, n0, n1, k, xb, y, ldy);
     case 2: return fused_dp_rows_one_pass<Q, 2>(w, row_bytes, n0, n1, k, xb, y, ldy);
     case 3: return fused_dp_rows_one_pass<Q, 3>(w, row_bytes, n0, n1, k, xb, y, ldy);
     case 4: return fused_dp_rows_one_pass<Q, 4>(w, row_bytes, n0, n1, k, xb, y, ldy);

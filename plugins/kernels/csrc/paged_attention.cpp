@@ -68,25 +68,33 @@ inline void widen_row(const c10::BFloat16* src, float* dst, int64_t n) {
 
 // Scores of NQ queries against a block of kKeyBlock keys held transposed (kt[i * kKeyBlock + s]):
 // lane s sums q[i] * k_s[i] over i = 0 .. D - 1 in order, one fused multiply-add at a time, then
-// scales. out[qi * kKeyBlock + s].
-static_assert(kKeyBlock == 32, "scores_block holds a key block in two vectors");
+// scales. out[qi * kKeyBlock + s]. A block is kVecs vectors wide, so each query keeps kVecs
+// independent sums going: enough of them to hide the multiply-add latency even for one query.
+constexpr int kVecs = static_cast<int>(kKeyBlock / 16);
+static_assert(kKeyBlock % 16 == 0, "a key block is whole vectors");
 template <int NQ>
 inline void scores_block(const float* const* qv, const float* kt, int64_t D, float scale, float* out) {
-  __m512 acc[NQ][2];
-  for (int qi = 0; qi < NQ; ++qi) acc[qi][0] = acc[qi][1] = _mm512_setzero_ps();
+  __m512 acc[NQ][kVecs];
+#pragma GCC unroll 16
+  for (int qi = 0; qi < NQ; ++qi)
+#pragma GCC unroll 16
+    for (int v = 0; v < kVecs; ++v) acc[qi][v] = _mm512_setzero_ps();
   for (int64_t i = 0; i < D; ++i) {
-    const __m512 k0 = _mm512_loadu_ps(kt + i * kKeyBlock), k1 = _mm512_loadu_ps(kt + i * kKeyBlock + 16);
+    __m512 k[kVecs];
+#pragma GCC unroll 16
+    for (int v = 0; v < kVecs; ++v) k[v] = _mm512_loadu_ps(kt + i * kKeyBlock + 16 * v);
+#pragma GCC unroll 16
     for (int qi = 0; qi < NQ; ++qi) {
       const __m512 b = _mm512_set1_ps(qv[qi][i]);
-      acc[qi][0] = _mm512_fmadd_ps(b, k0, acc[qi][0]);
-      acc[qi][1] = _mm512_fmadd_ps(b, k1, acc[qi][1]);
+#pragma GCC unroll 16
+      for (int v = 0; v < kVecs; ++v) acc[qi][v] = _mm512_fmadd_ps(b, k[v], acc[qi][v]);
     }
   }
   const __m512 sc = _mm512_set1_ps(scale);
-  for (int qi = 0; qi < NQ; ++qi) {
-    _mm512_storeu_ps(out + qi * kKeyBlock, _mm512_mul_ps(acc[qi][0], sc));
-    _mm512_storeu_ps(out + qi * kKeyBlock + 16, _mm512_mul_ps(acc[qi][1], sc));
-  }
+#pragma GCC unroll 16
+  for (int qi = 0; qi < NQ; ++qi)
+#pragma GCC unroll 16
+    for (int v = 0; v < kVecs; ++v) _mm512_storeu_ps(out + qi * kKeyBlock + 16 * v, _mm512_mul_ps(acc[qi][v], sc));
 }
 
 // 16 elements of a value row as float32 (bfloat16 widened exactly)
@@ -104,18 +112,25 @@ inline void values_chunk(float* const* acc, const float* const* p, Row row, int6
                          __mmask16 last) {
   __m512 a[NQ][NV];
   auto mask = [&](int x) { return x == NV - 1 ? last : static_cast<__mmask16>(0xffff); };
+#pragma GCC unroll 16
   for (int qi = 0; qi < NQ; ++qi)
+#pragma GCC unroll 16
     for (int x = 0; x < NV; ++x) a[qi][x] = _mm512_maskz_loadu_ps(mask(x), acc[qi] + d0 + 16 * x);
   for (int64_t s = 0; s < count; ++s) {
     const auto* v = row(s) + d0;
     __m512 vv[NV];
+#pragma GCC unroll 16
     for (int x = 0; x < NV; ++x) vv[x] = load16(v + 16 * x, mask(x));
+#pragma GCC unroll 16
     for (int qi = 0; qi < NQ; ++qi) {
       const __m512 b = _mm512_set1_ps(p[qi][s]);
+#pragma GCC unroll 16
       for (int x = 0; x < NV; ++x) a[qi][x] = _mm512_fmadd_ps(b, vv[x], a[qi][x]);
     }
   }
+#pragma GCC unroll 16
   for (int qi = 0; qi < NQ; ++qi)
+#pragma GCC unroll 16
     for (int x = 0; x < NV; ++x) _mm512_mask_storeu_ps(acc[qi] + d0 + 16 * x, mask(x), a[qi][x]);
 }
 
@@ -140,22 +155,27 @@ inline void values_block(float* const* acc, const float* const* p, Row row, int6
 template <int NQ>
 inline void scores_block_pairs(const uint32_t* const* qv, const uint32_t* kt, int64_t pairs, float scale,
                                float* out) {
-  __m512 acc[NQ][2];
-  for (int qi = 0; qi < NQ; ++qi) acc[qi][0] = acc[qi][1] = _mm512_setzero_ps();
+  __m512 acc[NQ][kVecs];
+#pragma GCC unroll 16
+  for (int qi = 0; qi < NQ; ++qi)
+#pragma GCC unroll 16
+    for (int v = 0; v < kVecs; ++v) acc[qi][v] = _mm512_setzero_ps();
   for (int64_t i = 0; i < pairs; ++i) {
-    const __m512bh k0 = (__m512bh)_mm512_loadu_si512(kt + i * kKeyBlock);
-    const __m512bh k1 = (__m512bh)_mm512_loadu_si512(kt + i * kKeyBlock + 16);
+    __m512bh k[kVecs];
+#pragma GCC unroll 16
+    for (int v = 0; v < kVecs; ++v) k[v] = (__m512bh)_mm512_loadu_si512(kt + i * kKeyBlock + 16 * v);
+#pragma GCC unroll 16
     for (int qi = 0; qi < NQ; ++qi) {
       const __m512bh b = (__m512bh)_mm512_set1_epi32(static_cast<int>(qv[qi][i]));
-      acc[qi][0] = _mm512_dpbf16_ps(acc[qi][0], b, k0);
-      acc[qi][1] = _mm512_dpbf16_ps(acc[qi][1], b, k1);
+#pragma GCC unroll 16
+      for (int v = 0; v < kVecs; ++v) acc[qi][v] = _mm512_dpbf16_ps(acc[qi][v], b, k[v]);
     }
   }
   const __m512 sc = _mm512_set1_ps(scale);
-  for (int qi = 0; qi < NQ; ++qi) {
-    _mm512_storeu_ps(out + qi * kKeyBlock, _mm512_mul_ps(acc[qi][0], sc));
-    _mm512_storeu_ps(out + qi * kKeyBlock + 16, _mm512_mul_ps(acc[qi][1], sc));
-  }
+#pragma GCC unroll 16
+  for (int qi = 0; qi < NQ; ++qi)
+#pragma GCC unroll 16
+    for (int v = 0; v < kVecs; ++v) _mm512_storeu_ps(out + qi * kKeyBlock + 16 * v, _mm512_mul_ps(acc[qi][v], sc));
 }
 constexpr bool kHavePairs = true;
 #else

@@ -111,14 +111,25 @@ def test_tensor_parallelism_is_declined_at_start():
 
 def test_ngram_lookup_takes_the_longest_earlier_match():
     tokens = np.array([1, 2, 3, 4, 5, 9, 9, 1, 2, 3])
-    assert ngram_lookup(tokens, 4, 2, 5) == [4, 5, 9, 9]
+    assert ngram_lookup(tokens, 4, 2, 5) == [4, 5, 9]  # "1 2 3" matched: at most 3 tokens
     assert ngram_lookup(tokens, 2, 2, 5) == [4, 5]
-    assert ngram_lookup(np.array([7, 1, 8, 2, 3, 9, 2, 3]), 3, 2, 4) == [9, 2, 3]  # "2 3" matched, not "3"
+    assert ngram_lookup(np.array([7, 1, 8, 2, 3, 9, 2, 3]), 3, 2, 4) == [9, 2]  # "2 3" matched, not "3"
     assert ngram_lookup(np.array([5, 6, 7]), 4, 1, 3) == []  # nothing repeats
     assert ngram_lookup(np.array([1, 2, 9, 2]), 4, 2, 3) == []  # only a 1-gram repeats
     # the longer match wins over a more recent shorter one
     assert ngram_lookup(np.array([4, 5, 6, 0, 9, 5, 6, 1, 4, 5, 6]), 1, 2, 3) == [0]
 
+
+
+def test_ngram_lookup_drafts_as_far_as_the_match_reaches():
+    tokens = np.array([1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5])
+    assert ngram_lookup(tokens, 3, 2, 5) == [6, 7, 8]  # a 5-token match: the full k
+    assert ngram_lookup(tokens, 8, 2, 5) == [6, 7, 8, 1, 2]  # k and the match's 5 tokens bound it
+    assert ngram_lookup(tokens, 8, 2, 3) == [6, 7, 8]  # matched as 3 tokens (prompt_lookup_max)
+    # prompt_lookup_min >= k: every match is at least k long, so the proposal is always k (vLLM's way)
+    assert ngram_lookup(np.array([1, 2, 3, 4, 5, 9, 9, 1, 2, 3]), 3, 3, 5) == [4, 5, 9]
+    # a 2-token match proposes 2 even where 4 could follow
+    assert ngram_lookup(np.array([8, 2, 3, 4, 5, 6, 7, 2, 3]), 4, 2, 5) == [4, 5]
 
 # -- greedy: exactly the tokens of decoding one at a time ---------------------------------
 
