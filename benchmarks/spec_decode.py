@@ -128,7 +128,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--num-speculative-tokens", type=int, default=4)
     ap.add_argument("--prompt-lookup-min", type=int, default=2)
-    ap.add_argument("--prompt-lookup-max", type=int, default=5)
+    ap.add_argument("--prompt-lookup-max", type=int, default=8)
     ap.add_argument("--dtype", default="float32", help="float32 (outputs asserted identical) or bfloat16/auto")
     ap.add_argument("--prefix-caching", action=argparse.BooleanOptionalAction, default=False)
     ap.add_argument("--attention-backend", default="auto")
