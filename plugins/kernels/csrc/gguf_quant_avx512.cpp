@@ -1,6 +1,6 @@
 // The AVX512 (F, BW, VL, VNNI) build of gguf_quant_kernels.cpp: namespace heron_gguf::avx512. Its
-// dot_rows_bf16_dp also needs AVX512-BF16 (vdpbf16ps) and AVX512-VBMI (vpmultishiftqb) and carries that target itself: the front end
-// calls it only on CPUs that have it.
+// dot_rows_bf16_dp also needs AVX512-BF16 (vdpbf16ps) and AVX512-VBMI (vpmultishiftqb) and carries that
+// target itself: the front end calls it only on CPUs that have both.
 //
 // The standard and intrinsic headers come first, outside the target pragma, so their inline
 // functions keep the baseline ISA (a copy built for AVX512 must never be the one the linker keeps).
