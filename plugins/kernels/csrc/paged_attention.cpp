@@ -68,33 +68,25 @@ inline void widen_row(const c10::BFloat16* src, float* dst, int64_t n) {
 
 // Scores of NQ queries against a block of kKeyBlock keys held transposed (kt[i * kKeyBlock + s]):
 // lane s sums q[i] * k_s[i] over i = 0 .. D - 1 in order, one fused multiply-add at a time, then
-// scales. out[qi * kKeyBlock + s]. A block is kVecs vectors wide, so each query keeps kVecs
-// independent sums going: enough of them to hide the multiply-add latency even for one query.
-constexpr int kVecs = static_cast<int>(kKeyBlock / 16);
-static_assert(kKeyBlock % 16 == 0, "a key block is whole vectors");
+// scales. out[qi * kKeyBlock + s].
+static_assert(kKeyBlock == 32, "scores_block holds a key block in two vectors");
 template <int NQ>
 inline void scores_block(const float* const* qv, const float* kt, int64_t D, float scale, float* out) {
-  __m512 acc[NQ][kVecs];
-#pragma GCC unroll 16
-  for (int qi = 0; qi < NQ; ++qi)
-#pragma GCC unroll 16
-    for (int v = 0; v < kVecs; ++v) acc[qi][v] = _mm512_setzero_ps();
+  __m512 acc[NQ][2];
+  for (int qi = 0; qi < NQ; ++qi) acc[qi][0] = acc[qi][1] = _mm512_setzero_ps();
   for (int64_t i = 0; i < D; ++i) {
-    __m512 k[kVecs];
-#pragma GCC unroll 16
-    for (int v = 0; v < kVecs; ++v) k[v] = _mm512_loadu_ps(kt + i * kKeyBlock + 16 * v);
-#pragma GCC unroll 16
+    const __m512 k0 = _mm512_loadu_ps(kt + i * kKeyBlock), k1 = _mm512_loadu_ps(kt + i * kKeyBlock + 16);
     for (int qi = 0; qi < NQ; ++qi) {
       const __m512 b = _mm512_set1_ps(qv[qi][i]);
-#pragma GCC unroll 16
-      for (int v = 0; v < kVecs; ++v) acc[qi][v] = _mm512_fmadd_ps(b, k[v], acc[qi][v]);
+      acc[qi][0] = _mm512_fmadd_ps(b, k0, acc[qi][0]);
+      acc[qi][1] = _mm512_fmadd_ps(b, k1, acc[qi][1]);
     }
   }
   const __m512 sc = _mm512_set1_ps(scale);
-#pragma GCC unroll 16
-  for (int qi = 0; qi < NQ; ++qi)
-#pragma GCC unroll 16
-    for (int v = 0; v < kVecs; ++v) _mm512_storeu_ps(out + qi * kKeyBlock + 16 * v, _mm512_mul_ps(acc[qi][v], sc));
+  for (int qi = 0; qi < NQ; ++qi) {
+    _mm512_storeu_ps(out + qi * kKeyBlock, _mm512_mul_ps(acc[qi][0], sc));
+    _mm512_storeu_ps(out + qi * kKeyBlock + 16, _mm512_mul_ps(acc[qi][1], sc));
+  }
 }
 
 // 16 elements of a value row as float32 (bfloat16 widened exactly)
@@ -106,7 +98,8 @@ inline __m512 load16(const c10::BFloat16* p, __mmask16 m) {
 
 // acc_q[i] += p_q[s] * v_s[i] for s = 0 .. count - 1 in order (v_s = row(s): D values, float32 or
 // bfloat16), for NQ queries sharing the rows; NV vectors (elements d0 .. d0 + 16 NV of D, the last
-// one masked) held in registers over the whole run of rows.
+// one masked) held in registers over the whole run of rows. The fixed-size loops are unrolled by pragma:
+// left to itself GCC also kept `a` in memory and stored all NQ x NV sums after every row (~10% of a call).
 template <int NQ, int NV, typename Row>
 inline void values_chunk(float* const* acc, const float* const* p, Row row, int64_t count, int64_t d0,
                          __mmask16 last) {
@@ -155,27 +148,22 @@ inline void values_block(float* const* acc, const float* const* p, Row row, int6
 template <int NQ>
 inline void scores_block_pairs(const uint32_t* const* qv, const uint32_t* kt, int64_t pairs, float scale,
                                float* out) {
-  __m512 acc[NQ][kVecs];
-#pragma GCC unroll 16
-  for (int qi = 0; qi < NQ; ++qi)
-#pragma GCC unroll 16
-    for (int v = 0; v < kVecs; ++v) acc[qi][v] = _mm512_setzero_ps();
+  __m512 acc[NQ][2];
+  for (int qi = 0; qi < NQ; ++qi) acc[qi][0] = acc[qi][1] = _mm512_setzero_ps();
   for (int64_t i = 0; i < pairs; ++i) {
-    __m512bh k[kVecs];
-#pragma GCC unroll 16
-    for (int v = 0; v < kVecs; ++v) k[v] = (__m512bh)_mm512_loadu_si512(kt + i * kKeyBlock + 16 * v);
-#pragma GCC unroll 16
+    const __m512bh k0 = (__m512bh)_mm512_loadu_si512(kt + i * kKeyBlock);
+    const __m512bh k1 = (__m512bh)_mm512_loadu_si512(kt + i * kKeyBlock + 16);
     for (int qi = 0; qi < NQ; ++qi) {
       const __m512bh b = (__m512bh)_mm512_set1_epi32(static_cast<int>(qv[qi][i]));
-#pragma GCC unroll 16
-      for (int v = 0; v < kVecs; ++v) acc[qi][v] = _mm512_dpbf16_ps(acc[qi][v], b, k[v]);
+      acc[qi][0] = _mm512_dpbf16_ps(acc[qi][0], b, k0);
+      acc[qi][1] = _mm512_dpbf16_ps(acc[qi][1], b, k1);
     }
   }
   const __m512 sc = _mm512_set1_ps(scale);
-#pragma GCC unroll 16
-  for (int qi = 0; qi < NQ; ++qi)
-#pragma GCC unroll 16
-    for (int v = 0; v < kVecs; ++v) _mm512_storeu_ps(out + qi * kKeyBlock + 16 * v, _mm512_mul_ps(acc[qi][v], sc));
+  for (int qi = 0; qi < NQ; ++qi) {
+    _mm512_storeu_ps(out + qi * kKeyBlock, _mm512_mul_ps(acc[qi][0], sc));
+    _mm512_storeu_ps(out + qi * kKeyBlock + 16, _mm512_mul_ps(acc[qi][1], sc));
+  }
 }
 constexpr bool kHavePairs = true;
 #else
