@@ -429,7 +429,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     spec = p.add_argument_group("speculative decoding", "draft tokens verified in one forward (docs/performance.md)")
     spec.add_argument("--speculative-config", type=_speculative_config, default=S,
                       help='vLLM\'s JSON: \'{"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_min": 2, '
-                           '"prompt_lookup_max": 5}\' or \'{"model": "DRAFT_PATH", "num_speculative_tokens": 3}\'')
+                           '"prompt_lookup_max": 8}\' or \'{"model": "DRAFT_PATH", "num_speculative_tokens": 3}\'')
     par.add_argument("--distributed-executor-backend", choices=["mp", "uni"], default=S,
                      help="mp: worker processes (default); uni: one process (tensor parallel size 1)")
 
