@@ -21,14 +21,14 @@ same bits but for a rare row whose sum of squares, added in another order, round
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import threading
 from pathlib import Path
 from types import ModuleType
 
 import torch
+
+from heron.layers.native_build import NativeExtension, cpu_flags_digest
 
 __all__ = ("add_rms_norm", "argmax_rows", "fused_available", "load_fused_ops", "native_addresses", "rms_norm",
            "rotate_heads_fused")
@@ -39,39 +39,26 @@ _SOURCE = Path(__file__).parent / "csrc" / "fused_ops.cpp"
 _CFLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off"]
 _DTYPES = (torch.float32, torch.bfloat16)
 
-_lock = threading.Lock()
-_ext: ModuleType | None = None
-_failed = False
+
+def _name() -> str:
+    """The module's name: a ``-march=native`` build is only reused where it runs (and for its flags and source)."""
+    return f"heron_fused_ops_{cpu_flags_digest(' '.join(_CFLAGS).encode(), _SOURCE.read_bytes())}"
 
 
-def _cpu_tag() -> str:
-    """Digest of the CPU's flags and the source: a ``-march=native`` build is only reused where it runs."""
-    try:
-        flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
-    except OSError:
-        flags = ""
-    return hashlib.sha1(flags.encode() + " ".join(_CFLAGS).encode() + _SOURCE.read_bytes()).hexdigest()[:10]
+_EXT = NativeExtension(_name, [_SOURCE], _CFLAGS, openmp=True)
 
 
 def load_fused_ops() -> ModuleType | None:
     """The compiled ops (built on the first call), or None where they are off or fail to build (logged once)."""
-    global _ext, _failed
-    if _ext is not None or _failed:
-        return _ext
-    with _lock:
-        if _ext is None and not _failed:
-            if os.environ.get("HERON_FUSED_OPS", "1") == "0":  # opt out: see the module docstring
-                _failed = True
-                return None
-            try:  # a missing source (a wheel without it) or compiler: fall back to torch
-                from torch.utils.cpp_extension import load  # slow import: only when building
-
-                _ext = load(name=f"heron_fused_ops_{_cpu_tag()}", sources=[str(_SOURCE)], extra_cflags=_CFLAGS,
-                            extra_ldflags=["-fopenmp"], verbose=False)
-            except Exception:  # noqa: BLE001 - any build failure falls back to torch
-                _failed = True
-                log.warning("heron's fused C++ ops did not build; using the torch formulas", exc_info=True)
-    return _ext
+    if _EXT.module is not None:
+        return _EXT.module
+    if _EXT.error is not None or os.environ.get("HERON_FUSED_OPS", "1") == "0":  # opt out: see the module docstring
+        return None
+    try:  # a missing source (a wheel without it) or compiler: fall back to torch
+        return _EXT.load()
+    except Exception:  # noqa: BLE001 - any build failure falls back to torch
+        log.warning("heron's fused C++ ops did not build; using the torch formulas", exc_info=True)
+        return None
 
 
 def fused_available() -> bool:
@@ -81,7 +68,7 @@ def fused_available() -> bool:
 
 def _takes(*tensors: torch.Tensor) -> ModuleType | None:
     """The extension when it can run on ``tensors`` (CPU, fp32/bf16, no autograd), else None."""
-    ext = _ext if _ext is not None else load_fused_ops()  # called per layer per step: the cheap checks
+    ext = _EXT.module or load_fused_ops()  # called per layer per step: the cheap checks
     if ext is None or torch.is_grad_enabled():
         return None
     for t in tensors:
@@ -128,7 +115,7 @@ def argmax_rows(x: torch.Tensor) -> torch.Tensor:
     first, where a row has one), int64 [T]. torch's bfloat16 argmax widens one element at a time
     (7.6 ms for 64 rows of the bundled model's 49152-word vocabulary, a tenth of a batch-64 decode
     step); the C++ one reads 64 values a step. Both compare exactly, so they give the same indices."""
-    ext = _ext if _ext is not None else load_fused_ops()  # an index has no gradient: grad mode may be on
+    ext = _EXT.module or load_fused_ops()  # an index has no gradient: grad mode may be on
     if (ext is not None and x.is_cpu and x.dtype in _DTYPES and not x.requires_grad and x.dim() == 2 and x.shape[1]
             and x.stride(-1) == 1):
         return ext.argmax_rows(x)

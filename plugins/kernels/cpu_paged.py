@@ -16,7 +16,6 @@ once per machine: later processes load it from torch's extension cache (~/.cache
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, fields
 from pathlib import Path
 from types import ModuleType
@@ -25,6 +24,7 @@ from typing import Any
 import torch
 
 from heron.interfaces import AttentionLayerInfo, ForwardBatch
+from heron.layers.native_build import NativeExtension, cpu_flags_digest
 from heron_plugins.kernels.torch_sdpa import SDPAMetadata, TorchSDPABackend
 
 __all__ = ("CpuPagedBackend", "PagedMetadata", "load_extension")
@@ -36,51 +36,13 @@ _KERNEL_DTYPES = (torch.float32, torch.bfloat16)
 #: reassociate nor contract them
 _CFLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off"]
 
-_build_lock = threading.Lock()
-_extension: ModuleType | None = None
-_build_error: Exception | None = None
+_EXT = NativeExtension(lambda: f"heron_paged_attention_{cpu_flags_digest()}", [_SOURCE], _CFLAGS, openmp=True)
 
 
 def load_extension() -> ModuleType:
-    """The compiled kernel module, built on the first call.
-
-    A failed build is remembered and re-raised, so a missing compiler costs one attempt per
-    process, not one per layer or per ``supports`` call.
-    """
-    global _extension, _build_error
-    if _extension is not None:
-        return _extension
-    with _build_lock:
-        if _extension is None:
-            if _build_error is not None:
-                raise _build_error
-            # slow to import (it pulls in setuptools): only when building
-            from torch.utils.cpp_extension import load
-
-            try:
-                _extension = load(
-                    name=f"heron_paged_attention_{_cpu_tag()}",
-                    sources=[str(_SOURCE)],
-                    extra_cflags=_CFLAGS,
-                    extra_ldflags=["-fopenmp"],
-                    verbose=False,
-                )
-            except Exception as err:
-                _build_error = err
-                raise
-    return _extension
-
-
-def _cpu_tag() -> str:
-    """A digest of this CPU's feature flags: a ``-march=native`` build cached in a shared home
-    directory must not be loaded on a CPU that lacks its instructions."""
-    import hashlib
-
-    try:
-        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
-    except OSError:
-        flags = ""
-    return hashlib.sha1(flags.encode()).hexdigest()[:10]
+    """The compiled kernel module, built on the first call (a failed build is re-raised: see
+    :class:`heron.layers.native_build.NativeExtension`)."""
+    return _EXT.load()
 
 
 @dataclass(slots=True, kw_only=True)
@@ -151,7 +113,7 @@ class CpuPagedBackend(TorchSDPABackend):
         # the C++ kernel neither caps scores nor knows of bidirectional layers
         if layer.logits_soft_cap or not getattr(layer, "causal", True):
             return super().forward(q, k, v, kv_cache, md, layer)
-        ext = _extension if _extension is not None else load_extension()
+        ext = _EXT.module or load_extension()
         window = layer.sliding_window or 0
         if q.dtype == k.dtype == v.dtype == kv_cache.dtype and k.stride(-1) == 1 and v.stride(-1) == 1:
             # the usual case (a model in its cache's dtype): store and attend in one call

@@ -29,12 +29,13 @@ AVX512-VBMI; ``amx``: that, plus the tile unit for bfloat16 x of many rows).
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from types import ModuleType
 from typing import NamedTuple
 
 import torch
+
+from heron.layers.native_build import NativeExtension
 
 __all__ = (
     "ISA_ENV",
@@ -82,9 +83,7 @@ QTYPES: dict[int, QType] = {
     14: QType("Q6_K", 256, 210),
 }
 
-_build_lock = threading.Lock()
-_extension: ModuleType | None = None
-_build_error: Exception | None = None
+_EXT = NativeExtension("heron_gguf_quant", [_CSRC / s for s in _SOURCES], _CFLAGS, openmp=True)
 
 
 def supported(qtype: int) -> bool:
@@ -94,28 +93,7 @@ def supported(qtype: int) -> bool:
 
 def load_extension() -> ModuleType:
     """The compiled kernels, built on the first call; a failed build is remembered and re-raised."""
-    global _extension, _build_error
-    if _extension is not None:
-        return _extension
-    with _build_lock:
-        if _extension is None:
-            if _build_error is not None:
-                raise _build_error
-            # slow to import (it pulls in setuptools): only when building
-            from torch.utils.cpp_extension import load
-
-            try:
-                _extension = load(
-                    name="heron_gguf_quant",
-                    sources=[str(_CSRC / s) for s in _SOURCES],
-                    extra_cflags=_CFLAGS,
-                    extra_ldflags=["-fopenmp"],
-                    verbose=False,
-                )
-            except Exception as err:
-                _build_error = err
-                raise
-    return _extension
+    return _EXT.load()
 
 
 def available() -> str | None:
@@ -159,7 +137,7 @@ def gguf_linear(
     Returns:
         [T, N] in x's dtype.
     """
-    ext = _extension if _extension is not None else load_extension()  # the per-call path: keep it short
+    ext = _EXT.module or load_extension()  # the per-call path: keep it short
     rows_up_to = _ALL_ROWS if tiles_from is None else tiles_from - 1
     return ext.gguf_linear(x, qweight, qtype, bias, isa or "", rows_up_to, amx_from)  # "": reads $HERON_GGUF_ISA
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import threading
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -35,6 +34,7 @@ from heron.interfaces import ForwardBatch
 from heron.layers import RMSNorm, RotaryTables
 from heron.layers.activation import GatedMLP, SiluAndMul
 from heron.layers.fused_ops import native_addresses
+from heron.layers.native_build import NativeExtension
 
 __all__ = ("ENV", "NativeStack", "load_extension")
 
@@ -46,30 +46,13 @@ _SOURCE = Path(__file__).parent / "csrc" / "llama_stack.cpp"
 _CFLAGS = ["-O3"]
 _DTYPES = (torch.float32, torch.bfloat16)
 
-_lock = threading.Lock()
-_ext: ModuleType | None = None
-_error: Exception | None = None
+_EXT = NativeExtension(lambda: f"heron_llama_stack_{hashlib.sha1(_SOURCE.read_bytes()).hexdigest()[:10]}", [_SOURCE],
+                       _CFLAGS)
 
 
 def load_extension() -> ModuleType:
     """The compiled stack (built on first use, cached per machine by torch); a failed build is re-raised."""
-    global _ext, _error
-    if _ext is not None:
-        return _ext
-    with _lock:
-        if _ext is None:
-            if _error is not None:
-                raise _error
-            from torch.utils.cpp_extension import load  # slow import: only when building
-
-            digest = hashlib.sha1(_SOURCE.read_bytes()).hexdigest()[:10]
-            try:
-                _ext = load(name=f"heron_llama_stack_{digest}", sources=[str(_SOURCE)], extra_cflags=_CFLAGS,
-                            verbose=False)
-            except Exception as err:
-                _error = err
-                raise
-    return _ext
+    return _EXT.load()
 
 
 class NativeStack:

@@ -50,14 +50,14 @@ def _built():
 
     before = os.environ.get("HERON_FUSED_OPS")
     os.environ["HERON_FUSED_OPS"] = "1"
-    fused_ops._ext, fused_ops._failed = None, False
+    fused_ops._EXT.reset()
     need(fused_available(), "heron's fused C++ ops need a C++ compiler (torch.utils.cpp_extension)")
     yield
     if before is None:
         os.environ.pop("HERON_FUSED_OPS", None)
     else:
         os.environ["HERON_FUSED_OPS"] = before
-    fused_ops._ext, fused_ops._failed = None, False
+    fused_ops._EXT.reset()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

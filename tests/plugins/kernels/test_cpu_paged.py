@@ -74,8 +74,8 @@ def test_supports_reasons(monkeypatch):
     assert "float16" in CpuPagedBackend.supports(CPU, torch.float16, 64)
     assert "floating point" in CpuPagedBackend.supports(CPU, torch.int8, 64)
     assert "alibi" in CpuPagedBackend.supports(CPU, torch.float32, 64, alibi=True)
-    monkeypatch.setattr(cpu_paged, "_extension", None)
-    monkeypatch.setattr(cpu_paged, "_build_error", RuntimeError("Error building extension: boom\ndetails"))
+    monkeypatch.setattr(cpu_paged._EXT, "module", None)
+    monkeypatch.setattr(cpu_paged._EXT, "error", RuntimeError("Error building extension: boom\ndetails"))
     assert CpuPagedBackend.supports(CPU, torch.float32, 64) == (
         "cpu_paged could not build its C++ kernel: Error building extension: boom"
     )
