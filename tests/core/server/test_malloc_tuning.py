@@ -34,7 +34,7 @@ def test_thresholds_are_set_and_exported_for_child_processes():
 def test_an_operators_own_setting_is_kept():
     from heron.server.malloc_tuning import TRIM_THRESHOLD
 
-    got = run_check(MALLOC_MMAP_THRESHOLD_="1048576")
-    assert got["env"] == {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD)}
+    got = run_check(MALLOC_MMAP_THRESHOLD_="262144")  # not heron's own value
+    assert got["env"] == {"MALLOC_MMAP_THRESHOLD_": "262144", "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD)}
     tuned = run_check(GLIBC_TUNABLES="glibc.malloc.mmap_threshold=1048576:glibc.malloc.trim_threshold=4096")
     assert tuned == {"set": False, "env": {"MALLOC_MMAP_THRESHOLD_": None, "MALLOC_TRIM_THRESHOLD_": None}}
