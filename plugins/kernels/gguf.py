@@ -13,7 +13,8 @@ faster, summed in the tile unit's order, each row still the same bits however th
 every step that carries prompt tokens, so a prompt's numbers stay the same whole, chunked or after a
 prefix-cache hit, and generation steps of ``gguf_ops`` ``amx_min_t`` or more tokens (that many sequences
 decoding together). Smaller generation steps (single-stream decode, speculative verify steps) keep the
-row path, so a request's generated tokens may depend on whether it decoded alongside 9+ others or in a
+row path (but for weights of ``amx_all_t_bytes`` or more, an LM head, which take the tile unit at every size),
+so a request's generated tokens may depend on whether it decoded alongside 9+ others or in a
 step with another request's prompt chunk (as on any batched GEMM). See :mod:`heron_plugins.kernels.gguf_ops`. ``dense`` (or ``onednn``) runs a dequantized copy instead. A layer the ops cannot run (a type they lack) or a layer loaded as floats (a row-parallel
 input slice off the block boundaries) runs dequantized, and the log says which and why.
 """
@@ -75,7 +76,8 @@ class GGUFLinear(nn.Module):
         # a step with prompt tokens goes to the tile unit (AMX, where the CPU has it) whatever its size, so
         # a prompt gives the same numbers computed whole, in chunks or after a prefix-cache hit; a
         # generation step goes there from amx_min_t tokens (many sequences decoding), and a smaller one
-        # (a single stream, a speculative verification) keeps the row path
+        # (a single stream, a speculative verification) keeps the row path, but on a weight of
+        # amx_all_t_bytes or more (an LM head), which the extension sends to the tile unit at every size
         amx_from = 1 if batch is not None and batch.num_prompt_tokens else 0
         if x.dim() == 2 and len(self.qtypes) == 1:
             y = self.gguf_linear(x, buffers["qweight0"], self.qtypes[0], amx_from=amx_from)  # [T, N], x's dtype

@@ -18,7 +18,11 @@ in last bits; within it an output element is still the same bits however the tok
 ``T >= amx_min_t``); ``amx_from`` moves that bound (heron's GGUF linears send every step that carries prompt
 tokens there whatever its size, so a prompt's rows do not depend on how it is chunked, and generation
 steps from ``amx_min_t`` rows). Fewer rows otherwise (decode, speculative verify steps) and float32 ``x``
-run the row path.
+run the row path, except on weights of ``amx_all_t_bytes`` (8 MiB) or more: an LM head streams from memory,
+where the tile unit keeps up with the row path at ``T = 1`` and costs about the same at ``T = 5``, so such a
+weight takes it at every ``T`` (a decode step and a speculative verify step then share its bits). Steps of up
+to 16 rows run a few-token tile kernel (each 32-weight sub-block of 32 weight rows built in registers just
+ahead of its tiles), more rows the many-token one (32 rows dequantized per pass); both give the same bits.
 
 The kernels are built once per machine with ``torch.utils.cpp_extension`` (torch's extension cache)
 for the portable baseline; AVX2 and AVX512 loops are compiled alongside with target attributes and

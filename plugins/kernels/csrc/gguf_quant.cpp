@@ -12,11 +12,14 @@
 // The block kernels live in gguf_quant_kernels.cpp, built three times (scalar, AVX2, AVX512) and
 // chosen at run time by what this CPU supports, or by the `isa` argument ("avx512bf16": the AVX512
 // build whose bfloat16 row dots use vdpbf16ps).
-// The AMX path ("amx": avx512bf16, plus gguf_quant_amx.cpp for bfloat16 x with T >= kAmxMinT): rows
-// dequantized to bfloat16 as the row path has them, multiplied by the tile unit (tdpbf16ps) in its own
-// summation order, so its outputs may differ from the row path's in the last bits; each output element
-// is still the same bits whatever T (>= kAmxMinT), the batch or the thread split. Below kAmxMinT
-// (decode, speculative verify steps) and for float32 x it is the avx512bf16 path, bit for bit.
+// The AMX path ("amx": avx512bf16, plus the tile unit for bfloat16 x with T >= kAmxMinT, or any T for
+// a weight of kAmxAllTBytes or more): rows dequantized to bfloat16 as the row path has them, multiplied
+// by the tile unit (tdpbf16ps) in its own summation order, so its outputs may differ from the row
+// path's in the last bits; each output element is still the same bits whatever T, the batch or the
+// thread split. T <= kAmxFewT runs the few-token kernel (gguf_quant_simd.cpp: each sub-block built in
+// registers just ahead of its tiles), more the many-token one (gguf_quant_amx.cpp: 32 rows dequantized
+// per pass); the two give the same bits. Below kAmxMinT (decode, speculative verify steps) on smaller
+// weights, and for float32 x, it is the avx512bf16 path, bit for bit.
 
 #include <torch/extension.h>
 
@@ -49,10 +52,12 @@ HERON_GGUF_DECLARE(avx512)
 namespace avx512 {
 void dot_rows_bf16_dp(int qtype, const uint8_t* w, int64_t row_bytes, int64_t n0, int64_t n1, int64_t k,
                       const uint16_t* xb, const float* x, int64_t T, float* y, int64_t ldy, uint16_t* buf);
+void amx_few_rows(int qtype, const uint8_t* w, int64_t row_bytes, int64_t n0, int64_t n1, int64_t k,
+                  const uint16_t* xv, int64_t T, const uint16_t* bias, uint16_t* y, int64_t ldy);
 }
 namespace amx {
 bool available();
-void pack_x(const uint16_t* x, int64_t T, int64_t k, uint16_t* xv);
+void pack_x(const uint16_t* x, int64_t T, int64_t k, bool pair_perm, uint16_t* xv);
 void linear_rows(int qtype, const uint8_t* w, int64_t row_bytes, int64_t n0, int64_t n1, int64_t k,
                  const uint16_t* xv, int64_t T, const uint16_t* bias, uint16_t* y, int64_t ldy, uint16_t* wbuf,
                  float* c);
@@ -227,6 +232,18 @@ at::Tensor linear_rows(const Kernels& kern, const at::Tensor& x, const at::Tenso
 // 92 / 47, Q8_0 49152x576 8395 / 4229; at T = 16: 273 / 112, 296 / 119, 131 / 50, 11275 / 3805.
 constexpr int64_t kAmxMinT = 9;
 
+// Weights of at least this many bytes run on the tile unit at every T (bfloat16 x, isa "amx"), so
+// decode and speculative verify steps share its bits: an LM head (SmolLM2-135M's Q8_0 one is 29 MiB)
+// streams from memory, where the few-token kernel's prefetched 32-row passes keep up with the row path
+// at T = 1 and stay flat with T. Measured in the engine, steps alternating (2 threads, ms per LM head):
+// row path / tile unit T = 1 2.33 / 2.14, T = 3 3.27 / 2.14, T = 5 3.75 / 2.36. The layers' smaller
+// weights stay on the row path below kAmxMinT: there the tile unit costs ~15% more at T = 1.
+constexpr int64_t kAmxAllTBytes = int64_t{8} << 20;
+
+// Rows of x up to which the AMX path runs the few-token kernel (gguf_quant_simd.cpp), and the row
+// multiple its parallel tasks hold (one 16-row tile).
+constexpr int64_t kAmxFewT = 16, kAmxFewAlign = 16;
+
 #ifdef HERON_GGUF_X86
 // Weight rows amx::linear_rows dequantizes per pass: a parallel task holds whole passes.
 constexpr int64_t kAmxRows = 32;
@@ -235,17 +252,24 @@ constexpr int64_t kAmxRows = 32;
 // weight rows, each writing its columns of y (rounded, bias added) itself.
 at::Tensor linear_amx(const at::Tensor& x, const at::Tensor& w, int64_t qtype, const c10::optional<at::Tensor>& bias) {
   const int64_t T = x.size(0), k = x.size(1), n = w.size(0), row_bytes = w.size(1);
-  thread_local std::vector<uint16_t> xv;  // the calling thread's: x in the VNNI layout, tokens padded to 16
-  xv.resize((T + 15) / 16 * 16 * k);
-  amx::pack_x(reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>()), T, k, xv.data());
-  const uint16_t* xvp = xv.data();  // the tasks run on other threads: not their own thread_local xv
+  const int q = static_cast<int>(qtype);
+  const uint8_t* wp = w.data_ptr<uint8_t>();
   auto y = at::empty({T, n}, x.options());
   at::Tensor b;
   if (bias.has_value() && bias->defined()) b = bias->to(at::kBFloat16).contiguous();
   const auto* bp = b.defined() ? reinterpret_cast<const uint16_t*>(b.data_ptr<at::BFloat16>()) : nullptr;
   auto* yp = reinterpret_cast<uint16_t*>(y.data_ptr<at::BFloat16>());
-  const uint8_t* wp = w.data_ptr<uint8_t>();
-  const int q = static_cast<int>(qtype);
+  const auto* xp = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
+  thread_local std::vector<uint16_t> xv;  // the calling thread's: x in the VNNI layout, tokens padded to 16
+  xv.resize((T + 15) / 16 * 16 * k);
+  amx::pack_x(xp, T, k, q == 2 || q == 3, xv.data());  // Q4_0, Q4_1: see pack_x
+  const uint16_t* xvp = xv.data();  // the tasks run on other threads: not their own thread_local xv
+  if (T <= kAmxFewT) {  // each sub-block built in registers just ahead of its tiles
+    parallel_rows(n, grain(k, T), [&](int64_t n0, int64_t n1) {
+      avx512::amx_few_rows(q, wp, row_bytes, n0, n1, k, xvp, T, bp, yp, n);
+    }, kAmxFewAlign);
+    return y;
+  }
   parallel_rows(n, grain(k, T), [&](int64_t n0, int64_t n1) {
     thread_local std::vector<uint16_t> wbuf;
     thread_local std::vector<float> c;
@@ -321,7 +345,8 @@ at::Tensor gguf_linear(const at::Tensor& x, const at::Tensor& qweight, int64_t q
   const Kernels kern = kernels(isa);
   const int64_t T = x.size(0);
 #ifdef HERON_GGUF_X86
-  if (kern.amx && amx_from >= 0 && T <= small_t && T >= (amx_from > 0 ? amx_from : kAmxMinT) &&
+  const int64_t first = amx_from > 0 ? amx_from : qweight.numel() >= kAmxAllTBytes ? 1 : kAmxMinT;
+  if (kern.amx && amx_from >= 0 && T <= small_t && T >= first &&
       x.scalar_type() == at::kBFloat16) {
     return linear_amx(x.contiguous(), qweight, qtype, bias);
   }
@@ -347,6 +372,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "int64_t has_prompt): gguf_linear as GGUFLinear calls it, for callers in C++");
   m.def("isas", &heron_gguf::cpu_isas, "The ISA paths this CPU can run, best last");
   m.attr("amx_min_t") = heron_gguf::kAmxMinT;  // rows of bfloat16 x from which isa "amx" runs the AMX path
+  m.attr("amx_all_t_bytes") = heron_gguf::kAmxAllTBytes;  // weights this large run it at every T
   m.def("dequantize", &heron_gguf::dequantize, "Dequantize GGUF blocks to float32 [N, K]", py::arg("qweight"),
         py::arg("qtype"), py::arg("n"), py::arg("k"), py::arg("isa") = "",
         py::call_guard<py::gil_scoped_release>());

@@ -1,8 +1,10 @@
-// The AMX-BF16 path of gguf_linear for bfloat16 x with many rows (the front end sends T >= kAmxMinT
-// here): namespace heron_gguf::amx, no torch dependency.
+// The AMX-BF16 path of gguf_linear for bfloat16 x with many rows (the front end sends T > kAmxFewT
+// here; fewer go to the few-token kernel in gguf_quant_simd.cpp, which gives the same bits):
+// namespace heron_gguf::amx, no torch dependency.
 //
 // Roles in tdpbf16ps (C += A B): A = 16 dequantized weight rows x 32 weights (the bfloat16 rows
-// avx512::dequant_rows_bf16_dp writes, the row path's weights, read in place with a row stride of K);
+// avx512::dequant_rows_bf16_dp writes, the row path's weights in the tile order, read in place with a
+// row stride of K);
 // B = 16 tokens of x in the VNNI layout (16 pairs of K x 16 tokens x 2), packed once per call;
 // C = 16 weight rows x 16 tokens in float32, summed over all of K in the tile, then transposed into
 // y[t, n], rounded to bfloat16 and the bias added as the row path adds it. Each task dequantizes 32
@@ -169,14 +171,19 @@ inline void store_tile(const float* c, const uint16_t* bias, int64_t nv, int64_t
 
 // xv = x (bfloat16 [T, k]) in the VNNI layout of the B tiles: for each group of 16 tokens (the last
 // zero-padded) and each 32 weights of K, 16 pair-rows of 16 tokens x 2 words (a 16 x 16 dword transpose).
-void pack_x(const uint16_t* x, int64_t T, int64_t k, uint16_t* xv) {
+// pair_perm (Q4_0, Q4_1): pair-row p holds pair (0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15)[p],
+// the order the weights' A tiles come in for those types.
+void pack_x(const uint16_t* x, int64_t T, int64_t k, bool pair_perm, uint16_t* xv) {
+  const __m512i order = _mm512_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15);
   for (int64_t t0 = 0; t0 < T; t0 += kTokTile) {
     const int64_t tv = std::min(kTokTile, T - t0);
     uint16_t* g = xv + t0 * k;
     for (int64_t i = 0; i < k; i += kKStep) {
       __m512 r[16];
       for (int64_t t = 0; t < 16; ++t) {
-        r[t] = t < tv ? _mm512_castsi512_ps(_mm512_loadu_si512(x + (t0 + t) * k + i)) : _mm512_setzero_ps();
+        __m512i v = t < tv ? _mm512_loadu_si512(x + (t0 + t) * k + i) : _mm512_setzero_si512();
+        if (pair_perm) v = _mm512_permutexvar_epi32(order, v);
+        r[t] = _mm512_castsi512_ps(v);
       }
       transpose16(r);
       for (int p = 0; p < 16; ++p) _mm512_storeu_si512(g + i * kTokTile + p * 2 * kTokTile, _mm512_castps_si512(r[p]));

@@ -17,6 +17,7 @@
 #define GGQ_NS avx512
 #define GGQ_ISA 2
 #define GGQ_BF16_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512bf16,avx512vbmi")))
+#define GGQ_AMX_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512bf16,avx512vbmi,amx-tile,amx-bf16")))
 #include "gguf_quant_kernels.cpp"
 #pragma GCC pop_options
 #endif

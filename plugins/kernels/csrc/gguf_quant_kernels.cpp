@@ -298,6 +298,15 @@ GGQ_BF16_TARGET void dequant_rows_bf16_dp(int qtype, const uint8_t* w, int64_t r
   if (simd_dequant_rows_bf16_dp(qtype, w, row_bytes, rows, k, out)) return;
   dequant_rows_bf16(qtype, w, row_bytes, rows, k, out);
 }
+
+#ifdef GGQ_AMX_TARGET
+// y[t * ldy + n] (bfloat16) for weight rows [n0, n1) and T <= 16 tokens of xv (amx::pack_x's layout)
+// on the tile unit; bias: bfloat16 [N] or null. Every type the front end accepts.
+GGQ_AMX_TARGET void amx_few_rows(int qtype, const uint8_t* w, int64_t row_bytes, int64_t n0, int64_t n1, int64_t k,
+                                 const uint16_t* xv, int64_t T, const uint16_t* bias, uint16_t* y, int64_t ldy) {
+  simd_amx_few_rows(qtype, w, row_bytes, n0, n1, k, xv, T, bias, y, ldy);
+}
+#endif
 #endif
 
 }  // namespace GGQ_NS

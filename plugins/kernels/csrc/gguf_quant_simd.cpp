@@ -439,9 +439,9 @@ GGQ_BF16_TARGET inline __m512bh lut_weights(const uint8_t* b, int j, float dw, f
 // lut_weights for two rows of Q4_0 / Q4_1 (blocks b0, b1; heads h0, h1) with one conversion: row 0's
 // table in words 0-15, row 1's in 16-31, picked by index bit 4.
 template <class Q>
-GGQ_BF16_TARGET inline void lut_weights2(const uint8_t* b0, const uint8_t* b1, int j, const Head<Q::kSub>& h0,
-                                         const Head<Q::kSub>& h1, __m512bh& w0, __m512bh& w1) {
-  const __m512 t0 = lut_entries<Q>(h0.dw[j][0], h0.off[j][0], 0.f), t1 = lut_entries<Q>(h1.dw[j][0], h1.off[j][0], 0.f);
+GGQ_BF16_TARGET inline void lut_weights2(const uint8_t* b0, const uint8_t* b1, int j, float d0, float o0, float d1,
+                                         float o1, __m512bh& w0, __m512bh& w1) {
+  const __m512 t0 = lut_entries<Q>(d0, o0, 0.f), t1 = lut_entries<Q>(d1, o1, 0.f);
   const __m512i table = (__m512i)_mm512_cvtne2ps_pbh(t1, t0);
   const __m512i low4 = _mm512_set1_epi16(0x0f), bit4 = _mm512_set1_epi16(0x10);
   w0 = (__m512bh)_mm512_permutexvar_epi16(_mm512_and_si512(lut_index<Q>(b0, j), low4), table);
@@ -478,7 +478,8 @@ GGQ_BF16_TARGET inline void fused_dp_nt(const uint8_t* w, int64_t row_bytes, con
           wv[r] = (__m512bh)_mm512_loadu_si512(buf + r * k + i);
         } else if constexpr (kPairPermuted<Q> && R % 2 == 0) {
           if (r % 2 == 0) {
-            lut_weights2<Q>(bp + r * row_bytes, bp + (r + 1) * row_bytes, j, h[r], h[r + 1], wv[r], wv[r + 1]);
+            lut_weights2<Q>(bp + r * row_bytes, bp + (r + 1) * row_bytes, j, h[r].dw[j][0], h[r].off[j][0],
+                            h[r + 1].dw[j][0], h[r + 1].off[j][0], wv[r], wv[r + 1]);
           }
         } else if constexpr (lut_bits<Q> != 0) {
           wv[r] = lut_weights<Q>(bp + r * row_bytes, j, h[r].dw[j][0], h[r].off[j][0]);
@@ -806,10 +807,11 @@ GGQ_BF16_TARGET inline bool simd_dot_rows_dp(int qtype, const uint8_t* w, int64_
   }
 }
 
-// dequant_rows_t<Q, uint16_t> on CPUs with AVX512-BF16: the same bfloat16 weights (the same float
-// operations, rounded to nearest even by vcvtne2ps2bf16 instead of by integer adds), 32 per step: for
-// the table types through the sub-block's table (as lut_weights, in natural order), else both halves
-// dequantized and converted in one instruction. The AMX path dequantizes a pass's rows with it.
+// dequant_rows_t<Q, uint16_t> on CPUs with AVX512-BF16 for the AMX path: the same bfloat16 weights
+// (the same float operations, rounded to nearest even by vcvtne2ps2bf16 instead of by integer adds),
+// 32 per step: for the table types through the sub-block's table (as lut_weights), else both halves
+// dequantized and converted in one instruction. In the tile order: Q4_0 / Q4_1's pairs of each 32 in
+// pair_order (as the decode dots and the few-token tiles have them; the B tiles match), the rest natural.
 template <class Q>
 GGQ_BF16_TARGET inline void dequant_rows_bf16_dp_t(const uint8_t* w, int64_t row_bytes, int64_t rows, int64_t k,
                                                    uint16_t* out) {
@@ -825,9 +827,7 @@ GGQ_BF16_TARGET inline void dequant_rows_bf16_dp_t(const uint8_t* w, int64_t row
         if constexpr (lut_bits<Q> != 0) {
           const __m512 t0 = lut_entries<Q>(h.dw[j][0], h.off[j][0], 0.f);
           const __m512 t1 = lut_bits<Q> == 5 ? lut_entries<Q>(h.dw[j][0], h.off[j][0], 16.f) : t0;
-          // natural order: Q4_0 / Q4_1's lut_index comes pair-permuted for the decode dots
-          const __m512i index = kPairPermuted<Q> ? _mm512_cvtepu8_epi16(Q::codes(blk, j)) : lut_index<Q>(blk, j);
-          v = _mm512_permutexvar_epi16(index, (__m512i)_mm512_cvtne2ps_pbh(t1, t0));
+          v = _mm512_permutexvar_epi16(lut_index<Q>(blk, j), (__m512i)_mm512_cvtne2ps_pbh(t1, t0));
         } else {
           const __m256i c = Q::codes(blk, j);
           v = (__m512i)_mm512_cvtne2ps_pbh(deq16<Q>(c, 1, h.dw[j][1], h.off[j][1]), deq16<Q>(c, 0, h.dw[j][0], h.off[j][0]));
@@ -852,6 +852,196 @@ GGQ_BF16_TARGET inline bool simd_dequant_rows_bf16_dp(int qtype, const uint8_t* 
     default: return false;
   }
 }
+
+#ifdef GGQ_AMX_TARGET
+// The tile unit for few rows of x (decode, speculative verify and small batched steps, T <= 16; the
+// many-token path is gguf_quant_amx.cpp). Roles as there (C += A B): A = 16 weight rows x 32
+// weights, B = 16 pairs of K x T tokens, C = 16 weight rows x T tokens in float32. Here each
+// sub-block of a pass's 32 weight rows is built in registers as the decode dots build it and stored
+// to a 2 KiB panel in L1, one sub-block ahead of the tiles that read it (two panels, used in turn),
+// so the vector units build while the tile unit multiplies, and no pass's rows are dequantized whole
+// into a buffer that spills to L2. A pass prefetches the next pass's rows (one contiguous run of
+// bytes) a share per sub-block. The weights' words, their order within each 32 (Q4_0 / Q4_1 in
+// pair_order, x packed to match) and the order C sums the sub-blocks in are the many-token path's,
+// so an output element is the same bits in both paths and whatever T is (tests/plugins/kernels/
+// test_gguf_amx.py). Measured (1 thread, us, Q4_1 1536 x 576; row path / this): T = 1 67 / 76,
+// T = 5 174 / 83, T = 16 (2 threads) many-token path at T = 17 90 / this 52.
+constexpr int64_t kAmxFewT = 16;
+constexpr auto kFewHint = _MM_HINT_T0;
+
+// Palette 1: C tiles 0-1 (16 rows x T floats), A tiles 4-5 (16 rows x 32 words), B tile 6 (16 pair
+// rows x T dwords, read from amx::pack_x's layout for the first 16 tokens).
+struct alignas(64) AmxFewConfig {
+  uint8_t palette = 1, start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+  explicit AmxFewConfig(int64_t t) {
+    for (int i : {0, 1, 6}) colsb[i] = static_cast<uint16_t>(4 * t);
+    colsb[4] = colsb[5] = 64;
+    for (int i : {0, 1, 4, 5, 6}) rows[i] = 16;
+  }
+};
+
+// The 32 bfloat16 weights of sub-block j of the block at b in the tile order: the decode dots' words.
+template <class Q>
+GGQ_BF16_TARGET inline __m512i tile_weights(const uint8_t* b, int j, const Head<Q::kSub>& h) {
+  if constexpr (lut_bits<Q> != 0) {
+    return (__m512i)lut_weights<Q>(b, j, h.dw[j][0], h.off[j][0]);
+  } else {
+    const __m256i c = Q::codes(b, j);
+    return (__m512i)_mm512_cvtne2ps_pbh(deq16<Q>(c, 1, h.dw[j][1], h.off[j][1]), deq16<Q>(c, 0, h.dw[j][0], h.off[j][0]));
+  }
+}
+
+// The legacy types' block heads of `rows` (<= 32) rows from the block at b: scales into dv, offsets
+// (the min, or -zero * scale) into ov, the values Q::head gives. Each row's first 4 bytes are copied
+// to a small array, then converted 16 rows at a time (vcvtph2ps), not one table load per half.
+template <class Q>
+GGQ_BF16_TARGET inline void legacy_heads(const uint8_t* b, int64_t row_bytes, int rows, float* dv, float* ov) {
+  alignas(64) uint32_t raw[32] = {};
+  for (int r = 0; r < rows; ++r) std::memcpy(&raw[r], b + r * row_bytes, 4);
+  for (int g = 0; g * 16 < rows; ++g) {
+    const __m512i v = _mm512_load_si512(raw + 16 * g);
+    const __m512 d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v));
+    _mm512_store_ps(dv + 16 * g, d);
+    if constexpr (Q::kMin) {
+      _mm512_store_ps(ov + 16 * g, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(v, 16))));
+    } else {
+      _mm512_store_ps(ov + 16 * g, _mm512_mul_ps(_mm512_set1_ps(-static_cast<float>(Q::kZero)), d));
+    }
+  }
+}
+
+// tile_weights for a legacy type (one sub-block) from its scale and offset.
+template <class Q>
+GGQ_BF16_TARGET inline __m512i tile_weights1(const uint8_t* b, float d, float o) {
+  if constexpr (lut_bits<Q> != 0) {
+    return (__m512i)lut_weights<Q>(b, 0, d, o);
+  } else {
+    const __m256i c = Q::codes(b, 0);
+    return (__m512i)_mm512_cvtne2ps_pbh(deq16<Q>(c, 1, d, o), deq16<Q>(c, 0, d, o));
+  }
+}
+
+// 16 C sums per token (c: [16][T] floats, rows < nv valid) rounded to bfloat16 (+ bias, rounded
+// again, as the row path adds it) into y[t * ldy + m].
+GGQ_BF16_TARGET inline void amx_few_store(const float* c, int64_t T, const uint16_t* bias, int64_t nv, uint16_t* y,
+                                          int64_t ldy) {
+  const __mmask16 mask = static_cast<__mmask16>((1u << nv) - 1);
+  __m512 bv = _mm512_setzero_ps();
+  if (bias != nullptr) {
+    bv = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, bias)), 16));
+  }
+  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                         _mm512_set1_epi32(static_cast<int>(T)));
+  for (int64_t t = 0; t < T; ++t) {
+    __m512 v = T == 1 ? _mm512_loadu_ps(c) : _mm512_i32gather_ps(idx, c + t, 4);
+    if (bias != nullptr) v = _mm512_add_ps(round_bf16(v), bv);
+    const __m512i b = _mm512_castps_si512(round_bf16(v));
+    _mm256_mask_storeu_epi16(y + t * ldy, mask, _mm512_cvtepi32_epi16(_mm512_srli_epi32(b, 16)));
+  }
+}
+
+// Sub-block s (of all of K) of `rows` weight rows from wn into panel a (32 rows x 32 words): the
+// block heads first when s starts a block (into dv, ov for the legacy types, else h).
+template <class Q>
+GGQ_BF16_TARGET inline void few_build(const uint8_t* wn, int64_t row_bytes, int rows, int64_t s, uint16_t (*a)[32],
+                                      float* dv, float* ov, Head<Q::kSub>* h, const float* f16) {
+  const int64_t blk = s / Q::kSub;
+  const int j = static_cast<int>(s % Q::kSub);
+  const uint8_t* bp = wn + blk * Q::kBytes;
+  if (j == 0) {
+    if constexpr (Q::kSub == 1) {
+      legacy_heads<Q>(bp, row_bytes, rows, dv, ov);
+    } else {
+      for (int r = 0; r < rows; ++r) Q::head(bp + r * row_bytes, h[r], f16);
+    }
+  }
+  int r = 0;
+  if constexpr (kPairPermuted<Q>) {
+    for (; r + 2 <= rows; r += 2) {
+      __m512bh w0, w1;
+      lut_weights2<Q>(bp + r * row_bytes, bp + (r + 1) * row_bytes, j, dv[r], ov[r], dv[r + 1], ov[r + 1], w0, w1);
+      _mm512_store_si512(a[r], (__m512i)w0);
+      _mm512_store_si512(a[r + 1], (__m512i)w1);
+    }
+  }
+  if constexpr (Q::kSub == 1) {
+    for (; r < rows; ++r) _mm512_store_si512(a[r], tile_weights1<Q>(bp + r * row_bytes, dv[r], ov[r]));
+  } else {
+    for (; r < rows; ++r) _mm512_store_si512(a[r], tile_weights<Q>(bp + r * row_bytes, j, h[r]));
+  }
+}
+
+// Asks for the next pass's rows (one contiguous run of bytes: `bytes` from `next`) a share per step
+// of this pass (`steps` of them), so they are in cache when it starts: its 32 rows are read side by
+// side, which the hardware prefetchers follow poorly once the weights come from memory.
+inline void few_prefetch(const uint8_t* next, int64_t bytes, int64_t s, int64_t steps) {
+  const int64_t lines = (bytes + 63) / 64, per = (lines + steps - 1) / steps;
+  for (int64_t l = s * per; l < std::min(lines, (s + 1) * per); ++l) {
+    _mm_prefetch(reinterpret_cast<const char*>(next + 64 * l), kFewHint);
+  }
+}
+
+template <class Q>
+GGQ_AMX_TARGET void amx_few_rows_t(const uint8_t* w, int64_t row_bytes, int64_t n0, int64_t n1, int64_t k,
+                                   const uint16_t* xv, int64_t T, const uint16_t* bias, uint16_t* y, int64_t ldy) {
+  alignas(64) uint16_t panel[2][32][32];  // two panels of 32 rows x 32 weights (A tiles: rows 0-15, 16-31)
+  alignas(64) float c[2][16 * kAmxFewT];
+  const AmxFewConfig config(T);
+  _tile_loadconfig(&config);  // per call: other code on this thread (oneDNN) configures and releases tiles too
+  Head<Q::kSub> h[Q::kSub == 1 ? 1 : 32];
+  alignas(64) float dv[32], ov[32];
+  const float* f16 = half_table();
+  const int64_t steps = k / 32;
+  for (int64_t n = n0; n < n1; n += 32) {
+    const int rows = static_cast<int>(std::min<int64_t>(32, n1 - n));
+    if (rows < 32) std::memset(panel, 0, sizeof(panel));
+    const uint8_t* wn = w + n * row_bytes;
+    _tile_zero(0);
+    _tile_zero(1);
+    few_build<Q>(wn, row_bytes, rows, 0, panel[0], dv, ov, h, f16);
+    for (int64_t s = 0; s < steps; ++s) {
+      if (n + 32 < n1) few_prefetch(wn + 32 * row_bytes, std::min<int64_t>(32, n1 - n - 32) * row_bytes, s, steps);
+      // the next sub-block is built before this one is multiplied: its panel's stores are long done by
+      // the time the tile loads read them
+      if (s + 1 < steps) few_build<Q>(wn, row_bytes, rows, s + 1, panel[(s + 1) & 1], dv, ov, h, f16);
+      uint16_t(*a)[32] = panel[s & 1];
+      _tile_loadd(6, xv + s * 32 * 16, 64);  // the first T of each pair row's 16 token columns
+      _tile_loadd(4, a[0], 64);
+      _tile_dpbf16ps(0, 4, 6);
+      if (rows > 16) {
+        _tile_loadd(5, a[16], 64);
+        _tile_dpbf16ps(1, 5, 6);
+      }
+    }
+    _tile_stored(0, c[0], 4 * T);
+    _tile_stored(1, c[1], 4 * T);
+    for (int g = 0; g * 16 < rows; ++g) {
+      const int64_t nr = n + 16 * g;
+      amx_few_store(c[g], T, bias != nullptr ? bias + nr : nullptr, std::min(16, rows - 16 * g), y + nr, ldy);
+    }
+  }
+  _tile_release();
+}
+
+GGQ_AMX_TARGET inline void simd_amx_few_rows(int qtype, const uint8_t* w, int64_t row_bytes, int64_t n0, int64_t n1,
+                                             int64_t k, const uint16_t* xv, int64_t T, const uint16_t* bias,
+                                             uint16_t* y, int64_t ldy) {
+  switch (qtype) {
+    case kQ4_0: return amx_few_rows_t<TQ4_0>(w, row_bytes, n0, n1, k, xv, T, bias, y, ldy);
+    case kQ4_1: return amx_few_rows_t<TQ4_1>(w, row_bytes, n0, n1, k, xv, T, bias, y, ldy);
+    case kQ5_0: return amx_few_rows_t<TQ5_0>(w, row_bytes, n0, n1, k, xv, T, bias, y, ldy);
+    case kQ5_1: return amx_few_rows_t<TQ5_1>(w, row_bytes, n0, n1, k, xv, T, bias, y, ldy);
+    case kQ8_0: return amx_few_rows_t<TQ8_0>(w, row_bytes, n0, n1, k, xv, T, bias, y, ldy);
+    case kQ4_K: return amx_few_rows_t<TQ4_K>(w, row_bytes, n0, n1, k, xv, T, bias, y, ldy);
+    case kQ5_K: return amx_few_rows_t<TQ5_K>(w, row_bytes, n0, n1, k, xv, T, bias, y, ldy);
+    case kQ6_K: return amx_few_rows_t<TQ6_K>(w, row_bytes, n0, n1, k, xv, T, bias, y, ldy);
+    default: return;  // the front end's check_weight admits only the types above
+  }
+}
+#endif  // GGQ_AMX_TARGET
 #endif
 
 #endif

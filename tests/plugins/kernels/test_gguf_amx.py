@@ -1,18 +1,21 @@
-"""``gguf_linear``'s AMX path (``isa="amx"``: bfloat16 x with ``T >= amx_min_t`` rows on the tile unit).
+"""``gguf_linear``'s AMX path (``isa="amx"``: bfloat16 x with ``T >= amx_min_t`` rows on the tile unit, and
+every T for weights of ``amx_all_t_bytes`` or more).
 
 On a CPU whose ``/proc/cpuinfo`` reports ``amx_tile`` and ``amx_bf16`` the path must be listed by
 ``gguf_ops.isas()`` (last, the default); a missing one fails under CI (``CI=true``) and is skipped
 locally. On other CPUs it must not be listed, and the rest is skipped.
 
-Checked for Q4_1, Q8_0, Q4_K, Q6_K and Q5_0 on odd shapes (N = 7, 33, 576 weight rows: tails of the
-16-row tiles and 32-row passes; T = 16, 17, 40 tokens: tails of the 16-token tiles), with and
+Checked for every type on odd shapes (N = 7, 33, 576 weight rows: tails of the 16-row tiles and
+32-row passes; T = 1, 2, 5, 8, 16 on the few-token kernel, 17 and 40 on the many-token one: tails of
+the 16-token tiles), with and
 without bias: every output element within one bfloat16 ulp (of the larger of the sum and the
 result, the bias being added after a first rounding) plus 1e-5 of the largest output, of a float64
 matmul of the bfloat16 weights (gguf_ops.dequantize rounded to bfloat16). The tile unit sums in its
 own order, so the path may differ from the row path in last bits, but an output element must be the
 same bits whatever the other tokens and weight rows are, and where they sit in the tiles: prefixes
-and shifted slices of x, and slices of the weight rows, give equal (``torch.equal``) outputs. Below
-``amx_min_t``, and for float32 x, "amx" is the ``avx512bf16`` row path bit for bit.
+and shifted slices of x, and slices of the weight rows, give equal (``torch.equal``) outputs, on
+either kernel. Below ``amx_min_t``, and for float32 x, "amx" is the ``avx512bf16`` row path bit for
+bit, except for weights of ``amx_all_t_bytes`` or more (an LM head), which take the tile unit at every T.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from heron_plugins.kernels.gguf_ops import QTYPES
 from tests.conftest import need
 from tests.plugins.kernels.test_gguf_ops import random_blocks
 
-TYPES = (3, 8, 12, 14, 6)  # Q4_1, Q8_0, Q4_K, Q6_K, Q5_0
+TYPES = tuple(sorted(QTYPES))
 #: the float32 sums' error allowance, relative to the largest output
 REL = 1e-5
 
@@ -120,6 +123,31 @@ def test_amx_isa_is_the_row_path_below_amx_min_t_and_for_float32(amx_min_t: int)
         assert torch.equal(_amx(x, raw, 12, bias), want), f"T={t}"
     x = torch.randn(amx_min_t + 7, 512)
     assert torch.equal(_amx(x, raw, 12, bias), gguf_ops.gguf_linear(x, raw, 12, bias, isa="avx512bf16"))
+
+
+def test_weights_of_amx_all_t_bytes_take_the_tile_unit_at_every_t(amx_min_t: int):
+    """An LM head's worth of bytes runs on the tile unit for every T, so a decode step (T = 1) and a
+    speculative verify step (T = 1 + k) share its bits; a weight one row short of the bound keeps the
+    row path below amx_min_t."""
+    bound = int(gguf_ops.load_extension().amx_all_t_bytes)
+    assert bound == 8 << 20
+    qtype, k = 12, 256  # Q4_K: random valid blocks, 144 bytes a row
+    row_bytes = k // QTYPES[qtype].block_size * QTYPES[qtype].type_size
+    n = -(-bound // row_bytes)
+    raw = random_blocks(qtype, n, k)
+    assert raw.numel() >= bound > raw[1:].numel()
+    torch.manual_seed(2)
+    x = torch.randn(amx_min_t + 7, k).to(torch.bfloat16)
+    tiles = _amx(x, raw, qtype)  # T >= amx_min_t: the tile unit whatever the size
+    rows = gguf_ops.gguf_linear(x, raw, qtype, isa="avx512bf16")
+    assert not torch.equal(tiles, rows)  # these inputs tell the two paths apart
+    for t in (1, 2, 5, amx_min_t - 1):
+        assert torch.equal(_amx(x[:t], raw, qtype), tiles[:t]), f"T={t}"
+    for t in (1, 5):
+        want = gguf_ops.gguf_linear(x[:t], raw[1:], qtype, isa="avx512bf16")
+        assert torch.equal(_amx(x[:t], raw[1:], qtype), want), f"one row short, T={t}"
+    xf = x[:3].float()  # float32 x: the row path at any size
+    assert torch.equal(_amx(xf, raw, qtype), gguf_ops.gguf_linear(xf, raw, qtype, isa="avx512bf16"))
 
 
 def _step(prompt_tokens: int) -> ForwardBatch:
